@@ -12,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxssl import ops
+
 
 def _as_rows(z: jax.Array) -> jax.Array:
     """(..., D) -> (N, D) float32 with no gradient."""
@@ -58,7 +60,7 @@ def feature_std(z: jax.Array, eps: float = 1e-12) -> jax.Array:
         Chen & He, 2021, https://arxiv.org/abs/2011.10566.
     """
     z = _as_rows(z)
-    z = z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), eps)
+    z = ops.l2_normalize(z, eps=eps)
     return jnp.mean(jnp.std(z, axis=0))
 
 

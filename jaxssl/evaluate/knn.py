@@ -34,18 +34,14 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxssl import ops
+
 # Bank rows added for padding carry this label. Their similarity is set to -inf
 # before the top-k, so they can never be a neighbour (k <= number of real rows).
 _PAD_LABEL = -1
 _MAX_TOPK = 5
 
 Protocol = tuple[int, float]
-
-
-def _l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """Rows divided by max(||x||_2, eps) in float32 (zero rows stay zero)."""
-    x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def _local_topk(
@@ -135,7 +131,7 @@ def _vote(
     return jnp.stack(out)
 
 
-_normalize_jit = jax.jit(_l2_normalize)
+_normalize_jit = jax.jit(ops.l2_normalize)
 
 
 # Cached: evaluating every few thousand steps reuses one compiled function.
@@ -148,7 +144,7 @@ def _make_chunk_fn(*, k: int, train_chunk: int, protocols, num_classes: int, mes
     if mesh is None:
 
         def chunk_fn(queries, bank, bank_labels, test_labels):
-            values, labels = topk(_l2_normalize(queries), bank, bank_labels)
+            values, labels = topk(ops.l2_normalize(queries), bank, bank_labels)
             return vote(values, labels, test_labels)
 
         return jax.jit(chunk_fn)
@@ -162,7 +158,7 @@ def _make_chunk_fn(*, k: int, train_chunk: int, protocols, num_classes: int, mes
     # top-k. Both paths return neighbours sorted by similarity, so the weighted vote
     # sums in the same order and the result equals the single-device one.
     def local_fn(queries, bank, bank_labels, test_labels):
-        values, labels = topk(_l2_normalize(queries), bank, bank_labels)
+        values, labels = topk(ops.l2_normalize(queries), bank, bank_labels)
         values = jax.lax.all_gather(values, "data", axis=1, tiled=True, to="invarying")
         labels = jax.lax.all_gather(labels, "data", axis=1, tiled=True, to="invarying")
         values, idx = jax.lax.top_k(values, k)

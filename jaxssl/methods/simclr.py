@@ -1,0 +1,50 @@
+"""SimCLR (Chen et al., 2020, arXiv:2002.05709): contrast two augmented views of each image.
+
+"A stochastic data augmentation module [...] transforms any given data example randomly
+resulting in two correlated views of the same example [...] A neural network base encoder f(.)
+[...] A small neural network projection head g(.) [...] A contrastive loss function" (Sec. 2.1).
+The loss is `jaxssl.losses.nt_xent` over the global batch; no teacher, no extra state.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxssl import losses
+from jaxssl.evaluate import collapse
+from jaxssl.methods import base
+from jaxssl.models import heads
+
+
+def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence[int] = (2048,),
+         proj_dim: int = 128, dtype=jnp.float32) -> base.Method:
+    """SimCLR with an MLP projection head.
+
+    Args:
+      backbone: a module mapping images (B,H,W,3) -> features (B,F).
+      temperature: NT-Xent tau (0.5 for CIFAR-10, SimCLR Sec. B.9).
+      proj_hidden: widths of the projector's hidden layers (one 2048 layer, SimCLR).
+      proj_dim: projection output size (128, SimCLR Sec. B.1).
+      dtype: compute dtype of the head.
+    """
+    if not temperature > 0:
+        raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
+    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+
+    def loss_fn(params, model_state, teacher, extra, views, rng):
+        del teacher, rng
+        if len(views) != 2:
+            raise ValueError(f"SimCLR takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
+        # Both views in one forward pass: BatchNorm statistics cover the 2N images, as one
+        # concatenated batch does in the reference implementation.
+        n = views[0].shape[0]
+        out, new_state = net.apply({"params": params, **model_state}, jnp.concatenate(views), train=True,
+                                   mutable=list(model_state))
+        z = out["projection"]
+        loss = jnp.mean(losses.nt_xent(z[:n], z[n:], temperature))
+        metrics = {"z_std": collapse.feature_std(z[:n]), "h_std": collapse.feature_std(out["features"][:n])}
+        return loss, (new_state, extra, metrics)
+
+    return base.Method(net, loss_fn)

@@ -1,0 +1,113 @@
+"""ResNet backbones (He et al., 2016, arXiv:1512.03385) in flax.linen.
+
+`Model(variant="18")` returns the globally average-pooled features of shape (B, C_out).
+`cifar_stem=True` replaces the 7x7/2 conv + 3x3/2 max-pool stem with one 3x3/1 conv, the
+standard change for 32x32 inputs used by SimCLR's CIFAR experiments (arXiv:2002.05709, B.9)
+and solo-learn. `width` scales every stage's channels (64 * width at the first stage), so a
+CPU-sized model is `Model(variant="18", width=0.25)`.
+
+BatchNorm statistics are computed over whatever batch the module sees. Under `jax.jit` on a
+global array sharded over the mesh's "data" axis that is the **global** batch: XLA inserts the
+cross-device reductions, so this is synchronised BatchNorm without an `axis_name`
+(tested in tests/train/test_sharding.py: 8 devices == 1 device).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+STAGES = {
+    "18": ("basic", (2, 2, 2, 2)),
+    "34": ("basic", (3, 4, 6, 3)),
+    "50": ("bottleneck", (3, 4, 6, 3)),
+    "101": ("bottleneck", (3, 4, 23, 3)),
+}
+
+
+class _BasicBlock(nn.Module):
+    """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
+
+    filters: int
+    strides: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
+                                              dtype=self.dtype, name=name)
+        norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                               dtype=self.dtype, name=name, **kw)
+        y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
+        # Zero-init of the last BN scale in each block (Goyal et al., 2017) as in torchvision's
+        # `zero_init_residual`: every block starts as the identity.
+        y = norm("bn2", scale_init=nn.initializers.zeros)(conv(self.filters, 3, 1, "conv2")(y))
+        if x.shape[-1] != self.filters or self.strides != 1:
+            x = norm("proj_bn")(conv(self.filters, 1, self.strides, "proj")(x))
+        return nn.relu(x + y)
+
+
+class _Bottleneck(nn.Module):
+    """1x1 -> 3x3 (strided, as torchvision "ResNet v1.5") -> 1x1 with 4x expansion."""
+
+    filters: int
+    strides: int
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
+                                              dtype=self.dtype, name=name)
+        norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                                               dtype=self.dtype, name=name, **kw)
+        y = nn.relu(norm("bn1")(conv(self.filters, 1, 1, "conv1")(x)))
+        y = nn.relu(norm("bn2")(conv(self.filters, 3, self.strides, "conv2")(y)))
+        y = norm("bn3", scale_init=nn.initializers.zeros)(conv(4 * self.filters, 1, 1, "conv3")(y))
+        if x.shape[-1] != 4 * self.filters or self.strides != 1:
+            x = norm("proj_bn")(conv(4 * self.filters, 1, self.strides, "proj")(x))
+        return nn.relu(x + y)
+
+
+class Model(nn.Module):
+    """ResNet backbone.
+
+    Attributes:
+      variant: "18", "34", "50" or "101".
+      width: channel multiplier (1.0 = the paper's 64-128-256-512 stages).
+      cifar_stem: 3x3/1 stem without max-pool (32x32 inputs).
+      dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+
+    Call: `model.apply(variables, images (B,H,W,3) float, train=bool)` -> features (B, C_out)
+    in float32, C_out = 512*width (basic) or 2048*width (bottleneck). Pass
+    `mutable=["batch_stats"]` when `train=True`.
+    """
+
+    variant: str = "18"
+    width: float = 1.0
+    cifar_stem: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        if self.variant not in STAGES:
+            raise ValueError(f"Unknown ResNet variant {self.variant!r}; choose one of {sorted(STAGES)}.")
+        kind, depths = STAGES[self.variant]
+        block = _BasicBlock if kind == "basic" else _Bottleneck
+        base = max(1, int(round(64 * self.width)))
+        x = x.astype(self.dtype)
+        if self.cifar_stem:
+            x = nn.Conv(base, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name="stem")(x)
+        else:
+            x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
+                        dtype=self.dtype, name="stem")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                         name="stem_bn")(x)
+        x = nn.relu(x)
+        if not self.cifar_stem:
+            x = nn.max_pool(x, (3, 3), (2, 2), padding=[(1, 1), (1, 1)])
+        for i, depth in enumerate(depths):
+            for j in range(depth):
+                strides = 2 if (i > 0 and j == 0) else 1
+                x = block(base * 2**i, strides, self.dtype, name=f"stage{i + 1}_block{j + 1}")(x, train)
+        return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

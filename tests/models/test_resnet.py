@@ -1,0 +1,58 @@
+"""ResNet backbones and heads: shapes, parameter counts, BatchNorm statistics, errors."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxssl import models
+from jaxssl.models import heads
+
+
+def _count(tree):
+    return sum(x.size for x in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("variant,out", [("18", 512), ("50", 2048)])
+def test_resnet_feature_shape(variant, out):
+    m = models.get("resnet", variant=variant, width=0.125, cifar_stem=True)
+    x = jnp.ones((2, 16, 16, 3))
+    v = m.init(jax.random.key(0), x, train=False)
+    assert m.apply(v, x, train=False).shape == (2, out // 8)
+
+
+def test_resnet18_parameter_count_matches_torchvision():
+    # torchvision resnet18 has 11,689,512 parameters, of which 513,000 in the fc layer.
+    # Counted here: conv/BN weights only (the same 11,176,512), ImageNet stem.
+    m = models.get("resnet", variant="18")
+    v = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.ones((1, 64, 64, 3)), train=False))
+    assert _count(v["params"]) == 11_689_512 - 513_000
+
+
+def test_batchnorm_updates_running_statistics_in_training():
+    m = models.get("resnet", variant="18", width=0.0625, cifar_stem=True)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3 + 1
+    v = m.init(jax.random.key(0), x, train=True)
+    _, new = m.apply(v, x, train=True, mutable=["batch_stats"])
+    before = v["batch_stats"]["stem_bn"]["mean"]
+    after = new["batch_stats"]["stem_bn"]["mean"]
+    assert not np.allclose(before, after)
+
+
+def test_unknown_variant_and_keyword():
+    with pytest.raises(ValueError, match="Unknown ResNet variant"):
+        m = models.get("resnet", variant="19")
+        m.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match="valid keys"):
+        models.get("resnet", depth=18)
+    with pytest.raises(ValueError, match="Available models"):
+        models.get("vgg")
+
+
+def test_mlp_head_and_encoder():
+    enc = heads.Encoder(models.get("resnet", variant="18", width=0.0625, cifar_stem=True),
+                        projector=heads.MLP((16,), 8), predictor=heads.MLP((16,), 8, norm="none"))
+    x = jnp.ones((3, 8, 8, 3))
+    v = enc.init(jax.random.key(0), x, train=False)
+    out = enc.apply(v, x, train=False)
+    assert out["features"].shape == (3, 32) and out["projection"].shape == (3, 8) and out["prediction"].shape == (3, 8)
+    np.testing.assert_array_equal(enc.apply(v, x, method="features"), out["features"])
