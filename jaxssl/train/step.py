@@ -1,0 +1,98 @@
+"""One pure, jitted training step, shared by every method.
+
+`make_train_step(method, tx, views, mesh)` returns `train_step(state, batch, rng) ->
+(state, metrics)`. The step is written on **global** arrays: the batch is sharded over the
+mesh's "data" axis, the state replicated, and XLA inserts the collectives, so every loss and
+every BatchNorm sees the global batch (the invariant tested in tests/train/test_sharding.py).
+The input state is donated: its buffers are reused for the output state.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxssl import augment
+from jaxssl.methods.base import Method
+from jaxssl.train import sharding as shd
+from jaxssl.train.state import TrainState
+
+
+def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
+               example_view: jax.Array) -> TrainState:
+    """Variables from `method.net.init` on one example view, optimiser state, teacher, extra."""
+    init_rng, extra_rng = jax.random.split(rng)
+    variables = method.net.init(init_rng, example_view, train=True)
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    teacher = None
+    if method.teacher_momentum is not None:
+        # The teacher starts as an exact copy of the student (BYOL Sec. 3.1, MoCo Sec. 3.2).
+        teacher = {"params": params, **model_state}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), teacher=teacher, extra=method.init_extra(extra_rng))
+
+
+def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
+                 lr_schedule: optax.Schedule | None = None) -> Callable:
+    """The un-jitted step: (state, batch, rng) -> (state, metrics).
+
+    batch: {"image": uint8 (B,H,W,3), ...}. rng: the run's base key; the step folds in
+    `state.step`, so the same key can be passed every step and a resumed run reproduces the
+    keys of an uninterrupted one.
+    """
+    views = [dict(v) for v in views]
+
+    def step(state: TrainState, batch, rng):
+        rng = jax.random.fold_in(rng, state.step)
+        aug_rng, loss_rng = jax.random.split(rng)
+        # Photometric augmentation on device (the DeepMind-BYOL split: decode on host, colour here).
+        images = augment.make_views(aug_rng, batch["image"], views)
+
+        def loss_fn(params):
+            return method.loss_fn(params, state.model_state, state.teacher, state.extra, images, loss_rng)
+
+        (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        teacher = state.teacher
+        if method.teacher_momentum is not None:
+            # EMA teacher inside the pure step: teacher <- m * teacher + (1 - m) * student.
+            m = method.teacher_momentum(state.step)
+            teacher = optax.incremental_update({"params": params, **model_state}, teacher, step_size=1.0 - m)
+            metrics = {**metrics, "teacher_momentum": m}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+                   "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
+        if lr_schedule is not None:
+            metrics["lr"] = lr_schedule(state.step)
+        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                                  opt_state=opt_state, teacher=teacher, extra=extra)
+        return new_state, metrics
+
+    return step
+
+
+def make_train_step(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
+                    mesh: Mesh, lr_schedule: optax.Schedule | None = None) -> Callable:
+    """`make_step_fn` jitted over `mesh`: state replicated, batch split over "data", state donated."""
+    step = make_step_fn(method, tx, views, lr_schedule)
+    rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_embed_fn(method: Method, mesh: Mesh, view: Mapping[str, Any] | None = None) -> Callable:
+    """Jitted `embed(variables, images_uint8) -> backbone features (B, F)` in eval mode.
+
+    `view` is the deterministic evaluation transform (normalisation only, by default).
+    """
+    view = dict(view or {})
+
+    def embed(variables, images):
+        x = augment.apply(jax.random.key(0), images, view)  # all probabilities 0: deterministic
+        return method.net.apply(variables, x, train=False, method="features")
+
+    return jax.jit(embed, in_shardings=(shd.replicated(mesh), shd.data_sharded(mesh)),
+                   out_shardings=shd.data_sharded(mesh))

@@ -1,0 +1,56 @@
+"""Optimiser chain: weight-decay mask, LR scaling and schedule end points."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxssl import schedules
+from jaxssl.train import optim
+
+
+def _cfg(**kw):
+    base = dict(name="lars", base_lr=1.0, lr_scaling="linear", warmup_steps=10, weight_decay=1e-4, momentum=0.9)
+    return ml_collections.ConfigDict({**base, **kw})
+
+
+def test_decay_mask_excludes_biases_and_norms():
+    params = {"dense": {"kernel": jnp.ones((3, 4)), "bias": jnp.ones(4)}, "bn": {"scale": jnp.ones(4)},
+              "conv": {"kernel": jnp.ones((3, 3, 2, 4))}}
+    mask = optim.decay_mask(params)
+    assert mask == {"dense": {"kernel": True, "bias": False}, "bn": {"scale": False}, "conv": {"kernel": True}}
+
+
+@pytest.mark.parametrize("scaling,expected", [("linear", 2.0), ("sqrt", np.sqrt(512)), ("none", 1.0)])
+def test_peak_learning_rate_scaling(scaling, expected):
+    lr = optim.learning_rate(_cfg(lr_scaling=scaling), batch_size=512, total_steps=100)
+    np.testing.assert_allclose(lr(10), expected, rtol=1e-6)
+    assert float(lr(0)) == 0.0
+    np.testing.assert_allclose(lr(100), 0.0, atol=1e-7)
+
+
+def test_warmup_cosine_midpoint():
+    f = schedules.warmup_cosine(1.0, total_steps=110, warmup_steps=10)
+    np.testing.assert_allclose(f(5), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(f(60), 0.5, rtol=1e-5)  # half-way through the cosine
+    np.testing.assert_allclose(schedules.warmup_cosine(1.0, 10, 10)(10), 1.0)
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS)
+def test_weight_decay_touches_only_kernels(name):
+    params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}
+    tx, _ = optim.make(_cfg(name=name, weight_decay=0.5, warmup_steps=0), batch_size=256, total_steps=10)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    assert float(jnp.abs(updates["bias"]).max()) == 0.0
+    assert float(jnp.abs(updates["kernel"]).max()) > 0.0
+
+
+def test_grad_clip_and_unknown_optimizer():
+    tx, _ = optim.make(_cfg(name="sgd", grad_clip=1.0, weight_decay=0.0, warmup_steps=0, momentum=0.0,
+                            lr_scaling="none"), 256, 10)
+    params = {"w": jnp.zeros(4)}
+    updates, _ = tx.update({"w": jnp.full(4, 10.0)}, tx.init(params), params)
+    np.testing.assert_allclose(jnp.linalg.norm(updates["w"]), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="Unknown optimizer.name"):
+        optim.make(_cfg(name="adam"), 256, 10)
