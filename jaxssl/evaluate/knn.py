@@ -40,6 +40,7 @@ from jaxssl import ops
 # before the top-k, so they can never be a neighbour (k <= number of real rows).
 _PAD_LABEL = -1
 _MAX_TOPK = 5
+_DEFAULT_TRAIN_CHUNK = 8192
 
 Protocol = tuple[int, float]
 
@@ -273,7 +274,9 @@ def knn_hits(
     # Bank layout: n_dev blocks of rows_per_dev rows, each a whole number of train chunks.
     n_dev = 1 if mesh is None else mesh.shape["data"]
     rows_per_dev = -(-n_train // n_dev)
-    train_chunk = rows_per_dev if train_chunk is None else min(train_chunk, rows_per_dev)
+    # Default chunk: a (test_chunk, 8192) similarity block. Merging the whole bank at once
+    # is far slower on CPU (a 10k x 50k CIFAR-10 kNN went from ~10 s to ~10 min).
+    train_chunk = min(_DEFAULT_TRAIN_CHUNK if train_chunk is None else train_chunk, rows_per_dev)
     rows_per_dev = -(-rows_per_dev // train_chunk) * train_chunk
     bank = _pad_rows(train_features, n_dev * rows_per_dev, 0)
     bank_labels = _pad_rows(train_labels, n_dev * rows_per_dev, _PAD_LABEL)
@@ -363,8 +366,8 @@ def knn(
         temperature: T > 0 of the vote weights exp(cos / T).
         num_classes: C; inferred as max label + 1 when None.
         test_chunk: test rows per jitted call (the last chunk is padded and masked).
-        train_chunk: bank rows compared at once, merging a running top-k; None compares
-            a device's whole bank at once. Memory is O(test_chunk * (train_chunk + k)).
+        train_chunk: bank rows compared at once, merging a running top-k; None means
+            8192 (or a device's whole bank if smaller). Memory is O(test_chunk * (train_chunk + k)).
         mesh: optional ``Mesh`` with a ``"data"`` axis; the bank is sharded by rows over
             it (padded to a multiple of the device count with rows that are never
             neighbours). The result equals the unsharded one.
