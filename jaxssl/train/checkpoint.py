@@ -1,22 +1,37 @@
-"""orbax checkpoints of the TrainState plus the data-iterator state (exact resume).
+"""orbax checkpoints of the TrainState plus the data-iterator state (exact resume), verified.
 
-Each step directory holds two items: "state" (the TrainState pytree, `StandardSave`) and
-"data" (the grain iterator state, JSON). Saves are asynchronous and atomic (orbax writes to a
-temporary directory and renames it when complete), keep the newest `max_to_keep`, and refuse
-a state holding NaN/Inf so that the last good checkpoint is never replaced by a bad one.
-Restore walks back from the newest step when one fails to load (a truncated or corrupted
-write), with a warning, instead of losing the run.
+Each step directory holds three items: "state" (the TrainState pytree, `StandardSave`), "data"
+(the grain iterator state, JSON) and "meta" (JSON: a checksum of every state leaf, plus
+counters the trainer wants back, e.g. the number of skipped non-finite steps).
+
+What can go wrong, and what this module does about it:
+- A process killed during a save. orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames
+  it when complete, so a half-written step is never listed; the next `Checkpointer` on the
+  directory deletes such leftovers (`cleanup_tmp_directories`).
+- A bad state. `save` refuses a state holding NaN/Inf (`NonFiniteStateError`), so the last good
+  checkpoint is never replaced by a bad one.
+- A damaged file. orbax reports a truncated or missing file as an error, but reads a flipped
+  byte as silently wrong numbers; so each save records a checksum of every leaf (computed on
+  device, see `summarize`) and `restore` recomputes it. A step that fails to load, fails its
+  checksum or holds NaN/Inf is moved to `<directory>_corrupt/` with a warning and the next older
+  step is tried. Nothing is deleted. Moving it aside matters: orbax never saves a step at or
+  below the newest one present, and keep-N would keep the bad newer step while deleting good
+  older ones.
+- keep-N (`max_to_keep`). orbax deletes an old step only after a newer save has been committed,
+  and only verified-finite states are saved, so the newest good checkpoint is never deleted.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+import shutil
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -25,69 +40,160 @@ class NonFiniteStateError(RuntimeError):
     """Raised instead of writing a checkpoint whose state holds NaN or Inf."""
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint that loads but does not hold what was saved (checksum) or holds NaN/Inf."""
+
+
+class Restored(NamedTuple):
+    """What `Checkpointer.restore` returns."""
+
+    state: Any
+    data: dict | None  # the data-iterator state, or None if it was not saved
+    step: int
+    meta: dict  # the `meta` given to `save` (without the checksums); {} if none
+
+
+def _as_uint32(x: jax.Array) -> jax.Array:
+    """The bits of `x` as uint32 values (8-byte types give two words per element)."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    if x.dtype.itemsize >= 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    return jax.lax.bitcast_convert_type(x, {1: jnp.uint8, 2: jnp.uint16}[x.dtype.itemsize]).astype(jnp.uint32)
+
+
+@jax.jit
+def _summarize(leaves):
+    def one(x):
+        finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.inexact) else jnp.bool_(True)
+        bits = _as_uint32(x).ravel()
+        # sum_i bits_i * (2i + 1) mod 2^32: integer sums are exact in any order (any sharding), and
+        # odd position weights make every single flipped bit, and most swaps, change the sum.
+        weights = jnp.arange(bits.size, dtype=jnp.uint32) * 2 + 1
+        return finite, jnp.sum(bits * weights, dtype=jnp.uint32)
+    return [one(x) for x in leaves]
+
+
+def summarize(tree) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(leaf paths, finite flags, uint32 checksums) of every array leaf, from one jitted call."""
+    flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+    paths = [jax.tree_util.keystr(p) for p, _ in flat]
+    if not flat:
+        return paths, np.zeros(0, bool), np.zeros(0, np.uint32)
+    out = jax.device_get(_summarize([jnp.asarray(x) for _, x in flat]))
+    return paths, np.asarray([f for f, _ in out], bool), np.asarray([c for _, c in out], np.uint32)
+
+
 def nonfinite_leaves(tree) -> list[str]:
     """Paths of floating-point leaves of `tree` that hold a NaN or an Inf."""
-    bad = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
-            if not bool(jnp.all(jnp.isfinite(leaf))):
-                bad.append(jax.tree_util.keystr(path))
-    return bad
+    paths, finite, _ = summarize(tree)
+    return [p for p, ok in zip(paths, finite) if not ok]
+
+
+def _listing(paths: list[str]) -> str:
+    return ", ".join(paths[:5]) + (f" (and {len(paths) - 5} more)" if len(paths) > 5 else "")
 
 
 class Checkpointer:
-    """Thin wrapper of `ocp.CheckpointManager` with the two items jaxssl saves."""
+    """Thin wrapper of `ocp.CheckpointManager` with the three items jaxssl saves."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
         self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+                                               enable_async_checkpointing=async_save,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
 
-    def save(self, step: int, state, data_state: dict | None = None, *, force: bool = False) -> bool:
-        """Start an async save of `state` (and the data iterator state) at `step`."""
-        bad = nonfinite_leaves(state)
+    def save(self, step: int, state, data_state: dict | None = None, *, meta: dict | None = None,
+             force: bool = False) -> bool:
+        """Start an async save of `state`, the data iterator state and `meta` (JSON) at `step`.
+
+        Raises NonFiniteStateError (and writes nothing) if `state` holds NaN or Inf.
+        """
+        paths, finite, checksums = summarize(state)
+        bad = [p for p, ok in zip(paths, finite) if not ok]
         if bad:
             raise NonFiniteStateError(
-                f"Refusing to checkpoint step {step}: non-finite values in {', '.join(bad[:5])}"
-                f"{' ...' if len(bad) > 5 else ''}. The last good checkpoint in {self.directory} is kept.")
-        args = {"state": ocp.args.StandardSave(state)}
+                f"Refusing to checkpoint step {step}: non-finite values in {_listing(bad)}. "
+                f"The last good checkpoint in {self.directory} is kept.")
+        meta = {**(meta or {}), "checksums": dict(zip(paths, map(int, checksums)))}
+        args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_state is not None:
             args["data"] = ocp.args.JsonSave(data_state)
         return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
-    def restore(self, abstract_state) -> tuple[Any, dict | None, int] | None:
-        """Restore the newest readable checkpoint as (state, data_state, step), or None if there is none.
+    def _restore_step(self, step: int, abstract_state) -> Restored:
+        """Load and verify one step; raises on any problem."""
+        step_dir = os.path.join(self.directory, str(step))
+        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        for name in ("data", "meta"):
+            if os.path.isdir(os.path.join(step_dir, name)):
+                items[name] = ocp.args.JsonRestore()
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        meta = dict(restored.get("meta") or {})
+        saved = meta.pop("checksums", None)
+        paths, finite, checksums = summarize(restored.state)
+        bad = [p for p, ok in zip(paths, finite) if not ok]
+        if bad:
+            raise CorruptCheckpointError(f"non-finite values in {_listing(bad)}")
+        if saved is None:
+            log.warning("Checkpoint at step %d has no checksums (written by an older jaxssl); not verified.", step)
+        else:
+            wrong = [p for p, c in zip(paths, checksums) if saved.get(p) != int(c)]
+            if wrong or set(saved) != set(paths):
+                raise CorruptCheckpointError(
+                    f"checksum mismatch in {_listing(wrong or sorted(set(saved) ^ set(paths)))}: the files "
+                    f"do not hold what was saved")
+        return Restored(restored.state, restored.get("data"), step, meta)
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Move unusable step directories to `<directory>_corrupt/` (kept for inspection)."""
+        if jax.process_index() == 0:
+            for step in steps:
+                dest = os.path.join(f"{self.directory}_corrupt", str(step))
+                n = 1
+                while os.path.exists(dest):
+                    dest, n = os.path.join(f"{self.directory}_corrupt", f"{step}.{n}"), n + 1
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                shutil.move(os.path.join(self.directory, str(step)), dest)
+                log.warning("Moved the unusable checkpoint of step %d to %s.", step, dest)
+        multihost_utils.sync_global_devices("jaxssl:checkpoints_set_aside")
+        self.manager.reload()
+
+    def restore(self, abstract_state) -> Restored | None:
+        """Restore the newest good checkpoint, or return None if there is none.
 
         `abstract_state` is a pytree of `jax.ShapeDtypeStruct` (with shardings) of the state.
+        Newer steps that cannot be used are set aside with a warning (see the module docstring).
+        Raises RuntimeError, moving nothing, when no step can be used (e.g. the checkpoints were
+        written by a different model).
         """
         steps = sorted(self.all_steps(), reverse=True)
+        unusable, errors = [], []
         for i, step in enumerate(steps):
             try:
-                restored = self.manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state)))
-                data_state = None
-                if os.path.isdir(os.path.join(self.directory, str(step), "data")):
-                    data_state = self.manager.restore(step, args=ocp.args.Composite(
-                        data=ocp.args.JsonRestore())).data
+                restored = self._restore_step(step, abstract_state)
             except Exception as e:  # noqa: BLE001  (any failure to read means this step is unusable)
                 older = steps[i + 1:]
-                log.warning("Checkpoint at step %d in %s cannot be restored (%s: %s); %s", step, self.directory,
-                            type(e).__name__, str(e)[:300],
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                log.warning("Checkpoint at step %d in %s cannot be used (%s); %s", step, self.directory, reason,
                             f"falling back to step {older[0]}." if older else "no older checkpoint is left.")
+                unusable.append(step)
+                errors.append(f"step {step}: {reason}")
                 continue
-            state = restored.state
-            bad = nonfinite_leaves(state)
-            if bad:
-                log.warning("Checkpoint at step %d holds non-finite values (%s); skipping it.", step, bad[:3])
-                continue
-            return state, data_state, step
+            if unusable:
+                self._set_aside(unusable)
+            return restored
         if steps:
-            raise RuntimeError(f"None of the checkpoints {steps} in {self.directory} can be restored; move the "
-                               f"directory away to start afresh (nothing has been deleted).")
+            raise RuntimeError(
+                f"None of the checkpoints {sorted(steps)} in {self.directory} can be used ({'; '.join(errors)}). "
+                f"If the model, method or optimiser changed since they were written, use a new --workdir; "
+                f"otherwise move the directory away to start afresh (nothing has been deleted).")
         return None
 
     def wait(self) -> None:

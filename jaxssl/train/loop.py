@@ -6,13 +6,21 @@ method runs through this file; it never branches on the method.
 
 Files written in `workdir`: `config.json` (the run's config), `metrics.jsonl` (one JSON object
 per logged step or evaluation), `tb/` (TensorBoard events), `checkpoints/<step>/`.
+
+Stopping safely: a run killed at any point and restarted with the same command continues from
+its newest good checkpoint and ends bit-identical to an uninterrupted run. SIGTERM (preemption)
+finishes the current step, checkpoints it and raises `Preempted`. A NaN/Inf in any step metric
+(loss, grad_norm, ...) raises FloatingPointError naming the step before that state is
+checkpointed, or with `config.nonfinite = "skip"` the step drops the update on device and the
+loop counts it (`nonfinite_skips`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -25,38 +33,21 @@ from jax.experimental import multihost_utils
 from jaxssl import data as jdata
 from jaxssl import evaluate, methods, models
 from jaxssl.train import checkpoint as ckpt_lib
-from jaxssl.train import optim, sharding as shd, step as step_lib
+from jaxssl.train import optim, sharding as shd, step as step_lib, validate
+from jaxssl.train.validate import validate_config
 
 log = logging.getLogger(__name__)
 
 # Keys of the config that change the meaning of a checkpoint: resuming with other values is refused.
-_STRUCTURAL_KEYS = ("method", "method_kw", "model", "batch_size", "dtype", "input", "seed", "optimizer")
-_REQUIRED_KEYS = ("seed", "method", "method_kw", "model", "data", "input", "batch_size", "total_steps",
-                  "optimizer", "log_steps", "ckpt_steps", "keep_ckpts", "evals")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_STRUCTURAL_KEYS = ("method", "method_kw", "model", "batch_size", "dtype", "input", "seed", "optimizer",
+                    "data.name", "data.split")
+_DTYPES = validate.DTYPES
 
 
 # ----------------------------------------------------------------------------------------------
-# Config checks: every bad value is reported with the key and the fix, before anything runs.
+# Config checks: `validate_config` (jaxssl/train/validate.py) reports every bad value with its key
+# before anything compiles; a workdir holding a run with another config is refused.
 # ----------------------------------------------------------------------------------------------
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    missing = [k for k in _REQUIRED_KEYS if k not in config]
-    if missing:
-        raise ValueError(f"Config is missing key(s) {missing}; start from a file in configs/ "
-                         f"(e.g. configs/simclr_cifar10.py).")
-    for key in ("batch_size", "total_steps", "log_steps", "ckpt_steps", "keep_ckpts"):
-        value = config[key]
-        if not isinstance(value, int) or value < (0 if key == "total_steps" else 1):
-            raise ValueError(f"config.{key} must be a positive integer, got {value!r}.")
-    if config.dtype not in _DTYPES:
-        raise ValueError(f"config.dtype must be one of {sorted(_DTYPES)}, got {config.dtype!r}.")
-    if not config.input.views:
-        raise ValueError("config.input.views is empty; give one dict per augmented view.")
-    knn = config.evals.get("knn")
-    if knn is not None and knn.get("enabled", True):
-        for k, t in knn.protocols:
-            if k < 1 or t <= 0:
-                raise ValueError(f"config.evals.knn.protocols has (k={k}, T={t}); need k >= 1 and T > 0.")
 
 
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -66,11 +57,12 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diff = [k for k in _STRUCTURAL_KEYS if old.get(k) != new.get(k)]
+        get = lambda d, key: validate.lookup(d, key) if isinstance(d, dict) else None
+        diff = [k for k in _STRUCTURAL_KEYS if get(old, k) != get(new, k)]
         if diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(
                 f"The workdir {workdir} holds a run with a different config for {diff} "
-                f"(e.g. {diff[0]}: saved {old.get(diff[0])!r}, now {new.get(diff[0])!r}). Resuming would mix "
+                f"(e.g. {diff[0]}: saved {get(old, diff[0])!r}, now {get(new, diff[0])!r}). Resuming would mix "
                 f"two runs: use a new --workdir, or restore the original settings.")
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
@@ -138,12 +130,79 @@ def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Stopping safely: on SIGTERM (preemption) and on NaN/Inf.
+# ----------------------------------------------------------------------------------------------
+class Preempted(RuntimeError):
+    """`train` received SIGTERM, finished its step and checkpointed it; rerun the same command to resume."""
+
+
+class _StopFlag:
+    """While installed, SIGTERM only sets `signum`: the loop finishes its step, checkpoints, raises Preempted.
+
+    Handlers can only be set from the main thread; elsewhere this does nothing. `restore()` puts the
+    previous handler back.
+    """
+
+    def __init__(self):
+        self.signum, self._previous, self._installed = None, None, False
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            self._installed = True
+
+    def _handle(self, signum, frame):
+        del frame
+        self.signum = signum
+
+    def restore(self) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+            self._installed = False
+
+
+class _NonFiniteGuard:
+    """Checks the fetched per-step metrics before anything holding those steps is checkpointed.
+
+    "raise" (default): FloatingPointError at the first step with a NaN/Inf metric, naming the step
+    and the quantities (loss, grad_norm, ...). "skip": the train step has already dropped such
+    updates on device (metric "nonfinite_skipped"); count them, raise after `patience` in a row.
+    """
+
+    def __init__(self, skip: bool, patience: int):
+        self.skip, self.patience, self.skipped, self.in_a_row = skip, patience, 0, 0
+
+    def check(self, rows: list[dict], first: int, last_ckpt: int) -> None:
+        """`rows`: host metrics of steps first, first + 1, ...; `last_ckpt`: the newest checkpoint's step."""
+        where = f"; the newest checkpoint (step {last_ckpt}) is good and a rerun resumes from it" if last_ckpt else ""
+        for i, m in enumerate(rows):
+            step = first + i
+            if self.skip and m.get("nonfinite_skipped", 0):
+                self.skipped, self.in_a_row = self.skipped + 1, self.in_a_row + 1
+                log.warning("Step %d: non-finite loss, gradients or state; update skipped (%d so far).",
+                            step, self.skipped)
+                if self.in_a_row >= self.patience:
+                    raise FloatingPointError(
+                        f"{self.in_a_row} updates in a row were non-finite and skipped (steps "
+                        f"[{step - self.in_a_row + 1}, {step}], config.nonfinite_patience={self.patience}){where}.")
+                continue
+            self.in_a_row = 0
+            bad = sorted(k for k, v in m.items() if not np.all(np.isfinite(np.asarray(v, np.float64))))
+            if bad:
+                raise FloatingPointError(
+                    f"{', '.join(bad)} became NaN or Inf at step {step} (the first bad one of steps "
+                    f"[{first}, {first + len(rows) - 1}] checked here). Training stopped without checkpointing "
+                    f"it{where}. Lower the learning rate (--config.optimizer.base_lr), clip gradients "
+                    f"(--config.optimizer.grad_clip), or set config.nonfinite='skip' to drop such updates.")
+
+
+# ----------------------------------------------------------------------------------------------
 # The trainer.
 # ----------------------------------------------------------------------------------------------
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Pre-train `config.method` with the data, model and optimiser of `config`; resume from `workdir`.
 
     Returns the final metrics (last logged training metrics and the final evaluation).
+    Raises ValueError, TypeError or FileNotFoundError for a bad config, dataset or workdir (before
+    anything compiles), FloatingPointError at a NaN/Inf, and `Preempted` after SIGTERM.
     """
     # --- Setup -----------------------------------------------------------------------------
     validate_config(config)
@@ -151,11 +210,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     _check_workdir_config(workdir, config)
     mesh = shd.make_mesh()
     shd.check_batch_size(config.batch_size, mesh)
-    dtype = _DTYPES[config.dtype]
+    knn_cfg = config.evals.get("knn")
+    knn_on = knn_cfg is not None and knn_cfg.get("enabled", True)
+    if knn_on and knn_cfg.batch_size % mesh.shape[shd.DATA]:
+        raise ValueError(f"config.evals.knn.batch_size ({knn_cfg.batch_size}) must be divisible by the number of "
+                         f"devices ({mesh.shape[shd.DATA]}); set it to a multiple of {mesh.shape[shd.DATA]}.")
+    dtype = _DTYPES[config.get("dtype", "float32")]
     data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
     if config.data.get("prepare_offline", True) and jax.process_index() == 0:
-        # Offline machines: build the TFDS dataset from the project's local arrays if it is missing.
-        jdata.ensure_prepared(config.data.name, data_dir)
+        try:
+            jdata.get_source(config.data.name, config.data.split, data_dir)
+        except FileNotFoundError:
+            # Offline machines: build the TFDS dataset from the project's local arrays if it is missing.
+            jdata.ensure_prepared(config.data.name, data_dir)
     multihost_utils.sync_global_devices("jaxssl:data_prepared")
 
     backbone = models.get(**{**config.model, "dtype": dtype})
@@ -166,74 +233,102 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     train_iter = jdata.make_train_iter(config.data.name, config.data.split, data_dir=data_dir,
                                        global_batch_size=config.batch_size, seed=config.seed,
                                        worker_count=config.data.get("worker_count", 0))
+    if knn_on:  # Evaluation needs labelled splits: find out now, not after training (checks the first record).
+        for split in (knn_cfg.train_split, knn_cfg.test_split):
+            jdata.make_eval_iter(config.data.name, split, data_dir=data_dir, prefetch=0,
+                                 batch_size=knn_cfg.batch_size // jax.process_count())
     rng = jax.random.key(config.seed)
     example = jnp.zeros((2, views[0].get("crop_size", 32), views[0].get("crop_size", 32), 3), jnp.float32)
     state = jax.jit(lambda r: step_lib.init_state(method, tx, r, example),
                     out_shardings=shd.replicated(mesh))(jax.random.fold_in(rng, 1))
-    train_step = step_lib.make_train_step(method, tx, views, mesh, lr_schedule)
+    # Optional online linear probe (config.evals.online_probe), state in TrainState.probe.
+    probe, probe_state = evaluate.init_online_probe(config.evals.get("online_probe"), method.net,
+                                                    {"params": state.params, **state.model_state}, example)
+    if probe is not None:
+        state = state.replace(probe=jax.device_put(probe_state, shd.replicated(mesh)))
+    guard = _NonFiniteGuard(config.get("nonfinite", "raise") == "skip", config.get("nonfinite_patience", 10))
+    train_step = step_lib.make_train_step(method, tx, views, mesh, lr_schedule, probe, skip_nonfinite=guard.skip)
     step_rng = jax.random.fold_in(rng, 2)
 
     # --- Restore ---------------------------------------------------------------------------
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_ckpts)
-    restored = checkpointer.restore(ckpt_lib.abstract(state))
-    if restored is not None:
-        state, data_state, start = restored
-        if data_state is not None:
-            train_iter.set_state(data_state)
-        log.info("Resumed from step %d in %s", start, workdir)
-    start = int(state.step)
-
+    stop = _StopFlag()  # Installed from here on: SIGTERM -> finish the step, checkpoint, raise Preempted.
     writer = _Writer(workdir)
     final: dict[str, Any] = {}
-    knn_cfg = config.evals.get("knn")
-    knn_on = knn_cfg is not None and knn_cfg.get("enabled", True)
-
-    # --- Loop ------------------------------------------------------------------------------
-    pbar = None
-    if jax.process_index() == 0 and config.get("progress_bar", True):
-        from tqdm.auto import tqdm
-        pbar = tqdm(total=config.total_steps, initial=start, desc=f"{config.method}", unit="step", dynamic_ncols=True)
-    pending: list = []
-    last_logged, t0 = start, time.time()
+    pbar, pending, start, finished = None, [], int(state.step), False
+    last_saved = start
     try:
+        restored = checkpointer.restore(ckpt_lib.abstract(state))
+        if restored is not None:
+            state = restored.state
+            if restored.data is not None:
+                train_iter.set_state(restored.data)
+            guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
+            log.info("Resumed from step %d in %s", restored.step, workdir)
+        start = last_saved = int(state.step)
+
+        # --- Loop --------------------------------------------------------------------------
+        if jax.process_index() == 0 and config.get("progress_bar", True):
+            from tqdm.auto import tqdm
+            pbar = tqdm(total=config.total_steps, initial=start, desc=f"{config.method}", unit="step",
+                        dynamic_ncols=True)
+        last_logged, checked, t0 = start, start, time.time()
         for step in range(start + 1, config.total_steps + 1):
             batch = shd.to_global(next(train_iter), mesh)
             state, metrics = train_step(state, batch, step_rng)
             pending.append(metrics)
             if pbar is not None:
                 pbar.update(1)
-            if step % config.log_steps == 0 or step == config.total_steps:
-                # Fetch only at log steps: the host never waits on the device in between.
-                fetched = jax.device_get(pending)
-                pending = []
-                for name in fetched[-1]:
-                    values = np.asarray([m[name] for m in fetched], np.float64)
-                    if not np.all(np.isfinite(values)):
-                        raise FloatingPointError(
-                            f"{name} became nan or inf somewhere within steps [{last_logged + 1}, {step}]. "
-                            f"No checkpoint was written after step {last_logged}; lower the learning rate "
-                            f"(--config.optimizer.base_lr) or enable gradient clipping (--config.optimizer.grad_clip).")
-                scalars = {k: float(v) for k, v in fetched[-1].items()}
+            stopping = stop.signum is not None and step < config.total_steps
+            is_log = step % config.log_steps == 0 or step == config.total_steps
+            is_ckpt = step % config.ckpt_steps == 0 or step == config.total_steps or stopping
+            if is_log or is_ckpt:
+                # Fetch only here: the host never waits on the device in between. Every step is
+                # checked before a checkpoint holding it is written.
+                pending = jax.device_get(pending)
+                guard.check(pending[checked - last_logged:], checked + 1, last_saved)
+                checked = step
+            if is_log:
+                # The newest step that was not skipped; of a skipped one only its finite metrics.
+                rows = [m for m in pending if not m.get("nonfinite_skipped", 0)] or pending
+                scalars = {k: float(v) for k, v in rows[-1].items() if np.isfinite(v)}
+                if guard.skip:
+                    scalars["nonfinite_skips"] = guard.skipped
                 scalars["steps_per_sec"] = (step - last_logged) / max(time.time() - t0, 1e-9)
                 writer.write(step, scalars)
                 final.update(scalars)
-                if pbar is not None:
+                if pbar is not None and "loss" in scalars:
                     pbar.set_postfix(loss=f"{scalars['loss']:.4f}")
-                last_logged, t0 = step, time.time()
+                pending, last_logged, t0 = [], step, time.time()
             if knn_on and knn_cfg.every_steps > 0 and step % knn_cfg.every_steps == 0 and step != config.total_steps:
                 res = run_knn(config, method, state, mesh, data_dir)
                 writer.write(step, res)
                 log.info("step %d kNN %s", step, res)
-            if step % config.ckpt_steps == 0 or step == config.total_steps:
-                checkpointer.save(step, state, train_iter.get_state(), force=step == config.total_steps)
+            if is_ckpt:
+                checkpointer.save(step, state, train_iter.get_state(), meta={"nonfinite_skips": guard.skipped},
+                                  force=step == config.total_steps or stopping)
+                last_saved = step
+            if stopping:
+                raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is checkpointed "
+                                f"in {checkpointer.directory}. Rerun the same command to resume.")
+        finished = True
     except KeyboardInterrupt:
-        log.warning("Interrupted: writing a checkpoint at step %d before exiting.", int(state.step))
-        checkpointer.save(int(state.step), state, train_iter.get_state(), force=True)
+        # Unlike SIGTERM this can land inside a step whose input state is already donated: save if possible.
+        try:
+            if int(state.step) > last_saved:
+                checkpointer.save(int(state.step), state, train_iter.get_state(),
+                                  meta={"nonfinite_skips": guard.skipped}, force=True)
+                log.warning("Interrupted: wrote a checkpoint at step %d before exiting.", int(state.step))
+        except Exception as e:  # noqa: BLE001
+            log.warning("Interrupted: no checkpoint written (%s); the newest is step %d.", e, last_saved)
         raise
     finally:
+        stop.restore()
         if pbar is not None:
             pbar.close()
         checkpointer.close()
+        if not finished:
+            writer.close()
 
     # --- Final evaluation ------------------------------------------------------------------
     if knn_on:

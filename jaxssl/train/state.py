@@ -18,6 +18,7 @@ class TrainState:
       opt_state: optax state of the chain built by `jaxssl.train.optim`.
       teacher: EMA copy {"params", **model_state} of the student, or None.
       extra: method state that is not a parameter (queues, centres); {} when unused.
+      probe: state of the online linear probe (`jaxssl.evaluate.linear_probe.online_probe`), or None.
 
     The random key is not stored: the step derives its key as fold_in(key(seed), step), so a
     resumed run draws exactly the keys of an uninterrupted one.
@@ -29,3 +30,4 @@ class TrainState:
     opt_state: Any
     teacher: Any
     extra: Any
+    probe: Any = None

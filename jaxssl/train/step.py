@@ -37,20 +37,27 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
 
 
 def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
-                 lr_schedule: optax.Schedule | None = None) -> Callable:
+                 lr_schedule: optax.Schedule | None = None, probe=None, skip_nonfinite: bool = False) -> Callable:
     """The un-jitted step: (state, batch, rng) -> (state, metrics).
 
     batch: {"image": uint8 (B,H,W,3), ...}. rng: the run's base key; the step folds in
     `state.step`, so the same key can be passed every step and a resumed run reproduces the
-    keys of an uninterrupted one.
+    keys of an uninterrupted one. `probe`: an optional online linear probe
+    (`jaxssl.evaluate.linear_probe.OnlineProbe`, state in `state.probe`, needs batch["label"]).
+    `skip_nonfinite`: a step whose loss, gradients or new state hold NaN/Inf changes nothing but
+    the step counter; metrics["nonfinite_skipped"] is 1 for it (0 otherwise).
     """
     views = [dict(v) for v in views]
 
     def step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
         aug_rng, loss_rng = jax.random.split(rng)
-        # Photometric augmentation on device (the DeepMind-BYOL split: decode on host, colour here).
-        images = augment.make_views(aug_rng, batch["image"], views)
+        if views:
+            # Photometric augmentation on device (the DeepMind-BYOL split: decode on host, colour here).
+            images = augment.make_views(aug_rng, batch["image"], views)
+        else:
+            # No image views (text tokens, waveforms): batch["inputs"] reaches the method unchanged.
+            images = [batch["inputs"]]
 
         def loss_fn(params):
             return method.loss_fn(params, state.model_state, state.teacher, state.extra, images, loss_rng)
@@ -68,17 +75,38 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
                    "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step)
+        probe_state = state.probe
+        if probe is not None:
+            # Online linear probe (solo-learn): eval-mode backbone features of the first view,
+            # through stop_gradient, fit by the probe's own optimiser. The method's gradient and
+            # update above never see it, so the backbone trains exactly as without a probe.
+            feats = method.net.apply({"params": state.params, **state.model_state}, images[0], train=False,
+                                     method="features")
+            probe_state, probe_metrics = probe.update(state.probe, jax.lax.stop_gradient(feats), batch.get("label"))
+            metrics = {**metrics, **probe_metrics}
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                                  opt_state=opt_state, teacher=teacher, extra=extra)
+                                  opt_state=opt_state, teacher=teacher, extra=extra, probe=probe_state)
+        if skip_nonfinite:
+            # Decided on device with jnp.where: no host sync and no second program. Every float leaf
+            # of the new state is checked too (teacher, BN statistics, queues). The counter still
+            # advances, so data order and random keys stay those of an uninterrupted run.
+            ok = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+            for x in jax.tree_util.tree_leaves(new_state):
+                if jnp.issubdtype(x.dtype, jnp.inexact):
+                    ok &= jnp.all(jnp.isfinite(x))
+            new_state = jax.tree_util.tree_map(lambda new, old: jnp.where(ok, new, old), new_state,
+                                               state.replace(step=state.step + 1))
+            metrics = {**metrics, "nonfinite_skipped": 1 - ok.astype(jnp.int32)}
         return new_state, metrics
 
     return step
 
 
 def make_train_step(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
-                    mesh: Mesh, lr_schedule: optax.Schedule | None = None) -> Callable:
+                    mesh: Mesh, lr_schedule: optax.Schedule | None = None, probe=None,
+                    skip_nonfinite: bool = False) -> Callable:
     """`make_step_fn` jitted over `mesh`: state replicated, batch split over "data", state donated."""
-    step = make_step_fn(method, tx, views, lr_schedule)
+    step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite)
     rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
 

@@ -1,0 +1,260 @@
+"""Config checks: every bad value is reported with its key and the fix, before anything compiles.
+
+`validate_config(config)` raises ValueError (unknown keys, values out of range, unknown names) or
+TypeError (a value of the wrong type), each naming `config.<key>`. The schema comes from the code
+where it can: a method's keywords and their types from its `make` signature, a model's from its
+`Model` fields, a view's from `augment.DEFAULT_VIEW`, the optimiser's keys from what
+`jaxssl.train.optim.make` reads. Ranges come from hyperparameter names (`_RANGES`: a temperature
+must be > 0 wherever it appears, a mask ratio in (0, 1), a probability in [0, 1], ...).
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+
+import jax.numpy as jnp
+import ml_collections
+
+from jaxssl import augment, methods, models
+from jaxssl.train import optim
+
+REQUIRED_KEYS = ("seed", "method", "method_kw", "model", "data", "input", "batch_size", "total_steps",
+                 "optimizer", "log_steps", "ckpt_steps", "keep_ckpts", "evals")
+# Optional: dtype ("float32"), progress_bar (True), nonfinite ("raise": stop at the first NaN/Inf;
+# "skip": drop such updates and go on) and nonfinite_patience (10: "skip" raises after this many in a row).
+OPTIONAL_KEYS = ("dtype", "progress_bar", "nonfinite", "nonfinite_patience")
+# Types by example: {key: (default, annotation)} as for a function's keyword arguments.
+_DATA_SPEC = {"name": ("cifar10", "str"), "split": ("train", "str"), "data_dir": ("", "str | None"),
+              "prepare_offline": (True, "bool"), "worker_count": (0, "int")}
+_KNN_SPEC = {"enabled": (True, "bool"), "every_steps": (0, "int"), "train_split": ("train", "str"),
+             "test_split": ("test", "str"), "train_examples": (-1, "int"), "test_examples": (-1, "int"),
+             "batch_size": (1, "int"), "protocols": ((), "tuple"), "view": (None, "dict"),
+             "num_classes": (10, "int | None")}
+# Where `augment.DEFAULT_VIEW` has None as default, the type it stands for.
+# Colour-jitter strengths may also be (low, high) ranges.
+_VIEW_TYPES = {"crop_size": (0, "int | tuple | None"), "blur_kernel_size": (0, "int | None"),
+               "mean": ((0.0, 0.0, 0.0), "tuple | None"), "std": ((1.0, 1.0, 1.0), "tuple | None"),
+               **{k: (0.0, "float | tuple") for k in ("brightness", "contrast", "saturation", "hue")}}
+# Where `optim` reads a key without a default or with default None, the type it stands for.
+_OPTIMIZER_TYPES = {"base_lr": (0.0, "float"), "grad_clip": (0.0, "float | None"),
+                    "weight_decay_end": (0.0, "float | None"), "fixed_lr_paths": ("", "str | None")}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Allowed values by hyperparameter name, wherever the name appears in the config (the whole key or
+# its last "_" part; first match wins): (low, high, low allowed, high allowed).
+_RANGES = (
+    (("mask_ratio",), (0.0, 1.0, False, False)),
+    (("crop_scale",), (0.0, 1.0, False, True)),
+    (("p", "prob", "momentum", "b1", "b2", "end_lr_factor"), (0.0, 1.0, True, True)),
+    (("hue",), (-0.5, 0.5, True, True)),
+    (("temperature", "temp", "tau", "lr", "std", "ratio", "dim", "hidden", "width", "size", "trust_coefficient"),
+     (0.0, math.inf, False, False)),
+    (("weight_decay", "weight_decay_end", "grad_clip", "steps", "count", "brightness", "contrast", "saturation"),
+     (0.0, math.inf, True, False)),
+)
+
+
+def lookup(config, dotted: str):
+    """`config["a"]["b"]` for "a.b", or None where a key is missing."""
+    for part in dotted.split("."):
+        if config is None or part not in config:
+            return None
+        config = config[part]
+    return config
+
+
+def _leaves(obj, key: str = ""):
+    """(key, value) of every leaf: mappings and sequences of mappings are expanded ("input.views[0].flip_p")."""
+    if hasattr(obj, "items") and hasattr(obj, "keys"):
+        for k, v in obj.items():
+            yield from _leaves(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(obj, (tuple, list)) and any(hasattr(v, "keys") for v in obj):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, f"{key}[{i}]")
+    else:
+        yield key, obj
+
+
+def _check_value(key: str, value) -> None:
+    """Every float finite; ranges (`_RANGES`) and ordered pairs where the key's name says what it holds."""
+    xs = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if any(isinstance(x, float) and not math.isfinite(x) for x in xs):
+        raise ValueError(f"config.{key} = {value!r} is not finite.")
+    name = key.rsplit(".", 1)[-1]
+    rule = next((r for names, r in _RANGES if any(name == n or name.endswith("_" + n) for n in names)), None)
+    if rule is None or value is None:
+        return
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
+        raise TypeError(f"config.{key} must be a number (or a tuple of numbers), got {value!r}.")
+    lo, hi, lo_ok, hi_ok = rule
+    if not all((lo < x or (lo_ok and x == lo)) and (x < hi or (hi_ok and x == hi)) for x in xs):
+        raise ValueError(f"config.{key} = {value!r} is out of range: each value must be in "
+                         f"{'[' if lo_ok else '('}{lo:g}, {hi:g}{']' if hi_ok else ')'}.")
+    ordered = ("scale", "ratio", "brightness", "contrast", "saturation", "hue")
+    if name.endswith(ordered) and len(xs) == 2 and xs[0] > xs[1]:
+        raise ValueError(f"config.{key} = {value!r} must be an ordered (low, high) pair.")
+
+
+def _expect(value, default, note: str, fixed_len: bool) -> str | None:
+    """What `value` should be, judged by the default and annotation of its slot; None if it fits."""
+    is_num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool)
+    seq = isinstance(value, (tuple, list))
+    if value is None:
+        return None if default is None or "None" in note or "Optional" in note else "not None"
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "a bool"
+    if isinstance(default, (int, float)):
+        integer = isinstance(default, int) and "float" not in note
+        if seq and "tuple" in note:  # e.g. a (low, high) jitter range or an (h, w) crop size
+            ok = len(value) == 2 and all(is_num(x) and (isinstance(x, int) or not integer) for x in value)
+            return None if ok else f"{'an int' if integer else 'a number'} or a pair of them"
+        if integer:
+            return None if is_num(value) and isinstance(value, int) else "an int"
+        return None if is_num(value) else "a number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "a string"
+    if isinstance(default, (tuple, list)):
+        if not seq:
+            return "a tuple"
+        if default and all(is_num(x) for x in default):
+            integer = all(isinstance(x, int) for x in default)
+            if not all(is_num(x) and (isinstance(x, int) or not integer) for x in value):
+                return f"a tuple of {'ints' if integer else 'numbers'}"
+            if fixed_len and len(value) != len(default):
+                return f"a tuple of {len(default)} numbers"
+    return None
+
+
+def _check_kwargs(where: str, given, spec: dict, what: str, required=(), fixed_len: bool = False) -> None:
+    """`given` (config.<where>) against `spec` {name: (default, annotation)}: known keys, fitting types."""
+    if not hasattr(given, "keys"):
+        raise TypeError(f"config.{where} must be a dict, got {given!r}.")
+    unknown = sorted(set(given.keys()) - set(spec))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in config.{where} for {what}; valid keys: {sorted(spec)}.")
+    missing = sorted(set(required) - set(given.keys()))
+    if missing:
+        raise ValueError(f"config.{where} lacks the required key(s) {missing} of {what}.")
+    for k, value in given.items():
+        want = _expect(value, *spec[k], fixed_len)
+        if want:
+            like = "" if spec[k][0] is inspect.Parameter.empty else f" (like {spec[k][0]!r})"
+            raise TypeError(f"config.{where}.{k} must be {want}{like}, got {value!r} ({type(value).__name__}).")
+
+
+class _Reads(dict):
+    """A dict that records the keys read from it (and their defaults): what `optim.make` knows."""
+
+    def __init__(self, items, seen: dict):
+        super().__init__(items)
+        self.seen = seen
+
+    def __getitem__(self, key):
+        self.seen.setdefault(key, inspect.Parameter.empty)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if self.seen.get(key, inspect.Parameter.empty) is inspect.Parameter.empty:
+            self.seen[key] = default
+        return super().get(key, default)
+
+    def __getattr__(self, key):
+        if key.startswith("__"):
+            raise AttributeError(key)
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _check_optimizer(config) -> None:
+    """Keys that no optimiser reads are typos; types follow the defaults `optim` reads them with."""
+    opt = config.optimizer.to_dict() if hasattr(config.optimizer, "to_dict") else dict(config.optimizer)
+    if opt.get("name") not in optim.OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {opt.get('name')!r} (config.optimizer.name); choose one of "
+                         f"{', '.join(optim.OPTIMIZERS)}.")
+    seen: dict = {}
+    error = None
+    for name in optim.OPTIMIZERS:
+        try:
+            optim.make(_Reads({**opt, "name": name}, seen), config.batch_size, max(config.total_steps, 1))
+        except Exception as e:  # noqa: BLE001  (only the configured optimiser's errors count)
+            error = e if name == opt["name"] else error
+    spec = {k: (d, "float" if isinstance(d, float) else "") for k, d in seen.items()}
+    spec.update({k: v for k, v in _OPTIMIZER_TYPES.items() if k in spec})
+    _check_kwargs("optimizer", {k: v for k, v in opt.items() if k in spec}, spec, "jaxssl.train.optim")  # types
+    if error is not None:
+        msg = str(error)
+        raise ValueError(f"config.{msg}" if msg.startswith("optimizer.") else f"config.optimizer: {msg}") from error
+    _check_kwargs("optimizer", opt, spec, "jaxssl.train.optim")  # unknown keys, once every optimiser has run
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise ValueError/TypeError naming the key for anything wrong in `config`; compiles nothing."""
+    unknown = sorted(set(config.keys()) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown config key(s) {unknown}; known keys: {sorted(REQUIRED_KEYS + OPTIONAL_KEYS)} "
+                         f"(a new top-level key must be added to OPTIONAL_KEYS in jaxssl/train/validate.py).")
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"Config is missing key(s) {missing}; start from a file in configs/ "
+                         f"(e.g. configs/simclr_cifar10.py).")
+    for key, low in (("batch_size", 1), ("total_steps", 0), ("log_steps", 1), ("ckpt_steps", 1), ("keep_ckpts", 1),
+                     ("seed", None), ("nonfinite_patience", 1)):
+        value = config.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"config.{key} must be an int, got {value!r} ({type(value).__name__}).")
+        if low is not None and value < low:
+            raise ValueError(f"config.{key} must be >= {low}, got {value}.")
+    for key, choices in (("dtype", tuple(DTYPES)), ("nonfinite", ("raise", "skip")), ("progress_bar", (True, False))):
+        if key in config and not any(config[key] is c or (isinstance(c, str) and config[key] == c) for c in choices):
+            raise ValueError(f"config.{key} must be one of {list(choices)}, got {config[key]!r}.")
+    for key in ("method_kw", "model", "data", "input", "optimizer", "evals"):
+        if not hasattr(config[key], "keys"):
+            raise TypeError(f"config.{key} must be a dict, got {config[key]!r}.")
+    _check_kwargs("data", config.data, _DATA_SPEC, "the data pipeline", required=("name",))
+    if not config.data.name:
+        raise ValueError("config.data.name is empty; name a TFDS dataset (e.g. 'cifar10').")
+
+    # Method and model: keyword arguments of `make` / fields of `Model`, typed by their defaults.
+    if not isinstance(config.method, str) or config.method not in methods.available():
+        raise ValueError(f"Unknown method {config.method!r} (config.method). Available methods: "
+                         f"{', '.join(methods.available())}.")
+    params = inspect.signature(importlib.import_module(f"jaxssl.methods.{config.method}").make).parameters
+    spec = {k: (p.default, p.annotation) for k, p in params.items() if k not in ("backbone", "dtype")}
+    _check_kwargs("method_kw", config.method_kw, spec, f"method {config.method!r}",
+                  [k for k, (d, _) in spec.items() if d is inspect.Parameter.empty])
+    name = config.model.get("name")
+    try:
+        model_cls = importlib.import_module(f"jaxssl.models.{name}").Model
+    except (ImportError, AttributeError, TypeError, ValueError):
+        raise ValueError(f"Unknown model {name!r} (config.model.name). Available models: "
+                         f"{', '.join(models.BACKBONES)}.") from None
+    fields = {k: (f.default, f.type) for k, f in model_cls.__dataclass_fields__.items() if k not in ("parent", "name")}
+    _check_kwargs("model", {k: v for k, v in config.model.items() if k != "name"}, fields, f"model {name!r}")
+
+    # Views: the keys of `augment.apply`, typed by its defaults.
+    views = config.input.get("views")
+    if not isinstance(views, (tuple, list)) or not views or not all(hasattr(v, "keys") for v in views):
+        raise ValueError(f"config.input.views must be a non-empty tuple of view dicts, got {views!r}.")
+    view_spec = {**{k: (v, "float") for k, v in augment.DEFAULT_VIEW.items()}, **_VIEW_TYPES}
+    for i, view in enumerate(views):
+        _check_kwargs(f"input.views[{i}]", view, view_spec, "augment.apply", fixed_len=True)
+    if not hasattr(config.evals, "keys") or not hasattr(config.evals.get("knn") or {}, "keys"):
+        raise TypeError(f"config.evals and config.evals.knn must be dicts, got {config.evals!r}.")
+    knn = config.evals.get("knn")
+    if knn is not None:
+        _check_kwargs("evals.knn", knn, _KNN_SPEC, "the kNN evaluation")
+        _check_kwargs("evals.knn.view", knn.get("view") or {}, view_spec, "augment.apply", fixed_len=True)
+        protocols = knn.get("protocols", ())
+        if not isinstance(protocols, (tuple, list)) or not protocols or not all(
+                isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], int) and p[0] >= 1
+                and isinstance(p[1], (int, float)) and p[1] > 0 for p in protocols):
+            raise ValueError(f"config.evals.knn.protocols must be (k, T) pairs with k >= 1 and T > 0, "
+                             f"got {protocols!r}.")
+
+    for key, value in _leaves(config):
+        _check_value(key, value)
+    _check_optimizer(config)
