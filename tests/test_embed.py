@@ -1,0 +1,89 @@
+"""Embedding export: `python -m jaxssl.embed` on a tiny trained workdir matches in-process features.
+
+One short SimCLR run (runlocal config shrunk as in tests/test_main.py, with the online linear
+probe switched on so the trainer's probe path runs too) is shared by the tests of this module.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import jaxssl
+from jaxssl.train import loop, sharding as shd, step as step_lib
+from tests.test_main import _config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(cifar10_data_dir, tmp_path_factory):
+    config = _config(cifar10_data_dir, total_steps=2)
+    config.evals.knn.enabled = False
+    config.model.width = 0.0625  # 32 features; CPU compile time dominates this module
+    config.evals.online_probe = ml_collections.ConfigDict(dict(num_classes=10, lr=0.1))
+    path = str(tmp_path_factory.mktemp("embed") / "run")
+    loop.train(config, path)
+    return path
+
+
+def _full_state(workdir, step):
+    """The whole TrainState as saved (optimizer included), without a target: the reference."""
+    return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step), "state"))
+
+
+def test_online_probe_is_logged_and_checkpointed(workdir):
+    records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+    logged = [r for r in records if "probe_loss" in r]
+    assert [r["step"] for r in logged] == [2]
+    assert np.isfinite(logged[0]["probe_loss"]) and 0.0 <= logged[0]["probe_top1"] <= 1.0
+    probe = _full_state(workdir, 2)["probe"]
+    assert probe["params"]["kernel"].shape == (32, 10)  # ResNet-18 x 1/16 features -> 10 classes
+    assert np.abs(probe["params"]["kernel"]).sum() > 0  # zero-initialised, then trained
+
+
+def test_cli_writes_features_matching_in_process(workdir, cifar10_data_dir, tmp_path):
+    out = str(tmp_path / "features.npz")
+    proc = subprocess.run([sys.executable, "-m", "jaxssl.embed", "--workdir", workdir, "--dataset", "cifar10",
+                           "--split", "test", "--data_dir", cifar10_data_dir, "--output", out, "--batch_size", "128"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "RuntimeWarning" not in proc.stderr
+    with np.load(out) as npz:
+        features, labels, step = npz["features"], npz["labels"], int(npz["step"])
+    assert features.shape == (512, 32) and features.dtype == np.float32
+    assert labels.shape == (512,) and step == 2
+    assert np.all(np.isfinite(features)) and features.std() > 0
+
+    # Reference: the trainer's own kNN feature path on the fully restored TrainState.
+    config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
+    mesh = shd.make_mesh()
+    full = _full_state(workdir, 2)
+    method = jaxssl.methods.get(config.method, backbone=jaxssl.models.get(**config.model), **config.method_kw)
+    embed_fn = step_lib.make_embed_fn(method, mesh, config.evals.knn.view)
+    variables = {"params": full["params"], **full["model_state"]}
+    ref, ref_labels = loop._features(embed_fn, variables, config, "test", None, mesh, cifar10_data_dir)
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(features, ref, rtol=1e-5, atol=1e-5)
+
+    # The Python API on images in memory agrees too; only the weights are restored.
+    loaded = jaxssl.embed.load(workdir)
+    assert set(loaded.variables) == {"params", "batch_stats"} and loaded.step == 2
+    with pytest.raises(ValueError, match="teacher"):
+        jaxssl.embed.load(workdir, teacher=True)  # SimCLR has no EMA teacher
+    images = next(iter(jaxssl.data.make_eval_iter("cifar10", "test", data_dir=cifar10_data_dir,
+                                                   batch_size=40)))["image"]
+    feats = jaxssl.embed(loaded.variables, images, model=loaded.model, view=loaded.view, batch_size=16)
+    np.testing.assert_allclose(feats, ref[:40], rtol=1e-5, atol=1e-5)
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    from jaxssl import embed as embed_mod
+    assert embed_mod.main(["--workdir", str(tmp_path), "--output", str(tmp_path / "f.npz")]) == 2
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        jaxssl.embed.load(str(tmp_path))
