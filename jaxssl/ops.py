@@ -70,3 +70,192 @@ def cross_correlation(a: jax.Array, b: jax.Array, eps: float = 1e-5) -> jax.Arra
         return x * jax.lax.rsqrt(jnp.mean(x * x, axis=0) + eps)
 
     return standardize(a).T @ standardize(b) / a.shape[0]
+
+
+_LOG_ZERO = -1e30  # log of an exact zero in float32 (exp underflows to 0).
+
+
+def _batch_logsumexp(x: jax.Array, axis_name: str | None) -> jax.Array:
+    """log sum_n exp(x_nk) over axis 0 (and over devices when `axis_name` is given), keepdims."""
+    if axis_name is None:
+        return jax.nn.logsumexp(x, axis=0, keepdims=True)
+    # The shift only guards exp against overflow; it cancels exactly, so no gradient flows into it.
+    m = jax.lax.stop_gradient(jax.lax.pmax(jnp.max(x, axis=0, keepdims=True), axis_name))
+    return m + jnp.log(jax.lax.psum(jnp.sum(jnp.exp(x - m), axis=0, keepdims=True), axis_name))
+
+
+def sinkhorn_knopp(scores: jax.Array, *, epsilon: float = 0.05, num_iters: int = 3,
+                   valid: jax.Array | None = None, axis_name: str | None = None) -> jax.Array:
+    r"""Equipartitioned soft assignments of B samples to K prototypes (Sinkhorn-Knopp).
+
+    SwAV (Caron et al., 2020, arXiv:2006.09882, Sec. 3.1, Eq. 3): the codes maximise
+    :math:`\mathrm{Tr}(Q^\top C^\top Z) + \epsilon H(Q)` over the transportation polytope where
+    every prototype receives 1/K of the mass and every sample 1/B, giving
+    :math:`Q^* = \mathrm{Diag}(u) \exp(C^\top Z / \epsilon) \mathrm{Diag}(v)`. Starting from
+    :math:`P_{nk} = \exp(s_{nk} / \epsilon)`, each of the `num_iters` iterations
+    (the official `distributed_sinkhorn`) rescales
+
+    .. math::
+        P_{nk} \leftarrow \frac{P_{nk}}{K \sum_{n'} P_{n'k}} \quad (\text{prototype mass } 1/K), \qquad
+        P_{nk} \leftarrow \frac{P_{nk}}{B \sum_{k'} P_{nk'}} \quad (\text{sample mass } 1/B),
+
+    and returns :math:`B P` (each sample's code sums to one). DINOv2 (arXiv:2304.07193) uses the
+    same iteration with :math:`\epsilon` = the teacher temperature to centre teacher outputs.
+
+    The sums over samples are over the **global** batch: with `axis_name=None` (the default, for
+    `jax.jit` on global arrays sharded over the mesh) XLA all-reduces the column sums exactly as
+    the reference's `dist.all_reduce`. Inside `shard_map`, pass the mesh axis as `axis_name` and
+    the column sums and B are `psum`-med over it; both give the same codes (tested 8 vs 1 device).
+    The iteration runs in the log domain (mathematically identical; no overflow of
+    `exp(s / epsilon)` for large logits). No gradient is stopped here: the callers use the codes as
+    targets under `stop_gradient`.
+
+    Args:
+      scores: (B, K) sample-prototype scores (SwAV: cosine similarities; DINOv2: teacher logits).
+      epsilon: entropic regularisation (0.05 in SwAV); may be traced (a temperature schedule).
+      num_iters: Sinkhorn iterations (3 in SwAV and DINOv2).
+      valid: optional (B,) bool; rows marked False take no part (B counts the valid rows) and get
+        all-zero codes. DINOv2 balances only the masked patch tokens this way.
+      axis_name: the mapped mesh axis when called inside `shard_map`; None under plain `jit`.
+
+    Returns:
+      (B, K) float32 codes, rows summing to one (zero rows where not `valid`).
+
+    Example:
+      >>> q = sinkhorn_knopp(jnp.zeros((4, 2)))
+      >>> q.tolist()
+      [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+
+    References:
+      Caron et al., Unsupervised Learning of Visual Features by Contrasting Cluster Assignments,
+      https://arxiv.org/abs/2006.09882 ; Cuturi, 2013, https://arxiv.org/abs/1306.0895 .
+    """
+    if scores.ndim != 2:
+        raise ValueError(f"sinkhorn_knopp expects (B, K) scores, got shape {scores.shape}.")
+    if (isinstance(epsilon, (int, float)) and not epsilon > 0) or num_iters < 1:
+        raise ValueError(f"need epsilon > 0 and num_iters >= 1, got {epsilon} and {num_iters}.")
+    k = scores.shape[1]
+    log_p = scores.astype(jnp.float32) / epsilon
+    if valid is None:
+        b = jnp.asarray(scores.shape[0], jnp.float32)
+        valid = jnp.ones(scores.shape[:1], bool)
+    else:
+        b = jnp.sum(valid.astype(jnp.float32))
+        # A finite floor instead of -inf: exp gives exact zeros and no inf - inf reaches a gradient.
+        log_p = jnp.where(valid[:, None], log_p, _LOG_ZERO)
+    if axis_name is not None:
+        b = jax.lax.psum(b, axis_name)
+    # (The reference first divides P by its total; every iteration starts with a normalisation
+    # that removes any global factor, so that step does not change the result and is left out.)
+    def iteration(_, log_p):
+        log_p = log_p - _batch_logsumexp(log_p, axis_name) - jnp.log(k)
+        row = jax.nn.logsumexp(log_p, axis=1, keepdims=True)
+        return jnp.where(valid[:, None], log_p - row - jnp.log(jnp.maximum(b, 1.0)), _LOG_ZERO)
+
+    return jnp.exp(jax.lax.fori_loop(0, num_iters, iteration, log_p)) * b
+
+
+def cross_view_cross_entropy(student_logits: jax.Array, targets: jax.Array, target_views,
+                             temperature: float) -> jax.Array:
+    r"""Mean cross entropy between target distributions and the student's other views.
+
+    The swapped-prediction / multi-crop distillation sum shared by SwAV and DINO: targets of view
+    `target_views[a]` supervise every student view `v != target_views[a]`,
+
+    .. math::
+        \ell_n = \frac{1}{|\mathcal P|} \sum_{(a, v) \in \mathcal P}
+            -\sum_k t_{a n k} \log \mathrm{softmax}(s_{v n} / \tau)_k, \quad
+        \mathcal P = \{(a, v) : v \ne \mathrm{target\_views}[a]\}.
+
+    Args:
+      student_logits: (V, B, K) student logits of all views.
+      targets: (A, B, K) target probabilities (rows sum to one).
+      target_views: length-A sequence: the student view index each target comes from.
+      temperature: student temperature tau > 0.
+
+    Returns:
+      (B,) float32 per-example losses (the mean over the pairs).
+    """
+    target_views = tuple(int(t) for t in target_views)
+    if student_logits.ndim != 3 or targets.ndim != 3 or targets.shape[0] != len(target_views):
+        raise ValueError(f"expected student (V, B, K), targets (A, B, K) and A target views, got "
+                         f"{student_logits.shape}, {targets.shape} and {target_views}.")
+    num_views = student_logits.shape[0]
+    if any(not 0 <= t < num_views for t in target_views):
+        raise ValueError(f"target_views {target_views} must index the {num_views} student views.")
+    pairs = [[float(v != t) for v in range(num_views)] for t in target_views]  # (A, V), static
+    num_pairs = sum(map(sum, pairs))
+    if num_pairs == 0:
+        raise ValueError("No (target, student) pair with different views: give at least two views.")
+    log_p = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+    ce = -jnp.einsum("abk,vbk->avb", targets.astype(jnp.float32), log_p)  # (A, V, B)
+    return jnp.einsum("avb,av->b", ce, jnp.asarray(pairs, jnp.float32)) / num_pairs
+
+
+def stop_gradient_where(condition: jax.Array, tree):
+    """`tree` with its gradient cut where `condition` (a traced bool scalar) is True.
+
+    `where(c, stop_gradient(x), x)` has the value of `x` and the gradient `(1 - c) * dx`: the
+    jit-friendly way to freeze a sub-tree of parameters for the first steps (DINO's last layer,
+    SwAV's prototypes) without recompiling when the condition flips.
+    """
+    return jax.tree_util.tree_map(lambda x: jnp.where(condition, jax.lax.stop_gradient(x), x), tree)
+
+
+def random_block_mask(rng: jax.Array, batch: int, grid: tuple[int, int], *,
+                      ratio: tuple[float, float] = (0.1, 0.5), probability: float = 1.0,
+                      min_patches: int = 4, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+                      attempts: int = 64) -> jax.Array:
+    r"""BEiT/iBOT block-wise patch masks, generated on device: (B, h * w) bool, True = masked.
+
+    BEiT (arXiv:2106.08254, Algorithm 1), used by iBOT (arXiv:2111.07832, "blockwise masking") and
+    DINOv2: per image, a masking ratio r ~ U(ratio) sets the target count round(r h w); blocks of
+    area s ~ U(min_patches, remaining) and aspect a ~ logU(aspect), h_b = round(sqrt(s a)),
+    w_b = round(sqrt(s / a)), at a uniform position, are added while each adds between 1 and the
+    remaining number of new patches. The reference's data-dependent while-loop becomes a fixed
+    number of `attempts` proposals in a `fori_loop` (rejected proposals change nothing), so the
+    result never exceeds the target and reaches it in practice for attempts >= 4 * target / min_patches.
+    Each image is masked at all with probability `probability` (1 in iBOT; 0.5 in DINOv2).
+
+    Args:
+      rng: PRNG key; image i uses `split(rng, batch)[i]`.
+      batch: number of masks B.
+      grid: (h, w) patch grid.
+      ratio: range of the per-image masking ratio (iBOT: 0.3 +- 0.2; DINOv2: (0.1, 0.5)).
+      probability: probability that an image is masked at all.
+      min_patches: smallest block area (BEiT: 4; 16 at 14x14 in DINOv2).
+      aspect: aspect-ratio range of the blocks (BEiT: 0.3 to 1 / 0.3).
+      attempts: block proposals per image.
+
+    Returns:
+      (B, h * w) bool masks in row-major patch order (the ViT's token order).
+    """
+    h, w = grid
+    log_lo, log_hi = jnp.log(aspect[0]), jnp.log(aspect[1])
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+
+    def one(key):
+        k_ratio, k_use, k_loop = jax.random.split(key, 3)
+        r = jax.random.uniform(k_ratio, (), minval=ratio[0], maxval=ratio[1])
+        target = jnp.where(jax.random.uniform(k_use) < probability, jnp.round(r * h * w), 0.0).astype(jnp.int32)
+
+        def propose(i, mask):
+            u = jax.random.uniform(jax.random.fold_in(k_loop, i), (4,))
+            remaining = target - jnp.sum(mask)
+            lo = jnp.minimum(min_patches, remaining).astype(jnp.float32)
+            hi = jnp.maximum(min_patches, remaining).astype(jnp.float32)
+            area = lo + (hi - lo) * u[0]
+            a = jnp.exp(log_lo + (log_hi - log_lo) * u[1])
+            bh = jnp.round(jnp.sqrt(area * a)).astype(jnp.int32)
+            bw = jnp.round(jnp.sqrt(area / a)).astype(jnp.int32)
+            top = jnp.floor(u[2] * (h - bh + 1)).astype(jnp.int32)
+            left = jnp.floor(u[3] * (w - bw + 1)).astype(jnp.int32)
+            block = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+            new = jnp.sum(block & ~mask)
+            # BEiT keeps blocks strictly smaller than the grid and adding 1..remaining new patches.
+            accept = (bh < h) & (bw < w) & (new > 0) & (new <= remaining)
+            return mask | (block & accept)
+
+        return jax.lax.fori_loop(0, attempts, propose, jnp.zeros((h, w), bool)).reshape(h * w)
+
+    return jax.vmap(one)(jax.random.split(rng, batch))

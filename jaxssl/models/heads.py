@@ -13,6 +13,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxssl import ops
+
 
 class MLP(nn.Module):
     """Linear -> [BN] -> ReLU, repeated for each hidden width, then Linear(out) [-> BN].
@@ -80,3 +82,148 @@ class Encoder(nn.Module):
         Barlow Twins reference implementations run them), unlike one pass on the concatenation.
         """
         return [self(v, train=train) for v in views]
+
+
+class WeightNormDense(nn.Module):
+    """Bias-free linear layer with weight normalisation, w_k = g_k v_k / ||v_k|| (Salimans & Kingma, 2016).
+
+    `v` is stored as "kernel" (D_in, out); each output unit k has the unit direction v_k / ||v_k||
+    (the norm is over the input axis, torch `weight_norm(dim=0)`). With `trainable_scale=False`
+    the gain g is fixed to one and not a parameter (DINO's `norm_last_layer=True`:
+    `weight_g.data.fill_(1); weight_g.requires_grad = False`); otherwise g is the parameter "scale"
+    (out,) initialised to one. Input (..., D_in) -> (..., out) float32.
+    """
+
+    features: int
+    trainable_scale: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        # torch's default nn.Linear init; only the direction of each column matters.
+        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+        v = self.param("kernel", init, (x.shape[-1], self.features))
+        w = v / jnp.maximum(jnp.linalg.norm(v, axis=0, keepdims=True), 1e-12)
+        if self.trainable_scale:
+            w = w * self.param("scale", nn.initializers.ones, (self.features,))
+        return (x.astype(self.dtype) @ w.astype(self.dtype)).astype(jnp.float32)
+
+
+class Prototypes(nn.Module):
+    """SwAV prototypes: scores of the L2-normalised input against K unit-norm prototype vectors.
+
+    SwAV (Caron et al., 2020, arXiv:2006.09882, Sec. 3.1): "z_t [...] is then mapped to a code
+    q_t by mapping this feature to a set of K trainable prototypes vectors {c_1, ..., c_K}", with
+    the features and prototypes on the unit sphere so the scores z^T c_k are cosines. The
+    reference re-normalises the prototypes in place after each step; here they are normalised in
+    the forward pass (weight normalisation with a fixed gain, as solo-learn's
+    `weight_norm(nn.Linear)`), so the scores always use unit prototypes. Input (..., D) -> (..., K).
+    """
+
+    num_prototypes: int = 3000
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, z, train: bool = True):
+        del train
+        return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(ops.l2_normalize(z))
+
+
+class DINOHead(nn.Module):
+    """DINO projection head: MLP -> L2 normalisation -> weight-normalised linear layer.
+
+    DINO (Caron et al., 2021, arXiv:2104.14294, Sec. 3.1 and App.): "The projection head consists
+    of a 3-layer multi-layer perceptron (MLP) with hidden dimension 2048 followed by l2
+    normalization and a weight normalized fully connected layer with K dimensions". The MLP is
+    Linear -> [BN] -> GELU for each of the `num_layers - 1` hidden layers, then Linear to the
+    `bottleneck_dim` (256), all truncated-normal(0.02) with zero biases. The last layer is
+    `WeightNormDense` named "last_layer"; `norm_last_layer=True` fixes its gain to one. Works on
+    any leading shape (B, D) or (B, T, D) (iBOT applies it to every token).
+    """
+
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    num_layers: int = 3
+    use_bn: bool = False
+    norm_last_layer: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = True):
+        if self.num_layers < 1:
+            raise ValueError(f"DINOHead needs num_layers >= 1, got {self.num_layers}.")
+        dense = lambda n, name: nn.Dense(n, kernel_init=nn.initializers.truncated_normal(0.02), dtype=self.dtype,
+                                         name=name)
+        x = x.astype(self.dtype)
+        for i in range(self.num_layers - 1):
+            x = dense(self.hidden_dim, f"dense{i}")(x)
+            if self.use_bn:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype, name=f"norm{i}")(x)
+            x = nn.gelu(x, approximate=False)
+        x = dense(self.bottleneck_dim, "bottleneck")(x)
+        x = ops.l2_normalize(x.astype(jnp.float32))
+        return WeightNormDense(self.out_dim, trainable_scale=not self.norm_last_layer, dtype=self.dtype,
+                               name="last_layer")(x)
+
+
+class MultiCrop(nn.Module):
+    """backbone -> head [-> prototypes] over views of several resolutions (DINO's MultiCropWrapper).
+
+    Multi-crop (SwAV Sec. 3.2; DINO Sec. 3.1): views of equal resolution are consecutive in the
+    list (globals first) and each such group goes through the backbone in ONE call, concatenated
+    along the batch (DINO: "we group crops by resolution"), then the head runs once on all
+    features. A BatchNorm backbone therefore normalises each resolution group with its own
+    statistics, as in the reference.
+
+    `__call__(views, train, masks=None, patch_views=0)`: `views` is one (B, H, W, 3) array or a
+    list of them; `masks` an optional list (aligned with views, None for unmasked views) of
+    (B, N) bool token masks for a ViT backbone; the first `patch_views` views also return the head
+    applied to every patch token (iBOT). Returns a dict: "features" (V*B, F) backbone features,
+    "projection" (V*B, P) head outputs, "scores" (V*B, K) if `prototypes` is set, and
+    "patch_projection": a list of (B, N, P), one per patch view. Rows are in view order.
+    `features(x, train=False)` runs the backbone alone (evaluation).
+    """
+
+    backbone: nn.Module
+    head: nn.Module
+    prototypes: nn.Module | None = None
+
+    def __call__(self, views, train: bool = True, masks=None, patch_views: int = 0):
+        views = list(views) if isinstance(views, (list, tuple)) else [views]
+        masks = list(masks) if masks is not None else [None] * len(views)
+        if len(masks) != len(views):
+            raise ValueError(f"Got {len(masks)} masks for {len(views)} views; pass None for unmasked views.")
+        feats, patches = [], []
+        start = 0
+        while start < len(views):
+            end = start + 1
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            x = jnp.concatenate(views[start:end]) if end - start > 1 else views[start]
+            given = [m for m in masks[start:end] if m is not None]
+            mask = None
+            if given:
+                # Views of the group without a mask keep all their patches.
+                blank = jnp.zeros(given[0].shape, bool)
+                mask = jnp.concatenate([blank if m is None else m for m in masks[start:end]])
+            if mask is not None or start < patch_views:
+                tokens = self.backbone(x, train=train, mask=mask, return_tokens=True)
+                feats.append(tokens[:, 0])
+                if start < patch_views:
+                    out = self.head(tokens[:, 1:], train=train)
+                    patches.extend(jnp.split(out, end - start)[: patch_views - start])
+            else:
+                feats.append(self.backbone(x, train=train))
+            start = end
+        h = jnp.concatenate(feats) if len(feats) > 1 else feats[0]
+        z = self.head(h, train=train)
+        out = {"features": h, "projection": z}
+        if self.prototypes is not None:
+            out["scores"] = self.prototypes(z, train=train)
+        if patch_views:
+            out["patch_projection"] = patches
+        return out
+
+    def features(self, x, train: bool = False):
+        return self.backbone(x, train=train)
