@@ -5,9 +5,10 @@ import importlib
 
 import flax.linen as nn
 
-from jaxssl.models import heads, resnet
+from jaxssl.models import heads, resnet, vit
+from jaxssl.models import encoders, transformer
 
-BACKBONES = ("resnet",)
+BACKBONES = ("resnet", "vit", "transformer")
 
 
 def get(name: str, **kw) -> nn.Module:
@@ -23,4 +24,4 @@ def get(name: str, **kw) -> nn.Module:
     return module.Model(**kw)
 
 
-__all__ = ["get", "heads", "resnet"]
+__all__ = ["get", "heads", "resnet", "vit", "encoders", "transformer"]

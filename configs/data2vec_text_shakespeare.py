@@ -1,0 +1,52 @@
+r"""data2vec text on Tiny Shakespeare with a byte-level tokenizer (Baevski et al., 2022, arXiv:2202.03555).
+
+Default: the paper's text recipe (Sec. 4.3) on bytes: a RoBERTa-base-sized body (768, 12 layers,
+12 heads), K = 10 top layers each layer-normalised, squared error (beta = 0), RoBERTa dynamic
+masking 15% with 80/10/10 (arXiv:1907.11692), teacher EMA 0.999 -> 0.9999, Adam (b2 0.98,
+weight decay 0.01, RoBERTa), sequences of 512. The batch, steps and learning rate here are our
+choices for a 1 MB corpus. Trained by `jaxssl.train.sequence` (the image trainer reads TFDS):
+
+  python -c "from configs import data2vec_text_shakespeare as c; from jaxssl.train import sequence; \
+             print(sequence.train(c.get_config()))"
+"""
+import ml_collections
+
+from configs import common
+from jaxssl.data import text
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, cpu=False, runlocal=False)
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = "data2vec"
+    config.total_steps = 20_000
+    config.method_kw = dict(top_k=10, target_norm="layer", final_norm=False, beta=0.0, mask_prob=0.15,
+                            mask_id=text.MASK, num_tokens=text.NUM_BYTES, base_momentum=0.999,
+                            final_momentum=0.9999, ema_anneal_steps=10_000, ema_transformer_only=True)
+    config.model = dict(name="transformer", modality="text", width=768, depth=12, num_heads=12,
+                        vocab_size=text.VOCAB_SIZE, max_len=512)
+    config.data = dict(name="tiny_shakespeare", seq_len=512)
+    config.input = ml_collections.ConfigDict()
+    config.input.views = ()  # tokens go to the method unchanged
+    config.batch_size = 64
+    config.optimizer = dict(name="adamw", base_lr=2e-4, lr_scaling="none", warmup_steps=1000, weight_decay=0.01,
+                            b1=0.9, b2=0.98, grad_clip=1.0, end_lr_factor=0.0)
+    config.log_steps = 100
+    if arg.cpu or arg.runlocal:
+        config.model.update(width=64, depth=4, num_heads=4, max_len=128)
+        config.method_kw.update(top_k=3, ema_anneal_steps=200)
+        config.data.seq_len = 128
+        config.batch_size = 32
+        config.total_steps = 300
+        config.optimizer.update(base_lr=1e-3, warmup_steps=20)
+        config.log_steps = 20
+    if arg.runlocal:
+        config.model.update(width=32, depth=2, num_heads=2, max_len=32)
+        config.method_kw.update(top_k=2, ema_anneal_steps=10)
+        config.data.seq_len = 32
+        config.batch_size = 16
+        config.total_steps = 4
+        config.optimizer.warmup_steps = 1
+        config.log_steps = 2
+    return config

@@ -1,0 +1,226 @@
+"""data2vec (Baevski et al., 2022, arXiv:2202.03555): regress the teacher's averaged layers at masked positions.
+
+"We first encode a masked version of the training sample (model in student mode) and then
+construct training targets by encoding the unmasked version of the input sample with the same
+model but when parameterized as an exponentially moving average of the model weights (model in
+teacher mode). The target representations encode all of the information in the training
+sample and the learning task is for the student to predict these representations given a
+partial view of the input" (Sec. 3). One method for three modalities: the backbone is
+`jaxssl.models.transformer.Model(modality=...)`, a modality-specific input encoder and one
+shared Transformer body; only the masking differs:
+
+* image: BEiT block-wise masking of ~60% of the patches (`ops.random_block_mask`), with the
+  learned mask embedding;
+* text: RoBERTa dynamic masking, 15% of the tokens, 80/10/10 (`masking.bert_mask`); `views` is
+  `[int tokens (B, T)]`;
+* speech: wav2vec 2.0 span masking p = 0.65, M = 10 over the conv-encoder frames
+  (`masking.span_mask`); `views` is `[float waveforms (B, L)]`.
+
+Targets (Sec. 3.3, Eq. 1): the teacher's top-K per-block FFN outputs, each normalised
+(`target_norm`: parameter-less instance norm over time for speech and -- as in data2vec 2.0 --
+images, layer norm for text), averaged, optionally layer-normalised again (`final_norm`,
+data2vec 2.0's `layer_norm_targets`). Loss (Eq. 2): smooth-L1 with `beta` (beta = 0: squared
+error), summed over channels, averaged over the masked positions of the global batch and scaled
+by 1/sqrt(D) (fairseq's default `loss_scale`). Teacher momentum: linear from 0.999 to 0.9999
+over `ema_anneal_steps`, then constant (fairseq `ema_decay`, `ema_end_decay`,
+`ema_anneal_end_step`). `ema_transformer_only` (fairseq v1's default for speech and text) runs
+the teacher with the student's current input encoder and the EMA body.
+
+data2vec 2.0 options (arXiv:2212.07525): `clone_batch` M masked copies of every sample share
+one teacher pass ("we reuse the teacher representation for multiple masked versions of the
+training sample", Sec. 2); `decoder` adds a light convolutional decoder (Sec. 2, "a
+lightweight decoder network consisting of D convolutions, each followed by layer
+normalization, a GELU activation function, and a residual connection") on the student's output
+before the regression head. The student still encodes the mask embeddings (v1 semantics); the
+v2 encoder that skips masked tokens is not implemented.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxssl import losses, masking, ops
+from jaxssl.evaluate import collapse
+from jaxssl.methods import base
+
+
+def _norm(x: jax.Array, axis: int, eps: float) -> jax.Array:
+    mu = jnp.mean(x, axis=axis, keepdims=True)
+    return (x - mu) * jax.lax.rsqrt(jnp.var(x, axis=axis, keepdims=True) + eps)
+
+
+def layer_targets(layers, top_k: int, target_norm: str = "instance", final_norm: bool = False,
+                  eps: float = 1e-5) -> jax.Array:
+    r"""data2vec targets: the average of the top-K normalised layer outputs (Eq. 1).
+
+    .. math:: y_t = \frac{1}{K} \sum_{l=L-K+1}^{L} \hat a_t^l
+
+    where :math:`\hat a^l` is layer l normalised without parameters: "instance" standardises each
+    channel over time per sample (F.instance_norm on (B, D, T)), "layer" each token over its
+    channels, "none" leaves it; `final_norm` layer-normalises the average.
+
+    Args:
+      layers: sequence of L arrays (B, T, D), first layer first.
+      top_k: K <= L.
+      target_norm: "instance", "layer" or "none".
+      final_norm: layer-normalise the average.
+      eps: variance epsilon (PyTorch's 1e-5).
+
+    Returns:
+      (B, T, D) float32 targets.
+    """
+    if not 1 <= top_k <= len(layers):
+        raise ValueError(f"top_k must be in [1, {len(layers)}] (the depth), got {top_k}.")
+    axis = {"instance": 1, "layer": -1, "none": None}
+    if target_norm not in axis:
+        raise ValueError(f"target_norm must be one of {sorted(axis)}, got {target_norm!r}.")
+    top = [l.astype(jnp.float32) for l in layers[-top_k:]]
+    if axis[target_norm] is not None:
+        top = [_norm(l, axis[target_norm], eps) for l in top]
+    y = sum(top) / top_k
+    return _norm(y, -1, eps) if final_norm else y
+
+
+class ConvDecoder(nn.Module):
+    """data2vec 2.0's light decoder: `layers` x (conv, LayerNorm, GELU, residual after the first), then Dense(out).
+
+    1-D over the token sequence, or 2-D over the square patch grid when `two_d`.
+    """
+
+    dim: int
+    out_dim: int
+    kernel: int = 3
+    layers: int = 2
+    groups: int = 16
+    two_d: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, _ = x.shape
+        if self.two_d:
+            side = math.isqrt(t)
+            if side * side != t:
+                raise ValueError(f"a 2-D decoder needs a square patch grid, got {t} tokens.")
+            x = x.reshape(b, side, side, -1)
+        ksize = (self.kernel,) * (2 if self.two_d else 1)
+        for i in range(self.layers):
+            y = nn.Conv(self.dim, ksize, padding="SAME", feature_group_count=self.groups if i else 1,
+                        dtype=self.dtype, name=f"conv{i}")(x)
+            y = nn.gelu(nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name=f"norm{i}")(y), approximate=False)
+            x = x + y if i else y
+        return nn.Dense(self.out_dim, dtype=self.dtype, name="proj")(x.reshape(b, t, -1))
+
+
+class Net(nn.Module):
+    """Backbone (returning layers) -> [ConvDecoder] -> linear regression head ("final_proj")."""
+
+    backbone: nn.Module
+    decoder: ConvDecoder | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = True, mask: jax.Array | None = None):
+        out = self.backbone(x, train=train, mask=mask, return_layers=True)
+        y = out["tokens"]
+        if self.decoder is not None:
+            y = self.decoder(y)
+        pred = nn.Dense(y.shape[-1], dtype=self.dtype, name="head")(y).astype(jnp.float32)
+        return {"prediction": pred, "layers": out["layers"], "features": jnp.mean(out["tokens"], axis=1)}
+
+    def features(self, x, train: bool = False):
+        return self.backbone(x, train=train)
+
+
+def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None, final_norm: bool = False,
+         beta: float | None = None, loss_scale: float | None = None, mask_ratio: float = 0.6,
+         min_mask_patches: int = 16, mask_prob: float | None = None, mask_span: int = 10,
+         mask_id: int = 259, num_tokens: int = 256, clone_batch: int = 1, decoder: dict | None = None,
+         base_momentum: float = 0.999, final_momentum: float = 0.9999, ema_anneal_steps: int = 30_000,
+         ema_transformer_only: bool = False, dtype=jnp.float32) -> base.Method:
+    """data2vec for `backbone.modality` in {"image", "text", "speech"}.
+
+    Args:
+      backbone: a `jaxssl.models.transformer.Model`.
+      top_k: K, the teacher layers averaged (paper: 6 image, 10 text, 8 speech).
+      target_norm: per-layer normalisation; None = "layer" for text, "instance" otherwise.
+      final_norm: layer-normalise the averaged target (data2vec 2.0).
+      beta: smooth-L1 beta, 0 = squared error; None = 2 image, 0 text, 0.25 speech (paper Sec. 4).
+      loss_scale: multiplies the loss; None = 1/sqrt(D) (fairseq).
+      mask_ratio, min_mask_patches: image block masking (60%, BEiT's minimum block of 16 patches).
+      mask_prob: text selection probability (0.15) or speech span-start probability (0.65); None = those.
+      mask_span: speech span length M (10).
+      mask_id, num_tokens: text <mask> id and the ordinary vocabulary size for random replacements
+        (the byte tokenizer of `jaxssl.data.text`: 256 bytes, <mask> = 259).
+      clone_batch: masked copies per sample sharing one teacher pass (data2vec 2.0; 1 = v1).
+      decoder: None, or ConvDecoder kwargs (dim, kernel, layers, groups) for the data2vec 2.0 decoder.
+      base_momentum, final_momentum, ema_anneal_steps: the teacher's linear EMA schedule.
+      ema_transformer_only: the teacher uses the student's current input encoder.
+      dtype: compute dtype of the head/decoder.
+    """
+    modality = getattr(backbone, "modality", None)
+    if modality not in ("image", "text", "speech"):
+        raise ValueError("data2vec needs a jaxssl.models.transformer.Model backbone (config.model.name="
+                         f"'transformer'); got {type(backbone).__name__} with modality {modality!r}.")
+    if clone_batch < 1:
+        raise ValueError(f"clone_batch must be >= 1, got {clone_batch}.")
+    target_norm = target_norm or ("layer" if modality == "text" else "instance")
+    beta = {"image": 2.0, "text": 0.0, "speech": 0.25}[modality] if beta is None else beta
+    mask_prob = {"image": None, "text": 0.15, "speech": 0.65}[modality] if mask_prob is None else mask_prob
+    dec = None
+    if decoder is not None:
+        dec = ConvDecoder(**{"dim": backbone.width, **dict(decoder)}, out_dim=backbone.width,
+                          two_d=modality == "image", dtype=dtype)
+    net = Net(backbone, dec, dtype=dtype)
+
+    def corrupt(rng, x):
+        """(student input, mask (B, T) of predicted positions, mask passed to the net or None)."""
+        if modality == "text":
+            tokens, selected = masking.bert_mask(rng, x, mask_id=mask_id, vocab_size=num_tokens, prob=mask_prob)
+            return tokens, selected, None
+        b, t = x.shape[0], backbone.num_tokens(x.shape)
+        if modality == "image":
+            grid = (x.shape[1] // backbone.patch_size, x.shape[2] // backbone.patch_size)
+            mask = ops.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
+                                         min_patches=min(min_mask_patches, max(1, int(mask_ratio * t) // 2)))
+        else:
+            mask = masking.span_mask(rng, b, t, prob=mask_prob, span=mask_span)
+        return x, mask, mask
+
+    def loss_fn(params, model_state, teacher, extra, views, rng):
+        if len(views) != 1:
+            raise ValueError(f"data2vec takes one view, got {len(views)}; set config.input.views to one dict.")
+        x = views[0]
+        mask_rng, drop_rng = jax.random.split(rng)
+        t_params = teacher["params"]
+        if ema_transformer_only:
+            t_params = {**t_params, "backbone": {**t_params["backbone"], "embed": params["backbone"]["embed"]}}
+        # Teacher mode: the EMA weights (eval mode, no dropout) encode the UNMASKED input once.
+        t_out = net.apply({**teacher, "params": t_params}, x, train=False)
+        # stop_gradient: the targets are constants of the student's update. The step differentiates
+        # `params` only, but with ema_transformer_only the teacher reads the student's input
+        # encoder, whose gradient must not flow through the targets.
+        y = jax.lax.stop_gradient(layer_targets(t_out["layers"], top_k, target_norm, final_norm))
+        # data2vec 2.0 clone_batch: M masked copies share the one teacher pass above.
+        xs = jnp.concatenate([x] * clone_batch) if clone_batch > 1 else x
+        ys = jnp.concatenate([y] * clone_batch) if clone_batch > 1 else y
+        x_in, mask, net_mask = corrupt(mask_rng, xs)
+        out = net.apply({"params": params, **model_state}, x_in, train=True, mask=net_mask,
+                        rngs={"dropout": drop_rng})
+        per_token = losses.smooth_l1(out["prediction"], ys, beta)  # (B*M, T)
+        m = mask.astype(jnp.float32)
+        scale = 1.0 / math.sqrt(ys.shape[-1]) if loss_scale is None else loss_scale
+        # Mean over the masked positions of the global batch (fairseq: sum / sample_size).
+        loss = jnp.sum(per_token * m) / jnp.maximum(jnp.sum(m), 1.0) * scale
+        metrics = {"mask_ratio": jnp.mean(m), "h_std": collapse.feature_std(out["features"]),
+                   "target_std": collapse.feature_std(y.reshape(-1, y.shape[-1])),
+                   "pred_std": collapse.feature_std(out["prediction"].reshape(-1, y.shape[-1]))}
+        return loss, (model_state, extra, metrics)
+
+    momentum = optax.linear_schedule(base_momentum, final_momentum, max(ema_anneal_steps, 1))
+    return base.Method(net, loss_fn, teacher_momentum=momentum)

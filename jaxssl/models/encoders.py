@@ -1,0 +1,119 @@
+"""Modality-specific input encoders mapping raw inputs to (B, T, D) token embeddings.
+
+Each takes `(x, mask=None, train=...)`; where a learned mask embedding applies (images, speech)
+it replaces the masked embeddings before the position information is added, as BEiT/data2vec
+(images) and wav2vec 2.0 (speech, after the feature projection) do. The mask embedding is
+always created, so variables initialised without a mask accept one later.
+
+* `PatchEmbed` -- ViT patches (arXiv:2010.11929) with a learned 2-D position embedding.
+* `TokenEmbed` -- token + learned position embedding and LayerNorm (RoBERTa, arXiv:1907.11692).
+* `ConvFeatureEncoder` -- wav2vec 2.0's raw-waveform encoder (arXiv:2006.11477 Sec. 2 and
+  Appendix B: seven temporal convolutions with 512 channels, strides (5,2,2,2,2,2,2) and kernels
+  (10,3,3,3,3,2,2), GELU, group norm on the first layer; then LayerNorm, a projection to the
+  model width and a grouped convolutional position embedding of kernel 128 in 16 groups).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_init = nn.initializers.truncated_normal(0.02)
+
+# (channels, kernel, stride) per layer: wav2vec 2.0 / data2vec "conv_feature_layers"; total
+# stride 320 = 20 ms at 16 kHz, receptive field 400 samples = 25 ms.
+WAV2VEC2_CONV = ((512, 10, 5),) + ((512, 3, 2),) * 4 + ((512, 2, 2),) * 2
+
+
+def num_frames(length: int, conv_layers: Sequence[Sequence[int]]) -> int:
+    """Frames a VALID-padded conv stack produces from `length` samples."""
+    for _, kernel, stride in conv_layers:
+        length = (length - kernel) // stride + 1
+        if length < 1:
+            raise ValueError(f"input too short for the conv feature encoder {tuple(conv_layers)}.")
+    return length
+
+
+def _apply_mask(module: nn.Module, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    token = module.param("mask_embedding", nn.initializers.normal(0.02), (x.shape[-1],))
+    if mask is None:
+        return x
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"mask must have shape (B, T) = {x.shape[:2]}, got {mask.shape}.")
+    return jnp.where(mask[..., None], token.astype(x.dtype), x)
+
+
+class PatchEmbed(nn.Module):
+    """(B, H, W, C) images -> (B, (H/p)(W/p), D) patch embeddings + learned positions."""
+
+    width: int
+    patch_size: int
+    img_size: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None, train: bool = True):
+        del train
+        p = self.patch_size
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", kernel_init=_init, dtype=self.dtype,
+                    name="patch")(x.astype(self.dtype))
+        b, gh, gw, d = x.shape
+        x = _apply_mask(self, x.reshape(b, gh * gw, d), mask)
+        grid = self.img_size // p
+        pos = self.param("pos_embedding", _init, (1, grid, grid, d))
+        if (gh, gw) != (grid, grid):
+            pos = jax.image.resize(pos, (1, gh, gw, d), method="bicubic")
+        return x + pos.reshape(1, gh * gw, d).astype(x.dtype)
+
+
+class TokenEmbed(nn.Module):
+    """(B, T) int tokens -> (B, T, D): token + learned position embedding, then LayerNorm."""
+
+    width: int
+    vocab_size: int
+    max_len: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None, train: bool = True):
+        del train
+        if mask is not None:
+            raise ValueError("Text is masked at the token level (jaxssl.masking.bert_mask); pass mask=None.")
+        if x.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {x.shape[1]} exceeds max_len={self.max_len}.")
+        tok = nn.Embed(self.vocab_size, self.width, embedding_init=_init, dtype=self.dtype, name="tokens")(x)
+        pos = self.param("pos_embedding", _init, (self.max_len, self.width))
+        return nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="norm")(tok + pos[None, :x.shape[1]].astype(tok.dtype))
+
+
+class ConvFeatureEncoder(nn.Module):
+    """(B, L) raw waveforms -> (B, T, D) frame embeddings (wav2vec 2.0 feature encoder)."""
+
+    width: int
+    conv_layers: Sequence[Sequence[int]] = WAV2VEC2_CONV
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, mask=None, train: bool = True):
+        del train
+        if x.ndim != 2:
+            raise ValueError(f"ConvFeatureEncoder expects (B, L) waveforms, got shape {x.shape}.")
+        x = x.astype(self.dtype)[..., None]
+        for i, (ch, k, s) in enumerate(self.conv_layers):
+            x = nn.Conv(ch, (k,), strides=(s,), padding="VALID", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
+            if i == 0:
+                # wav2vec 2.0 "default" mode: GroupNorm with one group per channel on the first layer.
+                x = nn.GroupNorm(num_groups=ch, epsilon=1e-5, dtype=self.dtype, name="conv0_norm")(x)
+            x = nn.gelu(x, approximate=False)
+        x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="feature_norm")(x)
+        x = nn.Dense(self.width, dtype=self.dtype, name="project")(x)
+        x = _apply_mask(self, x, mask)
+        k = self.pos_conv_kernel
+        pos = nn.Conv(self.width, (k,), padding=[(k // 2, k // 2)], feature_group_count=self.pos_conv_groups,
+                      dtype=self.dtype, name="pos_conv")(x)
+        pos = pos[:, :x.shape[1]]  # fairseq SamePad: drop the extra frame of an even kernel
+        return x + nn.gelu(pos, approximate=False)

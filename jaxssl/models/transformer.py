@@ -1,0 +1,138 @@
+"""A modality-agnostic Transformer encoder: one body for images, text and speech (data2vec).
+
+data2vec (Baevski et al., 2022, arXiv:2202.03555, Sec. 3.1): "We use the standard Transformer
+architecture with a modality-specific encoding of the input data borrowed from prior work".
+`Model(modality=...)` is that: a modality-specific input encoder from `jaxssl.models.encoders`
+(ViT patches, token + position embedding, or a wav2vec 2.0 convolutional feature encoder) and
+the shared `Body`, a stack of pre-norm blocks built from `vit.Attention` and `vit.DropPath`.
+
+Unlike `vit.Model`, every block also returns the output of its feed-forward network before the
+last residual connection, which is what data2vec regresses ("we use the output of the
+feed-forward network (FFN) prior to the last residual connection in each block as target",
+Sec. 3.3); `layer_target="block"` gives the block outputs instead. There is no CLS token:
+`features` are the mean over tokens of the final LayerNorm'd sequence (data2vec's linear-probe
+pooling for images).
+
+Call: `apply(variables, x, train=bool, mask=None, return_layers=False)` -> (B, D) mean-pooled
+features; with `return_layers=True` a dict {"tokens": (B, T, D) final-normed tokens,
+"layers": [(B, T, D)] * depth per-block targets}. `mask` (B, T) bool replaces the masked input
+embeddings by the learned mask embedding (image and speech; text is masked at the token level);
+`keep` (B, T') int instead keeps only those tokens (MAE's encoder on visible patches).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxssl.models import encoders, vit
+
+_init = nn.initializers.truncated_normal(0.02)
+
+
+class Block(nn.Module):
+    """Pre-norm block returning (x + attn + ffn, ffn output before the last residual)."""
+
+    num_heads: int
+    mlp_dim: int
+    drop_path: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
+        y = vit.Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x))
+        x = x + vit.DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train)
+        y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(norm("norm2")(x))
+        y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
+        return x + vit.DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train), y
+
+
+class Body(nn.Module):
+    """`depth` pre-norm blocks and a final LayerNorm over (B, T, D) token embeddings.
+
+    Returns (final LayerNorm'd tokens (B, T, D) float32, per-block targets [(B, T, D)] * depth).
+    """
+
+    depth: int
+    num_heads: int
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+    layer_target: str = "ffn"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        if self.layer_target not in ("ffn", "block"):
+            raise ValueError(f"layer_target must be 'ffn' or 'block', got {self.layer_target!r}.")
+        mlp_dim = int(x.shape[-1] * self.mlp_ratio)
+        layers = []
+        for i in range(self.depth):
+            rate = self.drop_path_rate * i / max(self.depth - 1, 1)
+            x, ffn = Block(self.num_heads, mlp_dim, rate, dtype=self.dtype, name=f"block{i}")(x, train)
+            layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
+        return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x).astype(jnp.float32), layers
+
+
+class Model(nn.Module):
+    """Input encoder for `modality` + shared `Body`.
+
+    Attributes:
+      modality: "image", "text" or "speech".
+      width, depth, num_heads, mlp_ratio, drop_path_rate: Transformer sizes (ViT-B: 768, 12, 12).
+      layer_target: what `layers` holds per block: "ffn" (data2vec) or "block".
+      patch_size, img_size: image patches and the grid the position embedding is stored for.
+      vocab_size, max_len: text vocabulary and longest sequence.
+      conv_layers: speech feature encoder as (channels, kernel, stride) per layer (wav2vec 2.0).
+      pos_conv_kernel, pos_conv_groups: speech convolutional position embedding.
+      dtype: compute dtype.
+    """
+
+    modality: str = "image"
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.0
+    layer_target: str = "ffn"
+    patch_size: int = 16
+    img_size: int = 224
+    vocab_size: int = 260
+    max_len: int = 512
+    conv_layers: Sequence[Sequence[int]] = encoders.WAV2VEC2_CONV
+    pos_conv_kernel: int = 128
+    pos_conv_groups: int = 16
+    dtype: Any = jnp.float32
+
+    def input_encoder(self) -> nn.Module:
+        if self.modality == "image":
+            return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, dtype=self.dtype, name="embed")
+        if self.modality == "text":
+            return encoders.TokenEmbed(self.width, self.vocab_size, self.max_len, dtype=self.dtype, name="embed")
+        if self.modality == "speech":
+            return encoders.ConvFeatureEncoder(self.width, tuple(map(tuple, self.conv_layers)), self.pos_conv_kernel,
+                                               self.pos_conv_groups, dtype=self.dtype, name="embed")
+        raise ValueError(f"Unknown modality {self.modality!r}; use 'image', 'text' or 'speech'.")
+
+    def num_tokens(self, input_shape: Sequence[int]) -> int:
+        """T, the sequence length the body sees for an input of `input_shape` (batch first)."""
+        if self.modality == "image":
+            return (input_shape[1] // self.patch_size) * (input_shape[2] // self.patch_size)
+        if self.modality == "text":
+            return input_shape[1]
+        return encoders.num_frames(input_shape[1], self.conv_layers)
+
+    @nn.compact
+    def __call__(self, x, train: bool = True, mask: jax.Array | None = None, return_layers: bool = False,
+                 keep: jax.Array | None = None):
+        tokens = self.input_encoder()(x, mask=mask, train=train)
+        if keep is not None:
+            # MAE: the encoder sees only the visible tokens, (B, T_keep) indices after positions.
+            tokens = jnp.take_along_axis(tokens, keep[..., None], axis=1)
+        tokens, layers = Body(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate, self.layer_target,
+                              dtype=self.dtype, name="body")(tokens, train)
+        if return_layers:
+            return {"tokens": tokens, "layers": layers}
+        return jnp.mean(tokens, axis=1)
