@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxssl import ops
 
@@ -53,3 +54,68 @@ def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float = 0.5) -> jax.Array
     positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(0, n)])
     log_prob = jax.nn.log_softmax(logits, axis=-1)
     return -jnp.take_along_axis(log_prob, positive[:, None], axis=-1)[:, 0]
+
+
+def infonce(q: jax.Array, k: jax.Array, queue: jax.Array | None = None, temperature: float = 0.2) -> jax.Array:
+    r"""InfoNCE of queries against their keys, per query; negatives from a queue or the other keys.
+
+    MoCo (He et al., 2020, arXiv:1911.05722, Eq. 1): "a query q and a set of encoded samples
+    {k_0, k_1, ...} that are the keys of a dictionary [...] a single key (denoted as k_+) in the
+    dictionary that q matches". With u = q/||q||, v = k/||k||, n = queue/||queue|| (row-wise):
+
+    * `queue` given (MoCo v1/v2): the positive is the query's own key and the K negatives are
+      the queue's rows,
+
+      .. math::
+          \ell_i = -\log \frac{\exp(u_i \cdot v_i / \tau)}
+                              {\exp(u_i \cdot v_i / \tau) + \sum_{j=1}^{K} \exp(u_i \cdot n_j / \tau)}
+
+    * `queue=None` (MoCo v3, arXiv:2104.02057, Algorithm 1 `ctr`): the negatives are the other
+      N - 1 keys of the batch, i.e. cross entropy of the logits `u @ v.T / tau` with label i,
+
+      .. math::
+          \ell_i = -\log \frac{\exp(u_i \cdot v_i / \tau)}{\sum_{j=1}^{N} \exp(u_i \cdot v_j / \tau)}
+
+      Under `jax.jit` on arrays sharded over the mesh's data axis, `k` is the **global** batch:
+      this is MoCo v3's `concat_all_gather(k)` with labels offset by the rank, with no code.
+
+    MoCo v3 scales this loss by 2 tau; that factor belongs to the caller (`jaxssl.methods.moco_v3`).
+
+    Args:
+      q: (N, D) queries.
+      k: (N, D) keys; row i is the positive of query i. Pass them through `jax.lax.stop_gradient`
+        when they come from the momentum encoder.
+      queue: optional (K, D) negative keys (normalised here, so unnormalised rows are fine).
+      temperature: tau > 0 (MoCo v2: 0.2; MoCo v3: 1.0 for ResNet, 0.2 for ViT).
+
+    Returns:
+      (N,) per-query losses; the methods' objectives are their mean.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> q = jnp.eye(2)
+      >>> float(infonce(q, q, temperature=1.0).mean())  # log(1 + 1/e)  # doctest: +ELLIPSIS
+      0.313...
+
+    References:
+      He et al., Momentum Contrast for Unsupervised Visual Representation Learning,
+      https://arxiv.org/abs/1911.05722 ; Chen et al., Improved Baselines with Momentum Contrastive
+      Learning, https://arxiv.org/abs/2003.04297 ; Chen, Xie & He, An Empirical Study of Training
+      Self-Supervised Vision Transformers, https://arxiv.org/abs/2104.02057 ; van den Oord et al.,
+      2018, https://arxiv.org/abs/1807.03748.
+    """
+    if q.ndim != 2 or q.shape != k.shape:
+        raise ValueError(f"infonce expects (N, D) queries and keys of equal shape, got {q.shape} and {k.shape}.")
+    if queue is not None and (queue.ndim != 2 or queue.shape[1] != q.shape[1]):
+        raise ValueError(f"infonce expects a (K, {q.shape[1]}) queue, got {queue.shape}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    u, v = ops.l2_normalize(q), ops.l2_normalize(k)
+    if queue is None:
+        logits = (u @ v.T) / temperature
+        labels = jnp.arange(q.shape[0])
+    else:
+        positive = jnp.sum(u * v, axis=-1, keepdims=True)
+        logits = jnp.concatenate([positive, u @ ops.l2_normalize(queue).T], axis=-1) / temperature
+        labels = jnp.zeros((q.shape[0],), jnp.int32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)

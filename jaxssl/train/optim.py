@@ -2,14 +2,23 @@
 
 `config.optimizer` fields: name ("lars", "adamw", "sgd"), base_lr (per 256 images),
 lr_scaling ("linear": lr = base_lr * batch / 256 as SimCLR B.1/Goyal et al. 2017; "sqrt":
-base_lr * sqrt(batch); "none"), warmup_steps, weight_decay, momentum, b1, b2, grad_clip (None
-or max global norm), end_lr_factor. Biases and normalisation parameters (every parameter of
-rank <= 1) get no weight decay and, for LARS, no trust-ratio adaptation (SimCLR B.1: "we
-exclude [...] batch normalization and bias parameters from LARS adaptation and weight decay").
+base_lr * sqrt(batch); "none"), warmup_steps, weight_decay, weight_decay_end (optional: cosine
+weight-decay schedule, DINO), momentum, b1, b2, grad_clip (None or max global norm),
+end_lr_factor. Biases and normalisation parameters (every parameter of rank <= 1) get no
+weight decay and, for LARS, no trust-ratio adaptation (SimCLR B.1: "we exclude [...] batch
+normalization and bias parameters from LARS adaptation and weight decay").
+
+Optional `fixed_lr_paths`: a regular expression over parameter paths ("predictor/dense0/kernel");
+matching parameters get the same optimiser at the constant peak learning rate (no warm-up, no
+decay) instead of the schedule. SimSiam's `fix_pred_lr` is `fixed_lr_paths="^predictor/"`
+(Chen & He, 2021, Sec. 4.2 and Table 1c: a predictor with a constant, undecayed learning rate
+works better; official `--fix-pred-lr`: the predictor's param group keeps `init_lr`). Unset or
+empty: one optimiser for all parameters, as before.
 """
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import optax
@@ -24,8 +33,8 @@ def decay_mask(params):
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def learning_rate(cfg, batch_size: int, total_steps: int) -> optax.Schedule:
-    """Warm-up + cosine schedule with the peak scaled by the batch size rule in `cfg.lr_scaling`."""
+def peak_learning_rate(cfg, batch_size: int) -> float:
+    """`cfg.base_lr` scaled by the batch size rule in `cfg.lr_scaling`."""
     scaling = cfg.get("lr_scaling", "linear")
     if scaling == "linear":
         peak = cfg.base_lr * batch_size / 256
@@ -35,6 +44,12 @@ def learning_rate(cfg, batch_size: int, total_steps: int) -> optax.Schedule:
         peak = cfg.base_lr
     else:
         raise ValueError(f"optimizer.lr_scaling must be 'linear', 'sqrt' or 'none', got {scaling!r}.")
+    return peak
+
+
+def learning_rate(cfg, batch_size: int, total_steps: int) -> optax.Schedule:
+    """Warm-up + cosine schedule with the peak scaled by the batch size rule in `cfg.lr_scaling`."""
+    peak = peak_learning_rate(cfg, batch_size)
     return schedules.warmup_cosine(peak, total_steps, cfg.get("warmup_steps", 0),
                                    end_value=peak * cfg.get("end_lr_factor", 0.0))
 
@@ -44,7 +59,45 @@ def make(cfg, batch_size: int, total_steps: int) -> tuple[optax.GradientTransfor
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer.name {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
     lr = learning_rate(cfg, batch_size, total_steps)
+    tx = _optimizer(cfg, lr, total_steps)
+    pattern = cfg.get("fixed_lr_paths", None)
+    if pattern:
+        fixed = _optimizer(cfg, peak_learning_rate(cfg, batch_size), total_steps)
+        tx = optax.multi_transform({"scheduled": tx, "fixed": fixed}, lambda p: fixed_lr_labels(p, pattern))
+    clip = cfg.get("grad_clip", None)
+    if clip:
+        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+    return tx, lr
+
+
+def fixed_lr_labels(params, pattern: str):
+    """"fixed" for parameters whose path ("predictor/dense0/kernel") matches `pattern`, else "scheduled"."""
+    regex = re.compile(pattern)
+    path = lambda keys: jax.tree_util.keystr(keys, simple=True, separator="/")
+    labels = jax.tree_util.tree_map_with_path(lambda k, _: "fixed" if regex.search(path(k)) else "scheduled", params)
+    if "fixed" not in jax.tree_util.tree_leaves(labels):
+        examples = [path(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0][:3]]
+        raise ValueError(f"optimizer.fixed_lr_paths {pattern!r} matches no parameter; paths look like {examples}.")
+    return labels
+
+
+def weight_decay(cfg, total_steps: int):
+    """`cfg.weight_decay`, or a cosine schedule from it to `cfg.weight_decay_end` when that is set.
+
+    DINO (arXiv:2104.14294, App.: "the weight decay follows a cosine schedule from 0.04 to 0.4";
+    official `--weight_decay 0.04 --weight_decay_end 0.4`, `cosine_scheduler` per iteration).
+    Unset (or equal to `weight_decay`): the constant, and the optimiser state is unchanged.
+    """
     wd = cfg.get("weight_decay", 0.0)
+    wd_end = cfg.get("weight_decay_end", None)
+    if wd_end is None or wd_end == wd:
+        return wd
+    return schedules.warmup_cosine(wd, max(total_steps, 1), 0, init_value=wd, end_value=wd_end)
+
+
+def _optimizer(cfg, lr, total_steps: int = 1) -> optax.GradientTransformation:
+    """The optimiser named by `cfg.name` with learning rate `lr` (a schedule or a constant)."""
+    wd = weight_decay(cfg, total_steps)
     if cfg.name == "lars":
         tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
                         momentum=cfg.get("momentum", 0.9), trust_coefficient=cfg.get("trust_coefficient", 0.001))
@@ -53,7 +106,4 @@ def make(cfg, batch_size: int, total_steps: int) -> tuple[optax.GradientTransfor
     else:
         tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
                          optax.sgd(lr, momentum=cfg.get("momentum", 0.9)))
-    clip = cfg.get("grad_clip", None)
-    if clip:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
-    return tx, lr
+    return tx
