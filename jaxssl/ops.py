@@ -24,8 +24,11 @@ def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
       Array of the shape of `x`, computed in float32 or wider.
     """
     x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    norm = jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=True))
-    return x / jnp.maximum(norm, eps)
+    sq = jnp.sum(x * x, axis=axis, keepdims=True)
+    # Guarded sqrt: at an all-zero row sqrt'(0) = inf would turn the gradient into NaN (0 * inf).
+    big = sq > eps * eps
+    norm = jnp.where(big, jnp.sqrt(jnp.where(big, sq, 1.0)), eps)
+    return x / norm
 
 
 def off_diagonal(m: jax.Array) -> jax.Array:
@@ -192,13 +195,16 @@ def cross_view_cross_entropy(student_logits: jax.Array, targets: jax.Array, targ
     return jnp.einsum("avb,av->b", ce, jnp.asarray(pairs, jnp.float32)) / num_pairs
 
 
-def stop_gradient_where(condition: jax.Array, tree):
-    """`tree` with its gradient cut where `condition` (a traced bool scalar) is True.
+def stop_gradient_where(condition: jax.Array, tree, path: tuple[str, ...] = ()):
+    """`tree` with the gradient of its sub-tree at `path` cut where `condition` (a traced bool) is True.
 
     `where(c, stop_gradient(x), x)` has the value of `x` and the gradient `(1 - c) * dx`: the
-    jit-friendly way to freeze a sub-tree of parameters for the first steps (DINO's last layer,
-    SwAV's prototypes) without recompiling when the condition flips.
+    jit-friendly way to freeze part of the parameters for the first steps (DINO's last layer at
+    `("head", "last_layer")`, SwAV's prototypes) without recompiling when the condition flips.
+    `path` indexes nested dicts; the rest of the tree is returned as is.
     """
+    if path:
+        return {**tree, path[0]: stop_gradient_where(condition, tree[path[0]], tuple(path[1:]))}
     return jax.tree_util.tree_map(lambda x: jnp.where(condition, jax.lax.stop_gradient(x), x), tree)
 
 

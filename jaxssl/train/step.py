@@ -31,7 +31,8 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
     teacher = None
     if method.teacher_momentum is not None:
         # The teacher starts as an exact copy of the student (BYOL Sec. 3.1, MoCo Sec. 3.2).
-        teacher = {"params": params, **model_state}
+        # A copy, not an alias: the donating step must not see one buffer twice.
+        teacher = jax.tree_util.tree_map(jnp.copy, {"params": params, **model_state})
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                       opt_state=tx.init(params), teacher=teacher, extra=method.init_extra(extra_rng))
 
