@@ -116,8 +116,9 @@ class Prototypes(nn.Module):
     q_t by mapping this feature to a set of K trainable prototypes vectors {c_1, ..., c_K}", with
     the features and prototypes on the unit sphere so the scores z^T c_k are cosines. The
     reference re-normalises the prototypes in place after each step; here they are normalised in
-    the forward pass (weight normalisation with a fixed gain, as solo-learn's
-    `weight_norm(nn.Linear)`), so the scores always use unit prototypes. Input (..., D) -> (..., K).
+    the forward pass (weight normalisation with the gain fixed to one; solo-learn's
+    `weight_norm(nn.Linear)` also trains the gain), so the scores always use unit prototypes and
+    the gradient is the one w.r.t. the normalised vectors. Input (..., D) -> (..., K).
     """
 
     num_prototypes: int = 3000

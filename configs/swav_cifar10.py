@@ -1,0 +1,93 @@
+r"""SwAV on CIFAR-10 (Caron et al., 2020, arXiv:2006.09882), optional multi-crop.
+
+The paper has no CIFAR-10 recipe; the default follows solo-learn's published CIFAR recipe
+(vturrisi/solo-learn, scripts/pretrain/cifar/swav.yaml and solo/methods/swav.py defaults):
+ResNet-18 with the CIFAR stem, projector 2048 -> 128 (BatchNorm), K = 3000 prototypes,
+temperature 0.1, Sinkhorn-Knopp epsilon 0.05 with 3 iterations (the paper's values), a queue of
+3840 embeddings used from epoch 50, prototypes frozen for 2 epochs, batch 256, 1000 epochs, LARS
+(eta 0.02) with lr 0.6 per 256 images, weight decay 1e-6, 10 warm-up epochs then cosine, and
+solo-learn's symmetric pair of 32x32 views (colour jitter 0.8/0.8/0.8/0.2, blur 0.5).
+
+  python -m jaxssl.main --config configs/swav_cifar10.py --workdir workdirs/swav_cifar10
+
+Arguments (combine with commas):
+* `multicrop`: solo-learn's cifar-multicrop recipe (scripts/pretrain/cifar-multicrop/swav.yaml
+  and augmentations/swav.yaml): 2 global crops of 32 px (scale 0.2-1, jitter 0.6/0.6/0.6/0.2,
+  solarisation 0.2 on the second) + 6 local crops (scale 0.08-0.5, blur 0.1, solarisation 0.1),
+  here 16 px instead of 18; lr decays to 0.0006.
+* `vit`: a ViT-Ti/4 backbone (192 wide, 12 blocks, 4x4 patches) in place of the ResNet.
+* `cpu`: sized for a 2-core CPU (400 steps); `runlocal`: a few steps of a tiny model.
+"""
+import ml_collections
+
+from configs import common
+
+TRAIN_IMAGES = 50_000
+
+
+def _view(size: int, scale, *, jitter: float, blur_p: float = 0.0, solarize_p: float = 0.0) -> dict:
+    """Random resized crop, flip, colour jitter (jitter, jitter, jitter, 0.2) w.p. 0.8, grayscale 0.2."""
+    return {**common.simclr_view(size, strength=jitter / 0.8, scale=scale, blur_p=blur_p, solarize_p=solarize_p),
+            "hue": 0.2}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, vit=False, multicrop=False, cpu=False, runlocal=False)
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = "swav"
+    config.batch_size = 256
+    epochs = 1000
+    steps_per_epoch = TRAIN_IMAGES // config.batch_size
+    config.total_steps = epochs * steps_per_epoch
+    config.method_kw = dict(proj_hidden=(2048,), proj_dim=128, num_prototypes=3000, temperature=0.1, epsilon=0.05,
+                            sinkhorn_iters=3, crops_for_assign=(0, 1), queue_size=3840,
+                            queue_start_step=50 * steps_per_epoch, freeze_prototypes_steps=2 * steps_per_epoch)
+    config.model = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
+    config.dtype = "float32"
+
+    config.data = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
+    config.input = ml_collections.ConfigDict()
+    config.input.views = (_view(32, (0.08, 1.0), jitter=0.8, blur_p=0.5),) * 2
+    config.optimizer = dict(name="lars", base_lr=0.6, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
+                            weight_decay=1e-6, momentum=0.9, trust_coefficient=0.02, grad_clip=0.0,
+                            end_lr_factor=0.0)
+    if arg.multicrop:
+        config.input.views = (_view(32, (0.2, 1.0), jitter=0.6), _view(32, (0.2, 1.0), jitter=0.6, solarize_p=0.2)) \
+            + (_view(16, (0.08, 0.5), jitter=0.8, blur_p=0.1, solarize_p=0.1),) * 6
+        config.optimizer.end_lr_factor = 0.0006 / 0.6  # min_lr 0.0006
+    if arg.vit:
+        config.model = dict(name="vit", variant="Ti/4", img_size=32, drop_path_rate=0.1)
+
+    config.log_steps = 50
+    config.ckpt_steps = 1000
+    config.keep_ckpts = 3
+    config.progress_bar = True
+    config.evals = ml_collections.ConfigDict()
+    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch)
+
+    if arg.cpu or arg.runlocal:
+        if arg.vit:
+            config.model.update(variant="S/4", width=64, depth=4, num_heads=4, drop_path_rate=0.0)
+        else:
+            config.model.width = 0.125
+        # A queue of 4 batches from step 100; prototypes frozen for the first 20 steps.
+        config.method_kw.update(proj_hidden=(512,), num_prototypes=300, queue_size=1024, queue_start_step=100,
+                                freeze_prototypes_steps=20)
+        config.total_steps = 400
+        config.optimizer.warmup_steps = 40
+        config.log_steps = 20
+        config.ckpt_steps = 100
+        config.evals.knn = common.knn_eval(every_steps=0)
+    if arg.runlocal:
+        if arg.vit:
+            config.model.update(width=32, depth=2, num_heads=2)
+        config.method_kw.update(proj_hidden=(64,), proj_dim=32, num_prototypes=30, queue_size=64, queue_start_step=2,
+                                freeze_prototypes_steps=1)
+        config.batch_size = 32
+        config.total_steps = 4
+        config.optimizer.warmup_steps = 1
+        config.log_steps = 2
+        config.ckpt_steps = 2
+        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64)
+    return config

@@ -1,0 +1,135 @@
+"""iBOT (Zhou et al., 2022, arXiv:2111.07832) with the DINOv2 (arXiv:2304.07193) options.
+
+"We perform masked prediction with an online tokenizer [...] the teacher network [...] as the
+online tokenizer" (Sec. 3.2): DINO's [CLS] self-distillation over all crops plus a patch-level
+self-distillation where the student sees the global crops with block-masked patches and predicts,
+at the masked positions, the teacher's output for the unmasked crop.
+
+* Network: a ViT backbone built with `mask_token=True` -> one `heads.DINOHead` shared by the
+  [CLS] and patch tokens (iBOT's `shared_head`; DINOv2's default), in `heads.MultiCrop`.
+* Masks: `ops.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
+  `pred_ratio 0.3 +- 0.2`; each image masked with probability `mask_probability`).
+* Loss: `cls_loss_weight * mean(losses.dino)` + `patch_loss_weight * mean(losses.ibot_patch)`
+  (the patch term averaged over the global crops, each crop supervised by the teacher's output
+  for the same crop) + `koleo_weight * losses.koleo` of each global crop's student [CLS] feature
+  (DINOv2: 0.1; 0 = off).
+* Teacher targets: `centering="ema"` (iBOT): centred and sharpened with `extra["center"]` (K,)
+  and `extra["patch_center"]` (K,), the global-batch means (all patch tokens for the latter) at
+  momentum 0.9; `centering="sinkhorn"` (DINOv2): `ops.sinkhorn_knopp` with epsilon = the teacher
+  temperature, over the global batch ([CLS]) and over the masked patch tokens only (patches).
+* EMA teacher, teacher temperature warm-up, frozen last layer, drop-path-free teacher: as DINO
+  (shared helpers from `jaxssl.methods.dino`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxssl import losses, ops, schedules
+from jaxssl.evaluate import collapse
+from jaxssl.methods import base, dino
+from jaxssl.models import heads
+
+CENTERINGS = ("ema", "sinkhorn")
+
+
+def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_dim: int = 2048,
+         bottleneck_dim: int = 256, norm_last_layer: bool = True, global_views: int = 2,
+         student_temperature: float = 0.1, teacher_temperature: float = 0.07,
+         warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_steps: int = 0,
+         centering: str = "ema", center_momentum: float = 0.9, cls_loss_weight: float = 1.0,
+         patch_loss_weight: float = 1.0, koleo_weight: float = 0.0, mask_ratio: Sequence[float] = (0.1, 0.5),
+         mask_probability: float = 1.0, min_mask_patches: int = 4, base_momentum: float = 0.996,
+         freeze_last_layer_steps: int = 0, dtype=jnp.float32) -> base.Method:
+    """iBOT / DINOv2-style masked self-distillation.
+
+    Args:
+      backbone: a `jaxssl.models.vit.Model` with `mask_token=True`.
+      total_steps: length of the run (the EMA momentum reaches 1 there).
+      out_dim: K of the shared head (8192 for iBOT ViT-S/16).
+      hidden_dim, bottleneck_dim, norm_last_layer: `heads.DINOHead` settings.
+      global_views: leading views that are global crops (masked for the student, seen by the teacher).
+      student_temperature: tau_s (0.1).
+      teacher_temperature, warmup_teacher_temperature, warmup_teacher_temperature_steps: tau_t of
+        [CLS] and patch targets, warmed up linearly (0.04 -> 0.07 over 30 epochs in iBOT).
+      centering: "ema" (iBOT/DINO centre) or "sinkhorn" (DINOv2 Sinkhorn-Knopp centring).
+      center_momentum: momentum of both EMA centres (0.9).
+      cls_loss_weight, patch_loss_weight: lambda_1 and lambda_2 of iBOT (1, 1).
+      koleo_weight: weight of the KoLeo regulariser on the student's global [CLS] features.
+      mask_ratio, mask_probability, min_mask_patches: block masking (see `ops.random_block_mask`).
+      base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
+      freeze_last_layer_steps: steps with the head's last layer frozen.
+      dtype: compute dtype of the head.
+    """
+    if centering not in CENTERINGS:
+        raise ValueError(f"Unknown centering {centering!r}; choose one of {CENTERINGS}.")
+    if not getattr(backbone, "mask_token", False):
+        raise ValueError("iBOT needs a ViT backbone with a mask token: set config.model.mask_token=True "
+                         "(models.get('vit', ..., mask_token=True)).")
+    head = heads.DINOHead(out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer, dtype=dtype)
+    student, teacher_net = dino.networks(backbone, head)
+    temperature = schedules.teacher_temperature(warmup_teacher_temperature, teacher_temperature,
+                                                warmup_teacher_temperature_steps)
+    patch = backbone.dims()[3]
+
+    def init_extra(rng):
+        del rng
+        extra = {"step": jnp.zeros((), jnp.int32)}
+        if centering == "ema":
+            extra.update(center=jnp.zeros((out_dim,), jnp.float32), patch_center=jnp.zeros((out_dim,), jnp.float32))
+        return extra
+
+    def loss_fn(params, model_state, teacher, extra, views, rng):
+        num_views, b = dino.check_views(views, global_views, "iBOT")
+        mask_rng, drop_rng = jax.random.split(rng)
+        step = extra["step"]
+        tau_t = temperature(step)
+        grid = (views[0].shape[1] // patch, views[0].shape[2] // patch)
+        masks = ops.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
+                                      probability=mask_probability, min_patches=min_mask_patches)
+        masks = masks.reshape(global_views, b, -1)
+
+        params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, ("head", "last_layer"))
+        out, new_state = student.apply({"params": params, **model_state}, views, train=True,
+                                       masks=list(masks) + [None] * (num_views - global_views),
+                                       patch_views=global_views, mutable=list(model_state),
+                                       rngs={"dropout": drop_rng})
+        t_out = dino.apply_teacher(teacher_net, teacher, views[:global_views], patch_views=global_views)
+        t_cls = t_out["projection"].reshape(global_views, b, out_dim)
+        t_patch = jnp.stack(t_out["patch_projection"])  # (G, B, N, K)
+        s_cls = out["projection"].reshape(num_views, b, out_dim)
+        s_patch = jnp.stack(out["patch_projection"])
+
+        new_extra = {"step": step + 1}
+        if centering == "ema":
+            cls_targets = losses.centered_softmax(t_cls, extra["center"], tau_t)
+            patch_targets = losses.centered_softmax(t_patch, extra["patch_center"], tau_t)
+            new_extra["center"] = losses.update_center(extra["center"], t_cls, center_momentum)
+            new_extra["patch_center"] = losses.update_center(extra["patch_center"], t_patch, center_momentum)
+        else:
+            sinkhorn = lambda x, **kw: ops.sinkhorn_knopp(x.reshape(-1, out_dim), epsilon=tau_t, **kw)
+            cls_targets = sinkhorn(t_cls).reshape(t_cls.shape)
+            # DINOv2 balances the masked patch tokens only (`n_masked_patches` rows).
+            patch_targets = sinkhorn(t_patch, valid=masks.reshape(-1)).reshape(t_patch.shape)
+        cls_loss = jnp.mean(losses.dino(s_cls, cls_targets, student_temperature=student_temperature))
+        per_view = lambda s, t, m: losses.ibot_patch(s, t, m, student_temperature=student_temperature)
+        patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks))
+        loss = cls_loss_weight * cls_loss + patch_loss_weight * patch_loss
+        feats = out["features"][: global_views * b].reshape(global_views, b, -1)
+        koleo = sum(jnp.mean(losses.koleo(f)) for f in feats)
+        if koleo_weight:
+            loss = loss + koleo_weight * koleo
+        metrics = {"cls_loss": cls_loss, "patch_loss": patch_loss, "koleo": koleo,
+                   "mask_ratio": jnp.mean(masks.astype(jnp.float32)),
+                   # Of the [CLS] targets themselves (centred softmax or Sinkhorn codes; log 0 = -inf is fine).
+                   "teacher_entropy": collapse.entropy(jnp.log(cls_targets)),
+                   "teacher_kl": collapse.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
+                                                        q_temperature=student_temperature),
+                   "teacher_temperature": tau_t, "h_std": collapse.feature_std(feats[0])}
+        return loss, (new_state, new_extra, metrics)
+
+    return base.Method(student, loss_fn, init_extra=init_extra,
+                       teacher_momentum=schedules.cosine_momentum(base_momentum, total_steps))

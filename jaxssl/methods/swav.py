@@ -1,0 +1,113 @@
+"""SwAV (Caron et al., 2020, arXiv:2006.09882): swapped prediction of online cluster assignments.
+
+"We compute a code from an augmented version of the image and predict this code from other
+augmented versions of the same image" (Sec. 3). The codes are the Sinkhorn-Knopp equipartition of
+the batch's prototype scores; "the codes are computed using only the image features within a
+batch" (Sec. 3.1), here the GLOBAL batch.
+
+* Network: backbone -> MLP projector -> `heads.Prototypes` (scores of the L2-normalised
+  projection against unit-norm prototypes), in `heads.MultiCrop` so each resolution group of the
+  multi-crop views is one backbone call.
+* Codes: `ops.sinkhorn_knopp` (epsilon 0.05, 3 iterations) of the scores of each crop in
+  `crops_for_assign`, over the global batch: under `jax.jit` the column sums are global, the
+  reference's `dist.all_reduce` (tested 8 devices == 1 device). They are targets: gradient stopped.
+* Loss: `losses.swav`, temperature 0.1, every other crop predicts each assigned crop's code.
+* Queue (optional, `queue_size > 0`, for small batches, Sec. 4 / App. A.1): `extra["queue"]`
+  (A, Q, D) holds the projections of the last Q images of each assigned crop; from
+  `queue_start_step` on, once full, their scores against the current prototypes are stacked
+  under the batch's for the Sinkhorn and only the batch's codes are kept. The queue is updated
+  every step (solo-learn's variant; the reference starts filling it at `epoch_queue_starts`).
+* Frozen prototypes: for `step < freeze_prototypes_steps` the prototypes' gradient is cut
+  (the reference's `freeze_prototypes_niters`; `extra["step"]` counts steps).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxssl import losses, ops
+from jaxssl.evaluate import collapse
+from jaxssl.methods import base
+from jaxssl.models import heads
+
+
+def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128,
+         num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3,
+         crops_for_assign: Sequence[int] = (0, 1), queue_size: int | None = None, queue_start_step: int = 0,
+         freeze_prototypes_steps: int = 0, dtype=jnp.float32) -> base.Method:
+    """SwAV.
+
+    Args:
+      backbone: module mapping images (B,H,W,3) -> features (B,F) at every crop size.
+      proj_hidden, proj_dim: projector widths (2048 -> 128, with BatchNorm, as the reference).
+      num_prototypes: K (3000 for ImageNet and in solo-learn's CIFAR recipe).
+      temperature: tau of the swapped-prediction softmax (0.1).
+      epsilon, sinkhorn_iters: Sinkhorn-Knopp regularisation and iterations (0.05, 3).
+      crops_for_assign: crops whose codes are targets (the two global crops, (0, 1)).
+      queue_size: Q past projections per assigned crop; None (or 0) for no queue (3840 in the CIFAR recipe).
+      queue_start_step: first step that may use the queue.
+      freeze_prototypes_steps: steps with frozen prototypes (313 iterations on ImageNet).
+      dtype: compute dtype of the heads.
+    """
+    crops_for_assign = tuple(int(c) for c in crops_for_assign)
+    queue_size = int(queue_size or 0)
+    if not crops_for_assign:
+        raise ValueError("crops_for_assign must name at least one crop.")
+    net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
+                          heads.Prototypes(num_prototypes, dtype=dtype))
+    score = lambda module, z: module.prototypes(z)
+
+    def init_extra(rng):
+        del rng
+        extra = {"step": jnp.zeros((), jnp.int32)}
+        if queue_size:
+            extra["queue"] = jnp.zeros((len(crops_for_assign), queue_size, proj_dim), jnp.float32)
+        return extra
+
+    def codes_of(params, extra, scores, batch):
+        """Sinkhorn codes (A, B, K) of the assigned crops, with the queue when it is in use."""
+        sinkhorn = lambda s: ops.sinkhorn_knopp(s, epsilon=epsilon, num_iters=sinkhorn_iters)
+        codes = []
+        for a, crop in enumerate(crops_for_assign):
+            s = scores[crop]
+            if queue_size:
+                queued = net.apply({"params": params}, extra["queue"][a], method=score)
+                # Full once ceil(Q / B) batches went in (it is filled from step 0).
+                use = (extra["step"] >= queue_start_step) & (extra["step"] >= math.ceil(queue_size / batch))
+                q = jax.lax.cond(use, lambda: sinkhorn(jnp.concatenate([s, queued]))[:batch], lambda: sinkhorn(s))
+            else:
+                q = sinkhorn(s)
+            codes.append(q)
+        # stop_gradient: codes are targets ("we do not backpropagate through Q", the reference
+        # computes them under torch.no_grad()).
+        return jax.lax.stop_gradient(jnp.stack(codes))
+
+    def loss_fn(params, model_state, teacher, extra, views, rng):
+        del teacher
+        num_views, b = len(views), views[0].shape[0]
+        if num_views < 2 or any(not 0 <= c < num_views for c in crops_for_assign):
+            raise ValueError(f"SwAV needs >= 2 views and crops_for_assign {crops_for_assign} indexing them, got "
+                             f"{num_views} views; set config.input.views.")
+        step = extra["step"]
+        params = ops.stop_gradient_where(step < freeze_prototypes_steps, params, ("prototypes",))
+        out, new_state = net.apply({"params": params, **model_state}, views, train=True,
+                                   mutable=list(model_state), rngs={"dropout": rng})
+        scores = out["scores"].reshape(num_views, b, num_prototypes)
+        codes = codes_of(params, extra, jax.lax.stop_gradient(scores), b)
+        loss = jnp.mean(losses.swav(scores, codes, crops_for_assign, temperature=temperature))
+        new_extra = {"step": step + 1}
+        if queue_size:
+            z = jax.lax.stop_gradient(ops.l2_normalize(out["projection"])).reshape(num_views, b, -1)
+            new_extra["queue"] = jnp.stack([jnp.concatenate([z[c], extra["queue"][a]])[:queue_size]
+                                            for a, c in enumerate(crops_for_assign)])
+        usage = collapse.prototype_usage(codes[0], from_logits=False)
+        metrics = {"prototype_usage": usage["usage"], "code_entropy": usage["entropy"],
+                   "z_std": collapse.feature_std(out["projection"][:b]),
+                   "h_std": collapse.feature_std(out["features"][:b])}
+        return loss, (new_state, new_extra, metrics)
+
+    return base.Method(net, loss_fn, init_extra=init_extra)
