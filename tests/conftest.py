@@ -27,8 +27,8 @@ CIFAR10_TEST_LIMIT = 512
 def cifar10_data_dir() -> str:
     """TFDS data_dir (str) holding ``cifar10`` 3.0.2: 2,048 train / 512 test images.
 
-    Skips the test when the shared source arrays are missing and nothing is
-    cached (the skip message says where the arrays are looked for).
+    Fails (never skips) when the shared source arrays are missing and nothing is cached:
+    the real-data tests are part of the contract (the message says where the arrays are looked for).
     """
     # jaxssl.data.prepare is also the name of the exported function; fetch the module.
     prepare = importlib.import_module("jaxssl.data.prepare")
@@ -37,5 +37,5 @@ def cifar10_data_dir() -> str:
         prepare.ensure_prepared("cifar10", TFDS_TEST_DIR, train_limit=CIFAR10_TRAIN_LIMIT,
                                 test_limit=CIFAR10_TEST_LIMIT, overwrite=True)
     except FileNotFoundError as e:
-        pytest.skip(f"CIFAR-10 source arrays unavailable: {e}")
+        pytest.fail(f"CIFAR-10 source arrays unavailable: {e}")
     return str(TFDS_TEST_DIR)
