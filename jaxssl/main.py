@@ -35,6 +35,8 @@ def main(argv):
         knn = {k: v for k, v in results.items() if k.startswith("knn_")}
         for k, v in sorted(knn.items()):
             print(f"{k}: {100 * v:.2f}%")
+        if "rankme" in results:  # collapse monitor of the same features (1 = collapsed, feature dim = full rank)
+            print(f"rankme: {results['rankme']:.2f}  feature_std: {results['feature_std']:.4f}")
 
 
 if __name__ == "__main__":

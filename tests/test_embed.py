@@ -87,3 +87,26 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert embed_mod.main(["--workdir", str(tmp_path), "--output", str(tmp_path / "f.npz")]) == 2
     with pytest.raises(FileNotFoundError, match="config.json"):
         jaxssl.embed.load(str(tmp_path))
+
+
+def test_probe_cli_reports_knn_linear_and_collapse(workdir, cifar10_data_dir, tmp_path):
+    from jaxssl import probe
+    out = str(tmp_path / "eval.json")
+    argv = ["--workdir", workdir, "--data_dir", cifar10_data_dir, "--output", out, "--epochs", "3",
+            "--train_limit", "256", "--test_limit", "128", "--batch_size", "128"]
+    assert probe.main(argv) == 0
+    record = json.load(open(out))
+    assert record["step"] == 2 and record["num_train"] == 256 and record["num_test"] == 128
+    for key in ("knn_k20_t0.07_top1", "knn_k200_t0.1_top5", "linear_top1", "linear_top5", "rankme", "feature_std"):
+        assert np.isfinite(record[key]), key
+    # The same numbers from the library functions on the same frozen features.
+    loaded = jaxssl.embed.load(workdir)
+    ftr, ytr = jaxssl.embed.embed_split(loaded, "cifar10", "train", data_dir=cifar10_data_dir, limit=256)
+    fte, yte = jaxssl.embed.embed_split(loaded, "cifar10", "test", data_dir=cifar10_data_dir, limit=128)
+    knn = jaxssl.evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=((20, 0.07), (200, 0.1)))
+    assert record["knn_k20_t0.07_top1"] == pytest.approx(knn["knn_k20_t0.07_top1"])
+    lin = jaxssl.evaluate.linear_probe(ftr, ytr, fte, yte, epochs=3)
+    assert record["linear_top1"] == pytest.approx(lin["top1"])
+    assert 1.0 <= record["rankme"] <= 32.0  # 32-d features
+    assert probe.main(["--workdir", workdir, "--evals", "knn,bogus", "--data_dir", cifar10_data_dir,
+                       "--train_limit", "8", "--test_limit", "8"]) == 2

@@ -209,3 +209,24 @@ def prototype_usage(
     mean_q = jnp.where(mean_q > 0, mean_q, 0.0)
     safe_log = jnp.log(jnp.where(mean_q > 0, mean_q, 1.0))
     return {"usage": jnp.mean(used), "entropy": -jnp.sum(mean_q * safe_log)}
+
+
+def monitors(z: jax.Array) -> dict[str, float]:
+    """The method-independent collapse monitors of a feature matrix, as host floats.
+
+    ``{"rankme": effective_rank(z), "feature_std": feature_std(z)}``: what the trainer logs for
+    every method at each kNN evaluation (backbone features of the test split), so runs of
+    different methods can be compared on the same scale.
+
+    Args:
+        z: (N, D) features (N >= D for a reliable RankMe).
+
+    Returns:
+        dict of Python floats.
+
+    Example:
+        >>> m = monitors(jnp.eye(4)); round(m["rankme"], 3)
+        4.0
+    """
+    z = jnp.asarray(z, jnp.float32)
+    return {"rankme": float(effective_rank(z)), "feature_std": float(feature_std(z))}

@@ -118,7 +118,7 @@ def _features(embed_fn, variables, cfg, split: str, limit: int | None, mesh, dat
 
 
 def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
-    """kNN accuracies (both protocols, top-1 and top-5) of the student backbone's features."""
+    """kNN accuracies (both protocols, top-1 and top-5) and collapse monitors of the student backbone's features."""
     cfg = config.evals.knn
     embed_fn = step_lib.make_embed_fn(method, mesh, cfg.get("view", None))
     variables = {"params": state.params, **state.model_state}
@@ -126,7 +126,11 @@ def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
     ftr, ytr = _features(embed_fn, variables, config, cfg.train_split, limit(cfg.train_examples), mesh, data_dir)
     fte, yte = _features(embed_fn, variables, config, cfg.test_split, limit(cfg.test_examples), mesh, data_dir)
     protocols = tuple((int(k), float(t)) for k, t in cfg.protocols)
-    return evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=protocols, num_classes=cfg.get("num_classes", None))
+    out = evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=protocols, num_classes=cfg.get("num_classes", None))
+    # Collapse monitors of the backbone features, the same for every method: RankMe (Garrido et
+    # al., 2023) and the std of the L2-normalised features (SimSiam Sec. 4.1), on the test split.
+    out.update(evaluate.collapse.monitors(fte))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

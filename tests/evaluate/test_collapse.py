@@ -125,3 +125,16 @@ def test_monitors_pass_no_gradient():
     for fn in (collapse.feature_std, collapse.effective_rank, collapse.entropy):
         grad = jax.grad(fn)(z)
         assert np.all(np.asarray(grad) == 0.0)
+
+
+def test_monitors_match_float64_numpy():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(64, 8)) * np.linspace(0.1, 2.0, 8)
+    s = np.linalg.svd(z, compute_uv=False)
+    p = s / s.sum() + 1e-7
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    got = collapse.monitors(z.astype(np.float32))
+    assert set(got) == {"rankme", "feature_std"} and all(isinstance(v, float) for v in got.values())
+    np.testing.assert_allclose(got["rankme"], np.exp(-(p * np.log(p)).sum()), rtol=1e-5)
+    np.testing.assert_allclose(got["feature_std"], zn.std(axis=0).mean(), rtol=1e-5)
+    assert collapse.monitors(np.ones((16, 8), np.float32))["rankme"] < 1.01  # collapsed: rank 1
