@@ -26,8 +26,6 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 50_000
-
 
 def views(size: int, *, scale=(0.08, 1.0)) -> tuple[dict, dict]:
     """BYOL's asymmetric pair of views (arXiv:2006.07733, Table 6).
@@ -42,58 +40,23 @@ def views(size: int, *, scale=(0.08, 1.0)) -> tuple[dict, dict]:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "byol"
-    config.batch_size = 256  # solo-learn: optimizer.batch_size 256.
-    epochs = 1000  # solo-learn: max_epochs 1000.
-    steps_per_epoch = TRAIN_IMAGES // config.batch_size
-    config.total_steps = epochs * steps_per_epoch
+    batch_size = 256  # solo-learn: optimizer.batch_size 256.
+    epoch = common.steps_per_epoch(batch_size)
+    config = common.base_config("byol", batch_size=batch_size, total_steps=1000 * epoch,  # solo-learn: max_epochs 1000.
+                                views=views(32), knn_every_steps=20 * epoch)
     # Heads: paper Sec. 3.3 / solo-learn proj_hidden_dim 4096, proj_output_dim 256, pred_hidden_dim
     # 4096. The momentum schedule's K follows config.total_steps (a reference, so command-line
     # overrides of total_steps reach it).
     config.method_kw = dict(proj_hidden=(4096,), proj_dim=256, pred_hidden=(4096,), base_momentum=0.99,
                             total_steps=config.get_ref("total_steps"))
-    config.model = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
-    config.dtype = "float32"
-
-    config.data = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = views(32)
-
     # solo-learn: LARS, lr 1.0 scaled by batch/256, weight_decay 1e-5, eta 0.02, exclude_bias_n_norm;
     # warmup_cosine with 10 warm-up epochs (as the paper's 10 epochs) and min_lr 0.
-    config.optimizer = dict(name="lars", base_lr=1.0, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
-                            weight_decay=1e-5, momentum=0.9, trust_coefficient=0.02, grad_clip=0.0,
-                            end_lr_factor=0.0)
-
-    config.log_steps = 50
-    config.ckpt_steps = 1000
-    config.keep_ckpts = 3
-    config.progress_bar = True
-    config.evals = ml_collections.ConfigDict()
-    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch)
-
-    if arg.cpu or arg.runlocal:
-        # A 1/8-width ResNet-18 (8-16-32-64 channels) and 512-wide heads fit 2 CPU cores.
-        config.model.width = 0.125
-        config.method_kw.proj_hidden = (512,)
-        config.method_kw.proj_dim = 128
-        config.method_kw.pred_hidden = (512,)
-        config.batch_size = 256
-        config.total_steps = 400
-        config.optimizer.warmup_steps = 40
-        config.log_steps = 20
-        config.ckpt_steps = 100
-        config.evals.knn = common.knn_eval(every_steps=0)
-    if arg.runlocal:
-        config.method_kw.proj_hidden = (64,)
-        config.method_kw.proj_dim = 32
-        config.method_kw.pred_hidden = (64,)
-        config.batch_size = 32
-        config.total_steps = 4
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
-        config.ckpt_steps = 2
-        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64)
+    config.optimizer = common.lars(1.0, warmup_steps=10 * epoch, weight_decay=1e-5, trust_coefficient=0.02)
+    shrink_heads(config, arg)
     return config
+
+
+def shrink_heads(config: ml_collections.ConfigDict, arg) -> None:
+    """`:cpu`/`:runlocal` for the projector + predictor methods (BYOL, MoCo v3): 512-wide heads on CPU."""
+    common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(512,), proj_dim=128, pred_hidden=(512,)),
+                  runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=32, pred_hidden=(64,)))

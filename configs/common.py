@@ -50,3 +50,166 @@ def knn_eval(every_steps: int, *, train_examples: int = -1, test_examples: int =
         enabled=True, every_steps=every_steps, train_split="train", test_split="test",
         train_examples=train_examples, test_examples=test_examples, batch_size=batch_size,
         protocols=((20, 0.07), (200, 0.1)), view=dict(mean=tuple(mean), std=tuple(std))))
+
+
+# ----------------------------------------------------------------------------------------------
+# The run skeleton and the shared `:cpu` / `:runlocal` sizes. A config file calls these and then
+# holds only the numbers specific to its method (with their sources).
+# ----------------------------------------------------------------------------------------------
+CIFAR10_TRAIN_IMAGES = 50_000
+CIFAR10_DATA = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
+# ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), as solo-learn and SimCLR B.9 on CIFAR.
+RESNET18_CIFAR = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
+# ViT-Ti/4: 192 wide, 12 blocks, 3 heads, 4x4 patches (64 tokens at 32 px), drop-path 0.1.
+VIT_TI4_CIFAR = dict(name="vit", variant="Ti/4", img_size=32, drop_path_rate=0.1)
+# XLA's CPU convolutions (above all their backward pass) are slow at small channel counts: a
+# 1/8-width ResNet-18 (8-16-32-64 channels) keeps a step near 1 s on 2 cores. Transformers:
+# 64 wide x 4 blocks x 4 heads on `:cpu`, 32 x 2 x 2 on `:runlocal`.
+CPU_RESNET_WIDTH = 0.125
+CPU_TRANSFORMER = dict(width=64, depth=4, num_heads=4)
+RUNLOCAL_TRANSFORMER = dict(width=32, depth=2, num_heads=2)
+
+
+def crop_flip_view(size: int, scale=None, *, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> dict:
+    """A view with random resized crop (when `scale` is given) and flip only (MAE, BEiT/data2vec; AE: flip only)."""
+    return dict(crop_size=size, **({"crop_scale": tuple(scale)} if scale else {}), flip_p=0.5, mean=tuple(mean),
+                std=tuple(std))
+
+
+def steps_per_epoch(batch_size: int, train_images: int = CIFAR10_TRAIN_IMAGES) -> int:
+    """Optimiser steps in one pass over `train_images` at `batch_size` (the last partial batch dropped)."""
+    return train_images // batch_size
+
+
+def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn_every_steps: int = 0,
+                model: dict = RESNET18_CIFAR, data: dict = CIFAR10_DATA, dtype: str = "float32",
+                log_steps: int = 50, ckpt_steps: int = 1000, knn_kw: dict | None = None) -> ml_collections.ConfigDict:
+    """The run skeleton shared by the image configs: seed 0, data, views, steps, logs, checkpoints, kNN.
+
+    The caller adds `method_kw` and `optimizer`. `knn_kw` goes to `knn_eval` (e.g. ImageNet's
+    mean/std). `method_kw` may refer to `config.get_ref("total_steps")` so that a command-line
+    override of `total_steps` reaches the method's schedules.
+    """
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = method
+    config.batch_size = batch_size
+    config.total_steps = total_steps
+    config.model = dict(model)
+    config.dtype = dtype
+    config.data = dict(data)
+    config.input = ml_collections.ConfigDict()
+    config.input.views = tuple(views)
+    config.log_steps = log_steps
+    config.ckpt_steps = ckpt_steps
+    config.keep_ckpts = 3
+    config.progress_bar = True
+    # Scale knobs (issue 8), present so that `--config.accum_steps=4` / `--config.mesh.fsdp=4` work
+    # on the command line: GradCache-style micro-batches (jaxssl/train/accumulate.py) and the size
+    # of the FSDP axis of the mesh (jaxssl/train/sharding.py); 1 = off.
+    config.accum_steps = 1
+    config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
+    config.evals = ml_collections.ConfigDict()
+    config.evals.knn = knn_eval(every_steps=knn_every_steps, **(knn_kw or {}))
+    return config
+
+
+def sequence_config(method: str, *, batch_size: int, total_steps: int, model: dict, data: dict,
+                    log_steps: int = 100) -> ml_collections.ConfigDict:
+    """The skeleton of a `jaxssl.train.sequence` run (tokens or waveforms; no views, checkpoints or kNN)."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.method = method
+    config.total_steps = total_steps
+    config.model = dict(model)
+    config.data = dict(data)
+    config.input = ml_collections.ConfigDict()
+    config.input.views = ()  # tokens/waveforms go to the method unchanged
+    config.batch_size = batch_size
+    config.log_steps = log_steps
+    return config
+
+
+def lars(base_lr: float, *, warmup_steps: int, weight_decay: float, trust_coefficient: float,
+         end_lr_factor: float = 0.0) -> dict:
+    """LARS (momentum 0.9) with lr = base_lr x batch/256, warm-up then cosine, no clipping."""
+    return dict(name="lars", base_lr=base_lr, lr_scaling="linear", warmup_steps=warmup_steps,
+                weight_decay=weight_decay, momentum=0.9, trust_coefficient=trust_coefficient, grad_clip=0.0,
+                end_lr_factor=end_lr_factor)
+
+
+def sgd(base_lr: float, *, weight_decay: float, warmup_steps: int = 0, **extra) -> dict:
+    """SGD (momentum 0.9) with lr = base_lr x batch/256, cosine decay to 0, no clipping; `extra` keys appended."""
+    return dict(name="sgd", base_lr=base_lr, lr_scaling="linear", warmup_steps=warmup_steps,
+                weight_decay=weight_decay, momentum=0.9, grad_clip=0.0, end_lr_factor=0.0, **extra)
+
+
+def adamw(base_lr: float, *, warmup_steps: int, weight_decay: float, b2: float = 0.999, lr_scaling: str = "linear",
+          end_lr_factor: float = 0.0, **extra) -> dict:
+    """AdamW (b1 0.9) with warm-up then cosine; `extra` keys (grad_clip, weight_decay_end, ...) appended."""
+    return dict(name="adamw", base_lr=base_lr, lr_scaling=lr_scaling, warmup_steps=warmup_steps,
+                weight_decay=weight_decay, b1=0.9, b2=b2, **extra, end_lr_factor=end_lr_factor)
+
+
+def _shrink(config: ml_collections.ConfigDict, *, batch_size: int, total_steps: int, warmup_steps: int,
+            log_steps: int, ckpt_steps: int, backbone: dict, knn_kw: dict) -> None:
+    config.batch_size = batch_size
+    config.total_steps = total_steps
+    if config.optimizer.get("warmup_steps"):  # a schedule without warm-up keeps none
+        config.optimizer.warmup_steps = warmup_steps
+    config.log_steps = log_steps
+    if "ckpt_steps" in config:  # the sequence trainer has no checkpoints or evaluators
+        config.ckpt_steps = ckpt_steps
+    if "evals" in config:  # the dataset's splits, classes and statistics stay
+        old = config.evals.knn
+        config.evals.knn = knn_eval(every_steps=0, mean=old.view.mean, std=old.view.std, **knn_kw)
+        config.evals.knn.update({k: old[k] for k in ("test_split", "num_classes") if k in old})
+    if backbone:
+        config.model.update(backbone)
+        if "drop_path_rate" in config.model:  # no stochastic depth in a few hundred steps
+            config.model.drop_path_rate = 0.0
+
+
+def shrink_for_cpu(config: ml_collections.ConfigDict, *, batch_size: int = 256, total_steps: int = 400,
+                   warmup_steps: int = 40, ckpt_steps: int = 100, base_lr: float | None = None,
+                   backbone: bool = True) -> None:
+    """`:cpu`, in place: a 2-core CPU in about 10 minutes (400 steps of 256 images = 2 CIFAR epochs).
+
+    Logs every 20 steps; kNN once at the end on the whole train/test splits. `backbone`: shrink the
+    model too (a ResNet to `CPU_RESNET_WIDTH`, a ViT/transformer to `CPU_TRANSFORMER`, a ViT to the
+    "S/4" variant; drop-path off). A warm-up is shortened only where the recipe has one. `base_lr`,
+    if given, replaces the recipe's (a short run of a small transformer wants a larger one).
+    """
+    if base_lr is not None:
+        config.optimizer.base_lr = base_lr
+    model = {}
+    if backbone:
+        if config.model.name == "resnet":
+            model = dict(width=CPU_RESNET_WIDTH)
+        else:
+            model = dict(CPU_TRANSFORMER, **({"variant": "S/4"} if config.model.name == "vit" else {}))
+    _shrink(config, batch_size=batch_size, total_steps=total_steps, warmup_steps=warmup_steps, log_steps=20,
+            ckpt_steps=ckpt_steps, backbone=model, knn_kw={})
+
+
+def shrink_for_runlocal(config: ml_collections.ConfigDict, *, batch_size: int = 32, backbone: bool = True) -> None:
+    """`:runlocal`, in place, after `shrink_for_cpu`: 4 steps of `batch_size` for smoke tests.
+
+    Logs and checkpoints every 2 steps; kNN on 256 train / 128 test images. `backbone`: a
+    ViT/transformer shrinks to `RUNLOCAL_TRANSFORMER` (a ResNet keeps its `:cpu` width).
+    """
+    model = dict(RUNLOCAL_TRANSFORMER) if backbone and config.model.name != "resnet" else {}
+    _shrink(config, batch_size=batch_size, total_steps=4, warmup_steps=1, log_steps=2, ckpt_steps=2,
+            backbone=model, knn_kw=dict(train_examples=256, test_examples=128, batch_size=64))
+
+
+def shrink(config: ml_collections.ConfigDict, arg, *, cpu_method_kw: dict | None = None,
+           runlocal_method_kw: dict | None = None, runlocal_batch_size: int = 32, **cpu_kw) -> None:
+    """Apply `:cpu` (`shrink_for_cpu(**cpu_kw)`, then `cpu_method_kw`) and `:runlocal` (also the
+    `:cpu` sizes, then `shrink_for_runlocal` and `runlocal_method_kw`) as `arg` asks, in place."""
+    if arg.cpu or arg.runlocal:
+        shrink_for_cpu(config, **cpu_kw)
+        config.method_kw.update(cpu_method_kw or {})
+    if arg.runlocal:
+        shrink_for_runlocal(config, batch_size=runlocal_batch_size, backbone=cpu_kw.get("backbone", True))
+        config.method_kw.update(runlocal_method_kw or {})

@@ -18,37 +18,20 @@ from jaxssl.models import encoders
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "data2vec"
-    config.total_steps = 20_000
+    config = common.sequence_config(
+        "data2vec", batch_size=64, total_steps=20_000, data=dict(name="fsdd", sample_rate=16_000, clip_seconds=1.0),
+        model=dict(name="transformer", modality="speech", width=768, depth=12, num_heads=12,
+                   conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=128, pos_conv_groups=16))
     config.method_kw = dict(top_k=8, target_norm="instance", final_norm=False, beta=0.25, mask_prob=0.65,
                             mask_span=10, base_momentum=0.999, final_momentum=0.9999, ema_anneal_steps=10_000,
                             ema_transformer_only=True)
-    config.model = dict(name="transformer", modality="speech", width=768, depth=12, num_heads=12,
-                        conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=128, pos_conv_groups=16)
-    config.data = dict(name="fsdd", sample_rate=16_000, clip_seconds=1.0)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = ()  # waveforms go to the method unchanged
-    config.batch_size = 64
-    config.optimizer = dict(name="adamw", base_lr=5e-4, lr_scaling="none", warmup_steps=1000, weight_decay=0.01,
-                            b1=0.9, b2=0.98, grad_clip=1.0, end_lr_factor=0.0)
-    config.log_steps = 100
+    config.optimizer = common.adamw(5e-4, lr_scaling="none", warmup_steps=1000, weight_decay=0.01, b2=0.98,
+                                    grad_clip=1.0)
+    common.shrink(config, arg, batch_size=32, total_steps=300, warmup_steps=20, base_lr=1e-3, runlocal_batch_size=16,
+                  cpu_method_kw=dict(top_k=3, ema_anneal_steps=200),
+                  runlocal_method_kw=dict(top_k=2, ema_anneal_steps=10))
     if arg.cpu or arg.runlocal:
         # 1 s at 8 kHz, a 3-layer 64-channel conv encoder of stride 80 (100 frames, 10 ms each).
         config.data.sample_rate = 8000
-        config.model.update(width=64, depth=4, num_heads=4, conv_layers=((64, 10, 5), (64, 4, 4), (64, 4, 4)),
-                            pos_conv_kernel=16, pos_conv_groups=4)
-        config.method_kw.update(top_k=3, ema_anneal_steps=200)
-        config.batch_size = 32
-        config.total_steps = 300
-        config.optimizer.update(base_lr=1e-3, warmup_steps=20)
-        config.log_steps = 20
-    if arg.runlocal:
-        config.model.update(width=32, depth=2, num_heads=2)
-        config.method_kw.update(top_k=2, ema_anneal_steps=10)
-        config.batch_size = 16
-        config.total_steps = 4
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
+        config.model.update(conv_layers=((64, 10, 5), (64, 4, 4), (64, 4, 4)), pos_conv_kernel=16, pos_conv_groups=4)
     return config

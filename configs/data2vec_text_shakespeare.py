@@ -17,36 +17,19 @@ from jaxssl.data import text
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "data2vec"
-    config.total_steps = 20_000
+    config = common.sequence_config(
+        "data2vec", batch_size=64, total_steps=20_000, data=dict(name="tiny_shakespeare", seq_len=512),
+        model=dict(name="transformer", modality="text", width=768, depth=12, num_heads=12,
+                   vocab_size=text.VOCAB_SIZE, max_len=512))
     config.method_kw = dict(top_k=10, target_norm="layer", final_norm=False, beta=0.0, mask_prob=0.15,
                             mask_id=text.MASK, num_tokens=text.NUM_BYTES, base_momentum=0.999,
                             final_momentum=0.9999, ema_anneal_steps=10_000, ema_transformer_only=True)
-    config.model = dict(name="transformer", modality="text", width=768, depth=12, num_heads=12,
-                        vocab_size=text.VOCAB_SIZE, max_len=512)
-    config.data = dict(name="tiny_shakespeare", seq_len=512)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = ()  # tokens go to the method unchanged
-    config.batch_size = 64
-    config.optimizer = dict(name="adamw", base_lr=2e-4, lr_scaling="none", warmup_steps=1000, weight_decay=0.01,
-                            b1=0.9, b2=0.98, grad_clip=1.0, end_lr_factor=0.0)
-    config.log_steps = 100
-    if arg.cpu or arg.runlocal:
-        config.model.update(width=64, depth=4, num_heads=4, max_len=128)
-        config.method_kw.update(top_k=3, ema_anneal_steps=200)
-        config.data.seq_len = 128
-        config.batch_size = 32
-        config.total_steps = 300
-        config.optimizer.update(base_lr=1e-3, warmup_steps=20)
-        config.log_steps = 20
-    if arg.runlocal:
-        config.model.update(width=32, depth=2, num_heads=2, max_len=32)
-        config.method_kw.update(top_k=2, ema_anneal_steps=10)
-        config.data.seq_len = 32
-        config.batch_size = 16
-        config.total_steps = 4
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
+    config.optimizer = common.adamw(2e-4, lr_scaling="none", warmup_steps=1000, weight_decay=0.01, b2=0.98,
+                                    grad_clip=1.0)
+    common.shrink(config, arg, batch_size=32, total_steps=300, warmup_steps=20, base_lr=1e-3, runlocal_batch_size=16,
+                  cpu_method_kw=dict(top_k=3, ema_anneal_steps=200),
+                  runlocal_method_kw=dict(top_k=2, ema_anneal_steps=10))
+    for flag, seq_len in ((arg.cpu or arg.runlocal, 128), (arg.runlocal, 32)):
+        if flag:
+            config.model.max_len = config.data.seq_len = seq_len
     return config

@@ -18,7 +18,7 @@ Arguments (combine with commas, e.g. `:vit,multicrop,cpu`):
 * `vit`: a ViT-Ti/4 (192 wide, 12 blocks, 3 heads, 4x4 patches: 64 tokens at 32 px) with
   drop-path 0.1, trained with DINO's ViT optimisation (main_dino.py defaults): AdamW, lr 5e-4
   per 256 images, 10 warm-up epochs, cosine to 1e-6, weight decay 0.04 -> 0.4 (cosine), gradient
-  clipping at global norm 3.0 (the reference clips each parameter's norm), no `norm_last_layer`
+  clipping of each parameter's gradient at norm 3.0 (as the reference), no `norm_last_layer`
   (the README's ViT-S advice). These ViT-on-CIFAR numbers are not published; they are DINO's.
 * `cpu`: sized for a 2-core CPU (1/8-width ResNet-18 or a 64-wide 4-block ViT, a 512 -> 128 ->
   1024 head with BatchNorm, 400 steps); `runlocal`: a few steps of a tiny model for smoke tests.
@@ -26,8 +26,6 @@ Arguments (combine with commas, e.g. `:vit,multicrop,cpu`):
 import ml_collections
 
 from configs import common
-
-TRAIN_IMAGES = 50_000
 
 
 def views(global_size: int, local_size: int = 0, local_crops: int = 0, *, global_scale=(0.08, 1.0),
@@ -46,71 +44,41 @@ def views(global_size: int, local_size: int = 0, local_crops: int = 0, *, global
     return (g1, g2) + (local,) * local_crops
 
 
+def vit_optimizer(epoch: int) -> dict:
+    """DINO's ViT optimisation (main_dino.py defaults; iBOT's main_ibot.py has the same): AdamW
+    (`--optimizer adamw`), `--lr 0.0005` per 256 images, `--warmup_epochs 10`, cosine to
+    `--min_lr 1e-6`, `--weight_decay 0.04` -> `--weight_decay_end 0.4` (cosine), and `--clip_grad
+    3.0` applied to each parameter tensor's gradient norm (`utils.clip_gradients`): per_param."""
+    return common.adamw(5e-4, warmup_steps=10 * epoch, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0,
+                        grad_clip_mode="per_param", end_lr_factor=1e-6 / 5e-4)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, vit=False, multicrop=False, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "dino"
-    config.batch_size = 256
-    epochs = 1000
-    steps_per_epoch = TRAIN_IMAGES // config.batch_size
-    config.total_steps = epochs * steps_per_epoch
+    batch_size = 256
+    epoch = common.steps_per_epoch(batch_size)
+    config = common.base_config("dino", batch_size=batch_size, total_steps=1000 * epoch, views=views(32),
+                                knn_every_steps=20 * epoch)
     # total_steps is a reference: command-line overrides of config.total_steps reach the EMA schedule.
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=4096, hidden_dim=2048,
                             bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=True, global_views=2,
                             student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-                            warmup_teacher_temperature_steps=50 * steps_per_epoch, center_momentum=0.9,
-                            base_momentum=0.9995, freeze_last_layer_steps=steps_per_epoch)
-    config.model = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
-    config.dtype = "float32"
-
-    config.data = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = views(32)
+                            warmup_teacher_temperature_steps=50 * epoch, center_momentum=0.9,
+                            base_momentum=0.9995, freeze_last_layer_steps=epoch)
     if arg.multicrop:
         config.input.views = views(32, 16, 6, global_scale=(0.2, 1.0), local_scale=(0.08, 0.5))
-
-    config.optimizer = dict(name="lars", base_lr=0.3, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
-                            weight_decay=1e-6, momentum=0.9, trust_coefficient=0.02, grad_clip=0.0,
-                            end_lr_factor=0.0)
+    config.optimizer = common.lars(0.3, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.02)
     if arg.vit:
-        config.model = dict(name="vit", variant="Ti/4", img_size=32, drop_path_rate=0.1)
+        config.model = dict(common.VIT_TI4_CIFAR)
         config.method_kw.norm_last_layer = False
-        config.optimizer = dict(name="adamw", base_lr=5e-4, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
-                                weight_decay=0.04, weight_decay_end=0.4, b1=0.9, b2=0.999, grad_clip=3.0,
-                                end_lr_factor=1e-6 / 5e-4)
+        config.optimizer = vit_optimizer(epoch)
 
-    config.log_steps = 50
-    config.ckpt_steps = 1000
-    config.keep_ckpts = 3
-    config.progress_bar = True
-    config.evals = ml_collections.ConfigDict()
-    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch)
-
-    if arg.cpu or arg.runlocal:
-        if arg.vit:
-            config.model.update(variant="S/4", width=64, depth=4, num_heads=4, drop_path_rate=0.0)
-        else:
-            config.model.width = 0.125
-        # At this size and length the BN-free head collapses to the uniform distribution within 40
-        # steps (measured: teacher entropy 6.93 = log 1024, teacher KL 0.002 at step 60);
-        # BatchNorm in the head (DINO's `--use_bn_in_head`) keeps the teacher from collapsing.
-        config.method_kw.update(out_dim=1024, hidden_dim=512, bottleneck_dim=128, use_bn_in_head=True,
-                                warmup_teacher_temperature_steps=40, freeze_last_layer_steps=20, base_momentum=0.996)
-        config.total_steps = 400
-        config.optimizer.warmup_steps = 40
-        config.log_steps = 20
-        config.ckpt_steps = 100
-        config.evals.knn = common.knn_eval(every_steps=0)
-    if arg.runlocal:
-        if arg.vit:
-            config.model.update(width=32, depth=2, num_heads=2)
-        config.method_kw.update(out_dim=64, hidden_dim=64, bottleneck_dim=32, warmup_teacher_temperature_steps=2,
-                                freeze_last_layer_steps=1)
-        config.batch_size = 32
-        config.total_steps = 4
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
-        config.ckpt_steps = 2
-        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64)
+    # At the `:cpu` size and length the BN-free head collapses to the uniform distribution within 40
+    # steps (measured: teacher entropy 6.93 = log 1024, teacher KL 0.002 at step 60); BatchNorm in
+    # the head (DINO's `--use_bn_in_head`) keeps the teacher from collapsing.
+    common.shrink(config, arg, cpu_method_kw=dict(out_dim=1024, hidden_dim=512, bottleneck_dim=128, use_bn_in_head=True,
+                                                  warmup_teacher_temperature_steps=40, freeze_last_layer_steps=20,
+                                                  base_momentum=0.996),
+                  runlocal_method_kw=dict(out_dim=64, hidden_dim=64, bottleneck_dim=32,
+                                          warmup_teacher_temperature_steps=2, freeze_last_layer_steps=1))
     return config

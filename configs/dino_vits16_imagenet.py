@@ -5,7 +5,7 @@ The official "Boosting DINO performance" run (facebookresearch/dino README: `--a
 GPUs x 64 images; 73.3% k-NN / 76.0% linear) on top of main_dino.py's defaults: out_dim 65536,
 no BatchNorm in the head, teacher EMA 0.996 -> 1, student temperature 0.1, AdamW with lr 5e-4
 per 256 images (linear scaling), 10 warm-up epochs, cosine to 1e-6, weight decay 0.04 -> 0.4
-(cosine), gradient clipping 3.0 (global norm here; the reference clips per parameter), last layer
+(cosine), gradient clipping 3.0 of each parameter's gradient norm (as the reference), last layer
 frozen for 1 epoch, drop-path 0.1, multi-crop 2 x 224 (scale 0.4-1) + 8 x 96 (scale 0.05-0.4)
 with DINO's blur/solarisation, mixed precision (bfloat16 compute here).
 
@@ -26,47 +26,28 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "dino"
-    config.batch_size = 1024  # 16 GPUs x batch_size_per_gpu 64.
-    epochs = 300
-    steps_per_epoch = TRAIN_IMAGES // config.batch_size
-    config.total_steps = epochs * steps_per_epoch
+    batch_size = 1024  # 16 GPUs x batch_size_per_gpu 64.
+    epoch = common.steps_per_epoch(batch_size, TRAIN_IMAGES)
+    config = common.base_config(
+        "dino", batch_size=batch_size, total_steps=300 * epoch, dtype="bfloat16", log_steps=100, ckpt_steps=5000,
+        model=dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1),
+        data=dict(name="imagenet2012", split="train", data_dir="", prepare_offline=False, worker_count=32),
+        views=dino_cifar10.views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
+                                 mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        # DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
+        knn_every_steps=20 * epoch, knn_kw=dict(batch_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    config.evals.knn.test_split = "validation"
+    config.evals.knn.num_classes = 1000
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048,
                             bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=False, global_views=2,
                             student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-                            warmup_teacher_temperature_steps=30 * steps_per_epoch, center_momentum=0.9,
-                            base_momentum=0.996, freeze_last_layer_steps=steps_per_epoch)
-    config.model = dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1)
-    config.dtype = "bfloat16"
-
-    config.data = dict(name="imagenet2012", split="train", data_dir="", prepare_offline=False, worker_count=32)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = dino_cifar10.views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
-                                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
-    config.optimizer = dict(name="adamw", base_lr=5e-4, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
-                            weight_decay=0.04, weight_decay_end=0.4, b1=0.9, b2=0.999, grad_clip=3.0,
-                            end_lr_factor=1e-6 / (5e-4 * config.batch_size / 256))
-
-    config.log_steps = 100
-    config.ckpt_steps = 5000
-    config.keep_ckpts = 3
-    config.progress_bar = True
-    config.evals = ml_collections.ConfigDict()
-    # DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
-    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch, batch_size=1024, mean=IMAGENET_MEAN,
-                                       std=IMAGENET_STD)
-    config.evals.knn.test_split = "validation"
-    config.evals.knn.num_classes = 1000
+                            warmup_teacher_temperature_steps=30 * epoch, center_momentum=0.9,
+                            base_momentum=0.996, freeze_last_layer_steps=epoch)
+    config.optimizer = dino_cifar10.vit_optimizer(epoch)
+    # --min_lr 1e-6 is absolute: as a factor of the peak lr (5e-4 x batch/256).
+    config.optimizer.end_lr_factor = 1e-6 / (5e-4 * batch_size / 256)
 
     if arg.runlocal:
-        config.batch_size = 32
-        config.total_steps = 4
+        common.shrink_for_runlocal(config, backbone=False)
         config.method_kw.update(warmup_teacher_temperature_steps=2, freeze_last_layer_steps=1)
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
-        config.ckpt_steps = 2
-        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64,
-                                           mean=IMAGENET_MEAN, std=IMAGENET_STD)
     return config

@@ -27,59 +27,23 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 50_000
-
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "moco_v2"
+    batch_size = 512  # demo: bs 512.
+    epoch = common.steps_per_epoch(batch_size)
+    # Demo: RandomResizedCrop(32), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2), flip.
+    view = common.simclr_view(32, strength=0.5)
+    config = common.base_config("moco_v2", batch_size=batch_size, total_steps=200 * epoch,  # demo: epochs 200.
+                                views=(view, view), knn_every_steps=20 * epoch)
     # MoCo v2: --moco-t 0.2, --moco-dim 128, --mlp (hidden = feature width, 512 for ResNet-18).
     # CIFAR-10 demo: moco_k 4096, moco_m 0.99, bn_splits 8.
     config.method_kw = dict(temperature=0.2, queue_size=4096, proj_hidden=(512,), proj_dim=128, momentum=0.99,
                             bn_groups=8)
-    config.model = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
-    config.dtype = "float32"
-
-    config.data = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
-    config.input = ml_collections.ConfigDict()
-    # Demo: RandomResizedCrop(32), ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2), flip.
-    view = common.simclr_view(32, strength=0.5)
-    config.input.views = (view, view)
-
-    config.batch_size = 512  # demo: bs 512.
-    epochs = 200  # demo: epochs 200.
-    steps_per_epoch = TRAIN_IMAGES // config.batch_size
-    config.total_steps = epochs * steps_per_epoch
     # MoCo: SGD momentum 0.9, lr 0.03 per 256 (demo: 0.06 at batch 512), cosine (--cos), no
     # warm-up; demo weight decay 5e-4.
-    config.optimizer = dict(name="sgd", base_lr=0.03, lr_scaling="linear", warmup_steps=0, weight_decay=5e-4,
-                            momentum=0.9, grad_clip=0.0, end_lr_factor=0.0)
-
-    config.log_steps = 50
-    config.ckpt_steps = 1000
-    config.keep_ckpts = 3
-    config.progress_bar = True
-    config.evals = ml_collections.ConfigDict()
-    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch)
-
-    if arg.cpu or arg.runlocal:
-        # A 1/8-width ResNet-18 (8-16-32-64 channels): the MLP head is as wide as its 64 features.
-        config.model.width = 0.125
-        config.method_kw.proj_hidden = (64,)
-        config.batch_size = 256
-        config.total_steps = 400
-        config.log_steps = 20
-        config.ckpt_steps = 100
-        config.evals.knn = common.knn_eval(every_steps=0)
-    if arg.runlocal:
-        config.method_kw.proj_dim = 32
-        config.method_kw.queue_size = 128
-        config.method_kw.bn_groups = 4
-        config.batch_size = 32
-        config.total_steps = 4
-        config.log_steps = 2
-        config.ckpt_steps = 2
-        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64)
+    config.optimizer = common.sgd(0.03, weight_decay=5e-4)
+    # `:cpu`: the MLP head is as wide as the 1/8-width ResNet's 64 features.
+    common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(64,)),
+                  runlocal_method_kw=dict(proj_dim=32, queue_size=128, bn_groups=4))
     return config

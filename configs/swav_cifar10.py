@@ -22,8 +22,6 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 50_000
-
 
 def _view(size: int, scale, *, jitter: float, blur_p: float = 0.0, solarize_p: float = 0.0) -> dict:
     """Random resized crop, flip, colour jitter (jitter, jitter, jitter, 0.2) w.p. 0.8, grayscale 0.2."""
@@ -33,61 +31,24 @@ def _view(size: int, scale, *, jitter: float, blur_p: float = 0.0, solarize_p: f
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, vit=False, multicrop=False, cpu=False, runlocal=False)
-    config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.method = "swav"
-    config.batch_size = 256
-    epochs = 1000
-    steps_per_epoch = TRAIN_IMAGES // config.batch_size
-    config.total_steps = epochs * steps_per_epoch
+    batch_size = 256
+    epoch = common.steps_per_epoch(batch_size)
+    config = common.base_config("swav", batch_size=batch_size, total_steps=1000 * epoch,
+                                views=(_view(32, (0.08, 1.0), jitter=0.8, blur_p=0.5),) * 2, knn_every_steps=20 * epoch)
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=128, num_prototypes=3000, temperature=0.1, epsilon=0.05,
                             sinkhorn_iters=3, crops_for_assign=(0, 1), queue_size=3840,
-                            queue_start_step=50 * steps_per_epoch, freeze_prototypes_steps=2 * steps_per_epoch)
-    config.model = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
-    config.dtype = "float32"
-
-    config.data = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
-    config.input = ml_collections.ConfigDict()
-    config.input.views = (_view(32, (0.08, 1.0), jitter=0.8, blur_p=0.5),) * 2
-    config.optimizer = dict(name="lars", base_lr=0.6, lr_scaling="linear", warmup_steps=10 * steps_per_epoch,
-                            weight_decay=1e-6, momentum=0.9, trust_coefficient=0.02, grad_clip=0.0,
-                            end_lr_factor=0.0)
+                            queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch)
+    config.optimizer = common.lars(0.6, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.02)
     if arg.multicrop:
         config.input.views = (_view(32, (0.2, 1.0), jitter=0.6), _view(32, (0.2, 1.0), jitter=0.6, solarize_p=0.2)) \
             + (_view(16, (0.08, 0.5), jitter=0.8, blur_p=0.1, solarize_p=0.1),) * 6
         config.optimizer.end_lr_factor = 0.0006 / 0.6  # min_lr 0.0006
     if arg.vit:
-        config.model = dict(name="vit", variant="Ti/4", img_size=32, drop_path_rate=0.1)
+        config.model = dict(common.VIT_TI4_CIFAR)
 
-    config.log_steps = 50
-    config.ckpt_steps = 1000
-    config.keep_ckpts = 3
-    config.progress_bar = True
-    config.evals = ml_collections.ConfigDict()
-    config.evals.knn = common.knn_eval(every_steps=20 * steps_per_epoch)
-
-    if arg.cpu or arg.runlocal:
-        if arg.vit:
-            config.model.update(variant="S/4", width=64, depth=4, num_heads=4, drop_path_rate=0.0)
-        else:
-            config.model.width = 0.125
-        # A queue of 4 batches from step 100; prototypes frozen for the first 20 steps.
-        config.method_kw.update(proj_hidden=(512,), num_prototypes=300, queue_size=1024, queue_start_step=100,
-                                freeze_prototypes_steps=20)
-        config.total_steps = 400
-        config.optimizer.warmup_steps = 40
-        config.log_steps = 20
-        config.ckpt_steps = 100
-        config.evals.knn = common.knn_eval(every_steps=0)
-    if arg.runlocal:
-        if arg.vit:
-            config.model.update(width=32, depth=2, num_heads=2)
-        config.method_kw.update(proj_hidden=(64,), proj_dim=32, num_prototypes=30, queue_size=64, queue_start_step=2,
-                                freeze_prototypes_steps=1)
-        config.batch_size = 32
-        config.total_steps = 4
-        config.optimizer.warmup_steps = 1
-        config.log_steps = 2
-        config.ckpt_steps = 2
-        config.evals.knn = common.knn_eval(every_steps=0, train_examples=256, test_examples=128, batch_size=64)
+    # `:cpu`: a queue of 4 batches from step 100; prototypes frozen for the first 20 steps.
+    common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(512,), num_prototypes=300, queue_size=1024,
+                                                  queue_start_step=100, freeze_prototypes_steps=20),
+                  runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=32, num_prototypes=30, queue_size=64,
+                                          queue_start_step=2, freeze_prototypes_steps=1))
     return config

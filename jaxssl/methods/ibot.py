@@ -6,13 +6,17 @@ self-distillation where the student sees the global crops with block-masked patc
 at the masked positions, the teacher's output for the unmasked crop.
 
 * Network: a ViT backbone built with `mask_token=True` -> one `heads.DINOHead` shared by the
-  [CLS] and patch tokens (iBOT's `shared_head`; DINOv2's default), in `heads.MultiCrop`.
+  [CLS] and patch tokens (iBOT's `--shared_head true` of its ViT-S/16 recipe; DINOv2's default),
+  in `heads.MultiCrop`. `separate_head=True`: two heads of the same shape, one for [CLS] and one
+  for patch tokens (DINOv2's `ibot.separate_head`, arXiv:2304.07193 Sec. 4: "Untying head
+  weights between both objectives"; iBOT's `--shared_head false` unties only the last layer).
 * Masks: `ops.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
   `pred_ratio 0.3 +- 0.2`; each image masked with probability `mask_probability`).
-* Loss: `cls_loss_weight * mean(losses.dino)` + `patch_loss_weight * mean(losses.ibot_patch)`
+* Loss: `dino_loss_weight * mean(losses.dino)` + `ibot_loss_weight * mean(losses.ibot_patch)`
   (the patch term averaged over the global crops, each crop supervised by the teacher's output
-  for the same crop) + `koleo_weight * losses.koleo` of each global crop's student [CLS] feature
-  (DINOv2: 0.1; 0 = off).
+  for the same crop) + `koleo_loss_weight * losses.koleo` of each global crop's student [CLS]
+  feature. iBOT: lambda1 = lambda2 = 1, no KoLeo; DINOv2 (`dino.loss_weight`,
+  `ibot.loss_weight`, `dino.koleo_loss_weight`): 1, 1, 0.1.
 * Teacher targets: `centering="ema"` (iBOT): centred and sharpened with `extra["center"]` (K,)
   and `extra["patch_center"]` (K,), the global-batch means (all patch tokens for the latter) at
   momentum 0.9; `centering="sinkhorn"` (DINOv2): `ops.sinkhorn_knopp` with epsilon = the teacher
@@ -36,12 +40,29 @@ from jaxssl.models import heads
 CENTERINGS = ("ema", "sinkhorn")
 
 
+class SeparateHeads(nn.Module):
+    """Untied heads (DINOv2 `ibot.separate_head`): [CLS] features (B, D) -> `dino`, patch tokens (B, N, D) -> `ibot`.
+
+    `heads.MultiCrop` calls its head on pooled features (rank 2) and on patch tokens (rank 3); the
+    rank picks the head. At initialisation both are built (MultiCrop's init sees no patch tokens).
+    """
+
+    dino: nn.Module
+    ibot: nn.Module
+
+    def __call__(self, x, train: bool = True):
+        if x.ndim == 2 and self.is_initializing():
+            self.ibot(x[:, None], train=train)
+        return (self.ibot if x.ndim == 3 else self.dino)(x, train=train)
+
+
 def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_dim: int = 2048,
          bottleneck_dim: int = 256, norm_last_layer: bool = True, global_views: int = 2,
          student_temperature: float = 0.1, teacher_temperature: float = 0.07,
          warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_steps: int = 0,
-         centering: str = "ema", center_momentum: float = 0.9, cls_loss_weight: float = 1.0,
-         patch_loss_weight: float = 1.0, koleo_weight: float = 0.0, mask_ratio: Sequence[float] = (0.1, 0.5),
+         centering: str = "ema", center_momentum: float = 0.9, separate_head: bool = False,
+         dino_loss_weight: float = 1.0, ibot_loss_weight: float = 1.0, koleo_loss_weight: float = 0.0,
+         mask_ratio: Sequence[float] = (0.1, 0.5),
          mask_probability: float = 1.0, min_mask_patches: int = 4, base_momentum: float = 0.996,
          freeze_last_layer_steps: int = 0, dtype=jnp.float32) -> base.Method:
     """iBOT / DINOv2-style masked self-distillation.
@@ -49,16 +70,18 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
     Args:
       backbone: a `jaxssl.models.vit.Model` with `mask_token=True`.
       total_steps: length of the run (the EMA momentum reaches 1 there).
-      out_dim: K of the shared head (8192 for iBOT ViT-S/16).
+      out_dim: K of the head(s) (8192 for iBOT ViT-S/16).
       hidden_dim, bottleneck_dim, norm_last_layer: `heads.DINOHead` settings.
+      separate_head: one head for [CLS] and another for patch tokens (DINOv2) instead of one shared.
       global_views: leading views that are global crops (masked for the student, seen by the teacher).
       student_temperature: tau_s (0.1).
       teacher_temperature, warmup_teacher_temperature, warmup_teacher_temperature_steps: tau_t of
         [CLS] and patch targets, warmed up linearly (0.04 -> 0.07 over 30 epochs in iBOT).
       centering: "ema" (iBOT/DINO centre) or "sinkhorn" (DINOv2 Sinkhorn-Knopp centring).
       center_momentum: momentum of both EMA centres (0.9).
-      cls_loss_weight, patch_loss_weight: lambda_1 and lambda_2 of iBOT (1, 1).
-      koleo_weight: weight of the KoLeo regulariser on the student's global [CLS] features.
+      dino_loss_weight, ibot_loss_weight: lambda_1 ([CLS]) and lambda_2 (masked patches) of iBOT (1, 1).
+      koleo_loss_weight: weight of the KoLeo regulariser on the student's global [CLS] features
+        (DINOv2: 0.1; 0 = off, the term is still logged).
       mask_ratio, mask_probability, min_mask_patches: block masking (see `ops.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
@@ -69,7 +92,12 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
     if not getattr(backbone, "mask_token", False):
         raise ValueError("iBOT needs a ViT backbone with a mask token: set config.model.mask_token=True "
                          "(models.get('vit', ..., mask_token=True)).")
-    head = heads.DINOHead(out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer, dtype=dtype)
+    make_head = lambda: heads.DINOHead(out_dim, hidden_dim, bottleneck_dim, norm_last_layer=norm_last_layer,
+                                       dtype=dtype)
+    head = SeparateHeads(make_head(), make_head()) if separate_head else make_head()
+    # The last layer(s) frozen for the first steps: DINOv2 freezes every "last_layer".
+    last_layers = [("head", "dino", "last_layer"), ("head", "ibot", "last_layer")] if separate_head \
+        else [("head", "last_layer")]
     student, teacher_net = dino.networks(backbone, head)
     temperature = schedules.teacher_temperature(warmup_teacher_temperature, teacher_temperature,
                                                 warmup_teacher_temperature_steps)
@@ -92,7 +120,8 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
                                       probability=mask_probability, min_patches=min_mask_patches)
         masks = masks.reshape(global_views, b, -1)
 
-        params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, ("head", "last_layer"))
+        for path in last_layers:
+            params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, path)
         out, new_state = student.apply({"params": params, **model_state}, views, train=True,
                                        masks=list(masks) + [None] * (num_views - global_views),
                                        patch_views=global_views, mutable=list(model_state),
@@ -117,11 +146,11 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         cls_loss = jnp.mean(losses.dino(s_cls, cls_targets, student_temperature=student_temperature))
         per_view = lambda s, t, m: losses.ibot_patch(s, t, m, student_temperature=student_temperature)
         patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks))
-        loss = cls_loss_weight * cls_loss + patch_loss_weight * patch_loss
+        loss = dino_loss_weight * cls_loss + ibot_loss_weight * patch_loss
         feats = out["features"][: global_views * b].reshape(global_views, b, -1)
         koleo = sum(jnp.mean(losses.koleo(f)) for f in feats)
-        if koleo_weight:
-            loss = loss + koleo_weight * koleo
+        if koleo_loss_weight:
+            loss = loss + koleo_loss_weight * koleo
         metrics = {"cls_loss": cls_loss, "patch_loss": patch_loss, "koleo": koleo,
                    "mask_ratio": jnp.mean(masks.astype(jnp.float32)),
                    # Of the [CLS] targets themselves (centred softmax or Sinkhorn codes; log 0 = -inf is fine).

@@ -3,7 +3,9 @@
 `config.optimizer` fields: name ("lars", "adamw", "sgd"), base_lr (per 256 images),
 lr_scaling ("linear": lr = base_lr * batch / 256 as SimCLR B.1/Goyal et al. 2017; "sqrt":
 base_lr * sqrt(batch); "none"), warmup_steps, weight_decay, weight_decay_end (optional: cosine
-weight-decay schedule, DINO), momentum, b1, b2, grad_clip (None or max global norm),
+weight-decay schedule, DINO), momentum, b1, b2, grad_clip (None/0: off, else the max norm),
+grad_clip_mode ("global": one norm over all gradients, `optax.clip_by_global_norm`; "per_param":
+each parameter tensor's gradient clipped to its own norm, DINO's `clip_gradients`),
 end_lr_factor. Biases and normalisation parameters (every parameter of rank <= 1) get no
 weight decay and, for LARS, no trust-ratio adaptation (SimCLR B.1: "we exclude [...] batch
 normalization and bias parameters from LARS adaptation and weight decay").
@@ -21,11 +23,13 @@ import math
 import re
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxssl import schedules
 
 OPTIMIZERS = ("lars", "adamw", "sgd")
+GRAD_CLIP_MODES = ("global", "per_param")
 
 
 def decay_mask(params):
@@ -64,10 +68,35 @@ def make(cfg, batch_size: int, total_steps: int) -> tuple[optax.GradientTransfor
     if pattern:
         fixed = _optimizer(cfg, peak_learning_rate(cfg, batch_size), total_steps)
         tx = optax.multi_transform({"scheduled": tx, "fixed": fixed}, lambda p: fixed_lr_labels(p, pattern))
-    clip = cfg.get("grad_clip", None)
+    clip, mode = cfg.get("grad_clip", None), cfg.get("grad_clip_mode", "global")
+    if mode not in GRAD_CLIP_MODES:
+        raise ValueError(f"optimizer.grad_clip_mode must be one of {GRAD_CLIP_MODES}, got {mode!r}.")
     if clip:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
+        tx = optax.chain(optax.clip_by_global_norm(clip) if mode == "global" else clip_by_param_norm(clip), tx)
     return tx, lr
+
+
+def clip_by_param_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTransformation:
+    r"""Clip each gradient leaf (parameter tensor) to L2 norm `max_norm` on its own.
+
+    .. math:: g_p \leftarrow g_p \min\left(1, \frac{c}{\lVert g_p \rVert_2 + \epsilon}\right)
+
+    DINO's `utils.clip_gradients` (facebookresearch/dino, `--clip_grad 3.0`): "clip_coef = clip /
+    (param_norm + 1e-6); if clip_coef < 1: p.grad.data.mul_(clip_coef)", per `named_parameters()`
+    entry. Unlike `optax.clip_by_global_norm` a large gradient in one tensor does not shrink the
+    others; unlike `optax.clip_by_block_rms` it bounds the norm, not the RMS. Stateless. Under jit
+    on sharded arrays the norm is of the whole (global) tensor.
+    """
+    def update_fn(updates, state, params=None):
+        del params
+
+        def clip(g):
+            coef = max_norm / (jnp.linalg.norm(g.ravel()) + eps)
+            return jnp.where(coef < 1, g * coef.astype(g.dtype), g)
+
+        return jax.tree_util.tree_map(clip, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def fixed_lr_labels(params, pattern: str):

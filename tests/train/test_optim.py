@@ -54,3 +54,28 @@ def test_grad_clip_and_unknown_optimizer():
     np.testing.assert_allclose(jnp.linalg.norm(updates["w"]), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="Unknown optimizer.name"):
         optim.make(_cfg(name="adam"), 256, 10)
+
+
+def test_per_param_grad_clip_matches_numpy():
+    """DINO's `clip_gradients`: each tensor scaled by min(1, c / (||g|| + 1e-6)) on its own."""
+    rng = np.random.default_rng(0)
+    grads = {"big": rng.normal(size=(3, 4)).astype(np.float32) * 10.0,  # norm ~35 > 3: clipped
+             "small": rng.normal(size=(5,)).astype(np.float32) * 0.1,  # norm ~0.2 < 3: untouched
+             "conv": rng.normal(size=(2, 2, 3, 2)).astype(np.float32)}  # norm ~4.9 > 3: clipped
+    want = {k: g * min(1.0, 3.0 / (np.linalg.norm(g.astype(np.float64)) + 1e-6)) for k, g in grads.items()}
+    cfg = lambda mode: _cfg(name="sgd", grad_clip=3.0, grad_clip_mode=mode, weight_decay=0.0, warmup_steps=0,
+                            momentum=0.0, lr_scaling="none")
+    tx, _ = optim.make(cfg("per_param"), 256, 10)
+    params = jax.tree_util.tree_map(jnp.zeros_like, grads)
+    updates, _ = jax.jit(tx.update)(jax.tree_util.tree_map(jnp.asarray, grads), tx.init(params), params)
+    for k in grads:  # sgd at lr 1 (constant: cosine at step 0) negates the clipped gradient
+        np.testing.assert_allclose(-np.asarray(updates[k]), want[k], rtol=1e-5, err_msg=k)
+    np.testing.assert_allclose(np.linalg.norm(-np.asarray(updates["big"])), 3.0, rtol=1e-5)
+    np.testing.assert_array_equal(-np.asarray(updates["small"]), grads["small"])
+    # The global mode scales every tensor by the one factor c / ||g||_global instead.
+    global_tx, _ = optim.make(cfg("global"), 256, 10)
+    g_updates, _ = global_tx.update(grads, global_tx.init(params), params)
+    total = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values()))
+    np.testing.assert_allclose(-np.asarray(g_updates["small"]), grads["small"] * 3.0 / total, rtol=1e-5)
+    with pytest.raises(ValueError, match="grad_clip_mode"):
+        optim.make(cfg("layer"), 256, 10)
