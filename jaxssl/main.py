@@ -2,6 +2,10 @@ r"""Command-line entry point: `python -m jaxssl.main --config configs/<method>_<
 
 Kept short on purpose: everything happens in `jaxssl.train.loop.train(config, workdir)`.
 Override any config field with `--config.<key>=<value>`; unknown keys are rejected.
+
+Several processes (hosts): start the same command on each with `--coordinator_address=HOST0:PORT
+--num_processes=N --process_id=I` (or JAXSSL_COORDINATOR / JAXSSL_NUM_PROCESSES / JAXSSL_PROCESS_ID);
+on Cloud TPU pods and SLURM nothing is needed (JAX reads the cluster). See jaxssl/train/distributed.py.
 """
 import logging
 import os
@@ -17,6 +21,15 @@ sys.path.insert(0, os.getcwd())
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:arg]).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process: HOST:PORT of process 0's "
+                                    "coordinator, the same for every process (env JAXSSL_COORDINATOR).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process: number of processes "
+                                      "(env JAXSSL_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process: this process's index in "
+                                   "[0, num_processes) (env JAXSSL_PROCESS_ID).")
+_DISTRIBUTED = flags.DEFINE_enum("distributed", None, ["auto", "on", "off"], "auto (default, env "
+                                 "JAXSSL_DISTRIBUTED): join a job if one is configured or a TPU/SLURM cluster is "
+                                 "detected; on: always call jax.distributed.initialize; off: one process.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,6 +39,9 @@ def main(argv):
     # Library chatter (orbax, TFDS) only from warnings up; jaxssl reports its own progress at INFO.
     absl_logging.set_verbosity(absl_logging.WARNING)
     logging.getLogger("jaxssl").setLevel(logging.INFO)
+    from jaxssl.train import distributed
+    # Before anything touches a device: afterwards jax.devices() spans every process.
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_DISTRIBUTED.value)
     import jax
     from jaxssl.train import loop
 

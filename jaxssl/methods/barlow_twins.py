@@ -39,17 +39,12 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
         raise ValueError(f"Barlow Twins needs lambd >= 0 and scale_loss > 0, got {lambd} and {scale_loss}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
-        if len(views) != 2:
-            raise ValueError(f"Barlow Twins takes exactly 2 views, got {len(views)}; set config.input.views "
-                             f"to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
-        terms = losses.barlow_twins_terms(o1["projection"], o2["projection"], eps=eps)
+    def objective(params, emb, extra, rng):
+        del params, rng
+        # The standardisation and C are statistics of the whole (global, or accumulated) batch.
+        terms = losses.barlow_twins_terms(emb["z1"], emb["z2"], eps=eps)
         loss = scale_loss * (terms["on_diagonal"] + lambd * terms["off_diagonal"])
-        metrics = {**terms, "z_std": collapse.feature_std(o1["projection"]),
-                   "h_std": collapse.feature_std(o1["features"])}
-        return loss, (new_state, extra, metrics)
+        metrics = {**terms, "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        return loss, (extra, metrics)
 
-    return base.Method(net, loss_fn)
+    return base.two_stage(net, base.embed_each(net, "Barlow Twins"), objective)

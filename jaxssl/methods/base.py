@@ -1,8 +1,9 @@
-"""The contract between a method and the trainer. No logic lives here.
+"""The contract between a method and the trainer.
 
 A method is one module `jaxssl/methods/<name>.py` with `make(*, backbone, **hyperparameters)`
 returning a `Method`. The train step (`jaxssl.train.step`) receives it and never needs to know
-which method it runs (the scenic pattern: the step is given its loss function).
+which method it runs (the scenic pattern: the step is given its loss function). Besides the
+contract, only the composition of the optional two-stage form (`two_stage`) lives here.
 """
 from __future__ import annotations
 
@@ -23,6 +24,17 @@ import optax
 #   views:       list of augmented views, float32 (B, H, W, 3) global arrays.
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, Any, dict]]]
 
+# Optional two-stage form (GradCache, Gao et al., 2021, arXiv:2101.06983), for gradient
+# accumulation that equals the large batch (`jaxssl.train.accumulate`):
+# embed(params, model_state, teacher, extra, views, rng) -> (embeddings, model_state)
+#   the per-example forward: every leaf of `embeddings` has the batch as its leading axis, and
+#   row n depends on example n only (up to BatchNorm statistics). `extra` is read, not updated.
+# objective(params, embeddings, extra, rng) -> (loss, (extra, metrics))
+#   everything that needs the whole batch (negatives, Sinkhorn, batch statistics). `params` is
+#   there for parameters used outside the per-example forward (SwAV scores its queue with them).
+EmbedFn = Callable[..., tuple[Any, Any]]
+ObjectiveFn = Callable[..., tuple[jax.Array, tuple[Any, dict]]]
+
 
 class Method(NamedTuple):
     """A self-supervised method as data.
@@ -33,12 +45,59 @@ class Method(NamedTuple):
       loss_fn: see `LossFn` above.
       init_extra: `init_extra(rng) -> extra` (the method's non-parameter state; {} if none).
       teacher_momentum: EMA momentum schedule step -> m for the teacher, or None (no teacher).
+      embed, objective: the optional two-stage form (see `EmbedFn`, `ObjectiveFn`); when set,
+        `loss_fn` must be `two_stage_loss(embed, objective)`, so each formula exists once.
     """
 
     net: nn.Module
     loss_fn: LossFn
     init_extra: Callable[[jax.Array], Any] = lambda rng: {}
     teacher_momentum: optax.Schedule | None = None
+    embed: EmbedFn | None = None
+    objective: ObjectiveFn | None = None
+
+
+def split_rng(rng: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:
+    """(embed_rng, objective_rng) of a two-stage loss; (None, None) for a None key."""
+    if rng is None:
+        return None, None
+    embed_rng, objective_rng = jax.random.split(rng)
+    return embed_rng, objective_rng
+
+
+def two_stage_loss(embed: EmbedFn, objective: ObjectiveFn) -> LossFn:
+    """The `LossFn` that is `objective(embed(...))` on the whole batch."""
+
+    def loss_fn(params, model_state, teacher, extra, views, rng):
+        embed_rng, objective_rng = split_rng(rng)
+        embeddings, model_state = embed(params, model_state, teacher, extra, views, embed_rng)
+        loss, (extra, metrics) = objective(params, embeddings, extra, objective_rng)
+        return loss, (model_state, extra, metrics)
+
+    return loss_fn
+
+
+def embed_each(net: nn.Module, name: str) -> EmbedFn:
+    """The two-view `embed` of VICReg and Barlow Twins: each view in its own forward pass.
+
+    Returns embeddings {"z1", "z2": (B, P) projections, "h1": (B, F) backbone features of view 1
+    (for the collapse monitors)}. BatchNorm statistics are per view, as in those references.
+    """
+
+    def embed(params, model_state, teacher, extra, views, rng):
+        del teacher, extra, rng
+        if len(views) != 2:
+            raise ValueError(f"{name} takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
+        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
+                                        mutable=list(model_state), method="each")
+        return {"z1": o1["projection"], "z2": o2["projection"], "h1": o1["features"]}, new_state
+
+    return embed
+
+
+def two_stage(net: nn.Module, embed: EmbedFn, objective: ObjectiveFn, **kw) -> Method:
+    """A `Method` in the two-stage form: its `loss_fn` is the composition of `embed` and `objective`."""
+    return Method(net, two_stage_loss(embed, objective), embed=embed, objective=objective, **kw)
 
 
 def available() -> list[str]:

@@ -63,8 +63,8 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
         # cross entropy's gradient w.r.t. the cosine similarities scales as 1 / tau; tau cancels it.
         return 2.0 * temperature * jnp.mean(losses.infonce(q, k, None, temperature))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del rng
+    def embed(params, model_state, teacher, extra, views, rng):
+        del extra, rng
         if len(views) != 2:
             raise ValueError(f"MoCo v3 takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
         (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
@@ -72,15 +72,21 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
         # The momentum encoder's BatchNorm updates are discarded: the step keeps the teacher's
         # running averages as the EMA of the student's; training uses batch statistics only.
         (t1, t2), _ = net.apply(teacher, views, train=True, mutable=list(model_state), method="each")
+        emb = {"q1": o1["prediction"], "q2": o2["prediction"], "k1": t1["projection"], "k2": t2["projection"],
+               "z1": o1["projection"], "h1": o1["features"]}
+        return emb, new_state
+
+    def objective(params, emb, extra, rng):
+        del params, rng
         # stop_gradient: the keys are constants (the momentum encoder gets no gradient). Redundant
         # with the step differentiating `params` only, kept so the loss is correct on its own.
-        k1, k2 = jax.lax.stop_gradient(t1["projection"]), jax.lax.stop_gradient(t2["projection"])
-        q1, q2 = o1["prediction"], o2["prediction"]
-        loss = ctr(q1, k2) + ctr(q2, k1)
-        metrics = {"z_std": collapse.feature_std(o1["projection"]), "q_std": collapse.feature_std(q1),
-                   "k_std": collapse.feature_std(k1), "h_std": collapse.feature_std(o1["features"])}
-        return loss, (new_state, extra, metrics)
+        k1, k2 = jax.lax.stop_gradient(emb["k1"]), jax.lax.stop_gradient(emb["k2"])
+        # In-batch keys of the whole (global, or accumulated) batch are the negatives.
+        loss = ctr(emb["q1"], k2) + ctr(emb["q2"], k1)
+        metrics = {"z_std": collapse.feature_std(emb["z1"]), "q_std": collapse.feature_std(emb["q1"]),
+                   "k_std": collapse.feature_std(k1), "h_std": collapse.feature_std(emb["h1"])}
+        return loss, (extra, metrics)
 
     momentum = (schedules.cosine_momentum(base_momentum, total_steps) if momentum_cosine
                 else optax.constant_schedule(base_momentum))
-    return base.Method(net, loss_fn, teacher_momentum=momentum)
+    return base.two_stage(net, embed, objective, teacher_momentum=momentum)

@@ -33,8 +33,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
+    def embed(params, model_state, teacher, extra, views, rng):
+        del teacher, extra, rng
         if len(views) != 2:
             raise ValueError(f"SimCLR takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
         # Both views in one forward pass: BatchNorm statistics cover the 2N images, as one
@@ -43,8 +43,13 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         out, new_state = net.apply({"params": params, **model_state}, jnp.concatenate(views), train=True,
                                    mutable=list(model_state))
         z = out["projection"]
-        loss = jnp.mean(losses.nt_xent(z[:n], z[n:], temperature))
-        metrics = {"z_std": collapse.feature_std(z[:n]), "h_std": collapse.feature_std(out["features"][:n])}
-        return loss, (new_state, extra, metrics)
+        return {"z1": z[:n], "z2": z[n:], "h1": out["features"][:n]}, new_state
 
-    return base.Method(net, loss_fn)
+    def objective(params, emb, extra, rng):
+        del params, rng
+        # NT-Xent over the whole (global, or accumulated) batch: every other view is a negative.
+        loss = jnp.mean(losses.nt_xent(emb["z1"], emb["z2"], temperature))
+        metrics = {"z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        return loss, (extra, metrics)
+
+    return base.two_stage(net, embed, objective)

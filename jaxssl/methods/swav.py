@@ -86,28 +86,36 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
         # computes them under torch.no_grad()).
         return jax.lax.stop_gradient(jnp.stack(codes))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def embed(params, model_state, teacher, extra, views, rng):
         del teacher
         num_views, b = len(views), views[0].shape[0]
         if num_views < 2 or any(not 0 <= c < num_views for c in crops_for_assign):
             raise ValueError(f"SwAV needs >= 2 views and crops_for_assign {crops_for_assign} indexing them, got "
                              f"{num_views} views; set config.input.views.")
-        step = extra["step"]
-        params = ops.stop_gradient_where(step < freeze_prototypes_steps, params, ("prototypes",))
+        params = ops.stop_gradient_where(extra["step"] < freeze_prototypes_steps, params, ("prototypes",))
         out, new_state = net.apply({"params": params, **model_state}, views, train=True,
                                    mutable=list(model_state), rngs={"dropout": rng})
         scores = out["scores"].reshape(num_views, b, num_prototypes)
+        z = out["projection"].reshape(num_views, b, -1)
+        # Per-view lists of (B, ...) rows: the batch stays the leading axis of every leaf.
+        emb = {"scores": list(scores), "z_assign": [z[c] for c in crops_for_assign], "z1": z[0],
+               "h1": out["features"][:b]}
+        return emb, new_state
+
+    def objective(params, emb, extra, rng):
+        del rng
+        scores, b = jnp.stack(emb["scores"]), emb["z1"].shape[0]
+        # Sinkhorn over the whole (global, or accumulated) batch; codes are stop_gradient targets.
         codes = codes_of(params, extra, jax.lax.stop_gradient(scores), b)
         loss = jnp.mean(losses.swav(scores, codes, crops_for_assign, temperature=temperature))
-        new_extra = {"step": step + 1}
+        new_extra = {"step": extra["step"] + 1}
         if queue_size:
-            z = jax.lax.stop_gradient(ops.l2_normalize(out["projection"])).reshape(num_views, b, -1)
-            new_extra["queue"] = jnp.stack([jnp.concatenate([z[c], extra["queue"][a]])[:queue_size]
-                                            for a, c in enumerate(crops_for_assign)])
+            # stop_gradient: the queue holds constants, as the reference's detached `queue` tensor.
+            z = jax.lax.stop_gradient(ops.l2_normalize(jnp.stack(emb["z_assign"])))
+            new_extra["queue"] = jnp.concatenate([z, extra["queue"]], axis=1)[:, :queue_size]
         usage = collapse.prototype_usage(codes[0], from_logits=False)
         metrics = {"prototype_usage": usage["usage"], "code_entropy": usage["entropy"],
-                   "z_std": collapse.feature_std(out["projection"][:b]),
-                   "h_std": collapse.feature_std(out["features"][:b])}
-        return loss, (new_state, new_extra, metrics)
+                   "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        return loss, (new_extra, metrics)
 
-    return base.Method(net, loss_fn, init_extra=init_extra)
+    return base.two_stage(net, embed, objective, init_extra=init_extra)

@@ -40,16 +40,12 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
             raise ValueError(f"VICReg {name} must be >= 0, got {value}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
-        if len(views) != 2:
-            raise ValueError(f"VICReg takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
-        terms = losses.vicreg_terms(o1["projection"], o2["projection"], eps=eps)
+    def objective(params, emb, extra, rng):
+        del params, rng
+        # Variance and covariance are statistics of the whole (global, or accumulated) batch.
+        terms = losses.vicreg_terms(emb["z1"], emb["z2"], eps=eps)
         loss = sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]
-        metrics = {**terms, "z_std": collapse.feature_std(o1["projection"]),
-                   "h_std": collapse.feature_std(o1["features"])}
-        return loss, (new_state, extra, metrics)
+        metrics = {**terms, "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        return loss, (extra, metrics)
 
-    return base.Method(net, loss_fn)
+    return base.two_stage(net, base.embed_each(net, "VICReg"), objective)

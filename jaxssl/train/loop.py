@@ -120,8 +120,9 @@ def _features(embed_fn, variables, cfg, split: str, limit: int | None, mesh, dat
 def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
     """kNN accuracies (both protocols, top-1 and top-5) and collapse monitors of the student backbone's features."""
     cfg = config.evals.knn
-    embed_fn = step_lib.make_embed_fn(method, mesh, cfg.get("view", None))
     variables = {"params": state.params, **state.model_state}
+    embed_fn = step_lib.make_embed_fn(method, mesh, cfg.get("view", None),
+                                      jax.tree_util.tree_map(lambda x: x.sharding, variables))
     limit = lambda n: None if n is None or n < 0 else n
     ftr, ytr = _features(embed_fn, variables, config, cfg.train_split, limit(cfg.train_examples), mesh, data_dir)
     fte, yte = _features(embed_fn, variables, config, cfg.test_split, limit(cfg.test_examples), mesh, data_dir)
@@ -212,13 +213,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     validate_config(config)
     workdir = os.path.abspath(workdir)
     _check_workdir_config(workdir, config)
-    mesh = shd.make_mesh()
+    mesh_cfg = config.get("mesh") or {}  # optional: fsdp > 1 shards large state leaves (train/sharding.py)
+    mesh = shd.make_mesh(fsdp=mesh_cfg.get("fsdp", 1))
     shd.check_batch_size(config.batch_size, mesh)
     knn_cfg = config.evals.get("knn")
     knn_on = knn_cfg is not None and knn_cfg.get("enabled", True)
-    if knn_on and knn_cfg.batch_size % mesh.shape[shd.DATA]:
+    if knn_on and knn_cfg.batch_size % shd.batch_shards(mesh):
         raise ValueError(f"config.evals.knn.batch_size ({knn_cfg.batch_size}) must be divisible by the number of "
-                         f"devices ({mesh.shape[shd.DATA]}); set it to a multiple of {mesh.shape[shd.DATA]}.")
+                         f"devices ({shd.batch_shards(mesh)}); set it to a multiple of {shd.batch_shards(mesh)}.")
     dtype = _DTYPES[config.get("dtype", "float32")]
     data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
     if config.data.get("prepare_offline", True) and jax.process_index() == 0:
@@ -243,15 +245,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                  batch_size=knn_cfg.batch_size // jax.process_count())
     rng = jax.random.key(config.seed)
     example = jnp.zeros((2, views[0].get("crop_size", 32), views[0].get("crop_size", 32), 3), jnp.float32)
-    state = jax.jit(lambda r: step_lib.init_state(method, tx, r, example),
-                    out_shardings=shd.replicated(mesh))(jax.random.fold_in(rng, 1))
+    init = lambda r: step_lib.init_state(method, tx, r, example)
+    # Created directly in its layout (replicated, or FSDP-sharded: a large model never sits whole on one device).
+    min_size = mesh_cfg.get("fsdp_min_size", shd.FSDP_MIN_SIZE)
+    state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh, min_size)
+    state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
     # Optional online linear probe (config.evals.online_probe), state in TrainState.probe.
     probe, probe_state = evaluate.init_online_probe(config.evals.get("online_probe"), method.net,
                                                     {"params": state.params, **state.model_state}, example)
     if probe is not None:
         state = state.replace(probe=jax.device_put(probe_state, shd.replicated(mesh)))
+    state = jax.device_put(state, shd.state_shardings(state, mesh, min_size))  # restores get the same layout
     guard = _NonFiniteGuard(config.get("nonfinite", "raise") == "skip", config.get("nonfinite_patience", 10))
-    train_step = step_lib.make_train_step(method, tx, views, mesh, lr_schedule, probe, skip_nonfinite=guard.skip)
+    train_step = step_lib.make_train_step(method, tx, views, mesh, lr_schedule, probe, skip_nonfinite=guard.skip,
+                                          state_shardings=shd.state_shardings(state, mesh, min_size),
+                                          accum_steps=config.get("accum_steps", 1))
     step_rng = jax.random.fold_in(rng, 2)
 
     # --- Restore ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from jaxssl import augment
 from jaxssl.methods.base import Method
-from jaxssl.train import sharding as shd
+from jaxssl.train import accumulate, sharding as shd
 from jaxssl.train.state import TrainState
 
 
@@ -38,7 +38,8 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
 
 
 def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
-                 lr_schedule: optax.Schedule | None = None, probe=None, skip_nonfinite: bool = False) -> Callable:
+                 lr_schedule: optax.Schedule | None = None, probe=None, skip_nonfinite: bool = False,
+                 accum_steps: int = 1) -> Callable:
     """The un-jitted step: (state, batch, rng) -> (state, metrics).
 
     batch: {"image": uint8 (B,H,W,3), ...}. rng: the run's base key; the step folds in
@@ -47,8 +48,11 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
     (`jaxssl.evaluate.linear_probe.OnlineProbe`, state in `state.probe`, needs batch["label"]).
     `skip_nonfinite`: a step whose loss, gradients or new state hold NaN/Inf changes nothing but
     the step counter; metrics["nonfinite_skipped"] is 1 for it (0 otherwise).
+    `accum_steps` > 1: the gradient of the whole batch from that many micro-batches, GradCache-style
+    (`jaxssl.train.accumulate`; needs the method's embed/objective form).
     """
     views = [dict(v) for v in views]
+    accumulate.check(method, accum_steps)
 
     def step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
@@ -63,7 +67,12 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
         def loss_fn(params):
             return method.loss_fn(params, state.model_state, state.teacher, state.extra, images, loss_rng)
 
-        (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if accum_steps > 1:
+            # Same loss and gradient as the whole batch, at the activation memory of one micro-batch.
+            (loss, (model_state, extra, metrics)), grads = accumulate.value_and_grad(method, accum_steps)(
+                state.params, state.model_state, state.teacher, state.extra, images, loss_rng)
+        else:
+            (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         teacher = state.teacher
@@ -105,17 +114,24 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
 
 def make_train_step(method: Method, tx: optax.GradientTransformation, views: Sequence[Mapping[str, Any]],
                     mesh: Mesh, lr_schedule: optax.Schedule | None = None, probe=None,
-                    skip_nonfinite: bool = False) -> Callable:
-    """`make_step_fn` jitted over `mesh`: state replicated, batch split over "data", state donated."""
-    step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite)
+                    skip_nonfinite: bool = False, state_shardings=None, accum_steps: int = 1) -> Callable:
+    """`make_step_fn` jitted over `mesh`: batch split over the batch axes, state donated.
+
+    `state_shardings`: the state's layout, a TrainState of NamedShardings (e.g.
+    `shd.state_shardings(state, mesh)` for FSDP); None replicates the state. The new state keeps it.
+    """
+    step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite, accum_steps)
     rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
-    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+    state_sh = rep if state_shardings is None else state_shardings
+    return jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
 
 
-def make_embed_fn(method: Method, mesh: Mesh, view: Mapping[str, Any] | None = None) -> Callable:
+def make_embed_fn(method: Method, mesh: Mesh, view: Mapping[str, Any] | None = None,
+                  variables_shardings=None) -> Callable:
     """Jitted `embed(variables, images_uint8) -> backbone features (B, F)` in eval mode.
 
     `view` is the deterministic evaluation transform (normalisation only, by default).
+    `variables_shardings`: the variables' layout (e.g. FSDP, `shd.state_shardings`); None: replicated.
     """
     view = dict(view or {})
 
@@ -123,5 +139,5 @@ def make_embed_fn(method: Method, mesh: Mesh, view: Mapping[str, Any] | None = N
         x = augment.apply(jax.random.key(0), images, view)  # all probabilities 0: deterministic
         return method.net.apply(variables, x, train=False, method="features")
 
-    return jax.jit(embed, in_shardings=(shd.replicated(mesh), shd.data_sharded(mesh)),
-                   out_shardings=shd.data_sharded(mesh))
+    var_sh = shd.replicated(mesh) if variables_shardings is None else variables_shardings
+    return jax.jit(embed, in_shardings=(var_sh, shd.data_sharded(mesh)), out_shardings=shd.data_sharded(mesh))

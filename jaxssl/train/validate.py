@@ -13,6 +13,7 @@ import importlib
 import inspect
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -23,7 +24,11 @@ REQUIRED_KEYS = ("seed", "method", "method_kw", "model", "data", "input", "batch
                  "optimizer", "log_steps", "ckpt_steps", "keep_ckpts", "evals")
 # Optional: dtype ("float32"), progress_bar (True), nonfinite ("raise": stop at the first NaN/Inf;
 # "skip": drop such updates and go on) and nonfinite_patience (10: "skip" raises after this many in a row).
-OPTIONAL_KEYS = ("dtype", "progress_bar", "nonfinite", "nonfinite_patience")
+# accum_steps (1): micro-batches per step, GradCache-style (jaxssl/train/accumulate.py).
+OPTIONAL_KEYS = ("dtype", "progress_bar", "nonfinite", "nonfinite_patience", "accum_steps", "mesh")
+# mesh ({fsdp: 1}): device layout, jaxssl/train/sharding.py; fsdp > 1 splits state leaves of at least
+# fsdp_min_size elements over a second mesh axis (FSDP).
+_MESH_SPEC = {"fsdp": (1, "int"), "fsdp_min_size": (2**16, "int")}
 # Types by example: {key: (default, annotation)} as for a function's keyword arguments.
 _DATA_SPEC = {"name": ("cifar10", "str"), "split": ("train", "str"), "data_dir": ("", "str | None"),
               "prepare_offline": (True, "bool"), "worker_count": (0, "int")}
@@ -202,7 +207,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"Config is missing key(s) {missing}; start from a file in configs/ "
                          f"(e.g. configs/simclr_cifar10.py).")
     for key, low in (("batch_size", 1), ("total_steps", 0), ("log_steps", 1), ("ckpt_steps", 1), ("keep_ckpts", 1),
-                     ("seed", None), ("nonfinite_patience", 1)):
+                     ("seed", None), ("nonfinite_patience", 1), ("accum_steps", 1)):
         value = config.get(key, 1)
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"config.{key} must be an int, got {value!r} ({type(value).__name__}).")
@@ -215,6 +220,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         if not hasattr(config[key], "keys"):
             raise TypeError(f"config.{key} must be a dict, got {config[key]!r}.")
     _check_kwargs("data", config.data, _DATA_SPEC, "the data pipeline", required=("name",))
+    if config.get("mesh") is not None:
+        _check_kwargs("mesh", config.mesh, _MESH_SPEC, "jaxssl.train.sharding")
+        if config.mesh.get("fsdp", 1) < 1:
+            raise ValueError(f"config.mesh.fsdp must be >= 1 (1: no FSDP), got {config.mesh.fsdp}.")
     if not config.data.name:
         raise ValueError("config.data.name is empty; name a TFDS dataset (e.g. 'cifar10').")
 
@@ -258,3 +267,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key, value in _leaves(config):
         _check_value(key, value)
     _check_optimizer(config)
+    _check_accumulation(config)
+
+
+def _check_accumulation(config) -> None:
+    """config.accum_steps > 1: the batch splits evenly over micro-batches and devices; the method has embed/objective."""
+    accum = config.get("accum_steps", 1)
+    if accum == 1:
+        return
+    devices = jax.device_count()  # every device splits the batch (data and FSDP axes alike)
+    if config.batch_size % (accum * devices):
+        raise ValueError(f"config.batch_size ({config.batch_size}) must be divisible by config.accum_steps ({accum}) "
+                         f"times the number of devices ({devices}), so that every micro-batch is spread evenly "
+                         f"over the devices; set it to a multiple of {accum * devices}.")
+    method = methods.get(config.method, backbone=models.get(**config.model), **config.method_kw)  # builds, no init
+    if method.embed is None or method.objective is None:
+        raise ValueError(f"config.accum_steps={accum} needs a method with the two-stage form (embed/objective, "
+                         f"jaxssl.methods.base.two_stage, e.g. simclr, vicreg, barlow_twins, swav, moco_v3), and "
+                         f"{config.method!r} has none; set config.accum_steps=1.")
