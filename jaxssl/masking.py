@@ -4,6 +4,9 @@
   data2vec image;
 * `random_mask` -- a uniformly random fixed-size subset per sample (MAE, arXiv:2111.06377), with
   the permutation needed to keep only the visible tokens;
+* `with_count` -- any mask made to hold exactly n masked tokens per sample, with the indices of
+  the visible ones (data2vec 2.0 `require_same_masks`: an encoder that drops the masked tokens
+  needs the same number in every sample), and `scatter_visible`, its inverse for decoders;
 * `span_mask` -- wav2vec 2.0 / data2vec speech span masking (arXiv:2006.11477 Sec. 3.1:
   "we randomly sample without replacement a certain proportion p of all time steps to be
   starting indices and then mask the subsequent M consecutive time steps");
@@ -46,6 +49,44 @@ def random_mask(rng: jax.Array, batch: int, num_tokens: int, ratio: float) -> tu
     ids_keep = jnp.sort(order[:, num_masked:], axis=1).astype(jnp.int32)
     mask = jnp.ones((batch, num_tokens), bool).at[jnp.arange(batch)[:, None], ids_keep].set(False)
     return mask, ids_keep
+
+
+def with_count(rng: jax.Array, mask: jax.Array, num_masked: int) -> tuple[jax.Array, jax.Array]:
+    """`mask` (B, N) changed as little as possible to exactly `num_masked` True per row.
+
+    Rows with more masked tokens unmask a uniformly random subset of them; rows with fewer mask
+    uniformly random further tokens (data2vec 2.0, arXiv:2212.07525, keeps every sample's count
+    equal the same way, `require_same_masks`). Every originally masked token stays masked when
+    the row had at most `num_masked`.
+
+    Args:
+      rng: PRNG key.
+      mask: (B, N) bool, True = masked.
+      num_masked: n in [0, N).
+
+    Returns:
+      mask: (B, N) bool with exactly n True per row.
+      ids_keep: (B, N - n) int32 indices of the visible tokens in increasing order.
+    """
+    b, n_tok = mask.shape
+    if not 0 <= num_masked < n_tok:
+        raise ValueError(f"num_masked must be in [0, {n_tok}), got {num_masked}.")
+    # Masked tokens score in [2, 3), the others in [0, 1): the top n are the masked ones first.
+    score = 2.0 * mask + jax.random.uniform(rng, mask.shape)
+    top = jnp.argsort(-score, axis=1)[:, :num_masked]
+    mask = jnp.zeros((b, n_tok), bool).at[jnp.arange(b)[:, None], top].set(True)
+    ids_keep = jnp.argsort(mask, axis=1, stable=True)[:, :n_tok - num_masked].astype(jnp.int32)
+    return mask, ids_keep
+
+
+def scatter_visible(visible: jax.Array, ids_keep: jax.Array, fill: jax.Array, num_tokens: int) -> jax.Array:
+    """(B, N_keep, D) visible tokens back at their positions of an (B, N, D) sequence of `fill` (D,).
+
+    The decoder input of MAE ("unshuffle") and data2vec 2.0: mask tokens wherever nothing was kept.
+    """
+    b, _, d = visible.shape
+    full = jnp.broadcast_to(fill.astype(visible.dtype), (b, num_tokens, d))
+    return full.at[jnp.arange(b)[:, None], ids_keep].set(visible)
 
 
 def span_mask(rng: jax.Array, batch: int, length: int, *, prob: float = 0.65, span: int = 10,

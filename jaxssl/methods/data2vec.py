@@ -31,8 +31,12 @@ one teacher pass ("we reuse the teacher representation for multiple masked versi
 training sample", Sec. 2); `decoder` adds a light convolutional decoder (Sec. 2, "a
 lightweight decoder network consisting of D convolutions, each followed by layer
 normalization, a GELU activation function, and a residual connection") on the student's output
-before the regression head. The student still encodes the mask embeddings (v1 semantics); the
-v2 encoder that skips masked tokens is not implemented.
+before the regression head; `student_visible_only` (image and speech) is data2vec 2.0's
+efficient student: "we do not encode masked timesteps [...] similar to MAE" (Sec. 2) -- the
+student encoder sees only the visible tokens (every sample masked to the same count,
+`masking.with_count`), a learned mask token fills the masked positions before the decoder
+(which it therefore needs; fairseq fills them with Gaussian noise instead), and the teacher
+still encodes the full, unmasked input. Without it the student encodes the mask embeddings (v1).
 """
 from __future__ import annotations
 
@@ -86,6 +90,42 @@ def layer_targets(layers, top_k: int, target_norm: str = "instance", final_norm:
     return _norm(y, -1, eps) if final_norm else y
 
 
+def masked_loss(prediction: jax.Array, targets: jax.Array, mask: jax.Array, beta: float) -> jax.Array:
+    """Smooth-L1 (`beta`; 0 = squared error) summed over channels, averaged over the masked positions.
+
+    prediction, targets: (B, T, D); mask: (B, T) bool, True = predicted. Positions outside the
+    mask do not count (fairseq data2vec: `x = x[mask]`, loss summed / sample_size). Returns a scalar.
+    """
+    per_token = losses.smooth_l1(prediction, targets, beta)  # (B, T)
+    m = mask.astype(jnp.float32)
+    # Mean over the masked positions of the global batch.
+    return jnp.sum(per_token * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def student_mask(rng: jax.Array, backbone: nn.Module, x: jax.Array, *, mask_ratio: float = 0.6,
+                 min_mask_patches: int = 16, mask_prob: float = 0.65, mask_span: int = 10,
+                 visible_only: bool = False) -> tuple[jax.Array, jax.Array | None]:
+    """The student's mask for image or speech input `x`: ((B, T) bool, True = predicted; keep ids or None).
+
+    Image: BEiT block masking of `mask_ratio`; speech: span masks (p = `mask_prob`, M = `mask_span`).
+    `visible_only` (data2vec 2.0): every sample gets exactly round(fraction T) masked tokens
+    (fraction: `mask_ratio`, or the span masks' expected 1 - (1 - p / M)^M) and the (B, T_keep)
+    indices of its visible tokens are returned too.
+    """
+    b, t = x.shape[0], backbone.num_tokens(x.shape)
+    if backbone.modality == "image":
+        grid = (x.shape[1] // backbone.patch_size, x.shape[2] // backbone.patch_size)
+        mask = ops.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
+                                     min_patches=min(min_mask_patches, max(1, int(mask_ratio * t) // 2)))
+        fraction = mask_ratio
+    else:
+        mask = masking.span_mask(rng, b, t, prob=mask_prob, span=mask_span)
+        fraction = 1.0 - (1.0 - mask_prob / mask_span) ** mask_span
+    if not visible_only:
+        return mask, None
+    return masking.with_count(jax.random.fold_in(rng, 1), mask, min(max(int(round(fraction * t)), 1), t - 1))
+
+
 class ConvDecoder(nn.Module):
     """data2vec 2.0's light decoder: `layers` x (conv, LayerNorm, GELU, residual after the first), then Dense(out).
 
@@ -118,16 +158,30 @@ class ConvDecoder(nn.Module):
 
 
 class Net(nn.Module):
-    """Backbone (returning layers) -> [ConvDecoder] -> linear regression head ("final_proj")."""
+    """Backbone (returning layers) -> [ConvDecoder] -> linear regression head ("final_proj").
+
+    `keep` (B, T_keep) runs the backbone on those tokens only and puts the learned `mask_token`
+    (created when `visible_only`) at the others before the decoder (data2vec 2.0).
+    """
 
     backbone: nn.Module
     decoder: ConvDecoder | None = None
+    visible_only: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = True, mask: jax.Array | None = None):
-        out = self.backbone(x, train=train, mask=mask, return_layers=True)
-        y = out["tokens"]
+    def __call__(self, x, train: bool = True, mask: jax.Array | None = None, keep: jax.Array | None = None):
+        token = None
+        if self.visible_only:
+            token = self.param("mask_token", nn.initializers.normal(0.02), (self.backbone.width,))
+        if keep is not None:
+            if token is None:
+                raise ValueError("keep= needs Net(visible_only=True) (its mask token).")
+            out = self.backbone(x, train=train, keep=keep, return_layers=True)
+            y = masking.scatter_visible(out["tokens"], keep, token, self.backbone.num_tokens(x.shape))
+        else:
+            out = self.backbone(x, train=train, mask=mask, return_layers=True)
+            y = out["tokens"]
         if self.decoder is not None:
             y = self.decoder(y)
         pred = nn.Dense(y.shape[-1], dtype=self.dtype, name="head")(y).astype(jnp.float32)
@@ -142,7 +196,8 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
          min_mask_patches: int = 16, mask_prob: float | None = None, mask_span: int = 10,
          mask_id: int = 259, num_tokens: int = 256, clone_batch: int = 1, decoder: dict | None = None,
          base_momentum: float = 0.999, final_momentum: float = 0.9999, ema_anneal_steps: int = 30_000,
-         ema_transformer_only: bool = False, dtype=jnp.float32) -> base.Method:
+         ema_transformer_only: bool = False, student_visible_only: bool = False,
+         dtype=jnp.float32) -> base.Method:
     """data2vec for `backbone.modality` in {"image", "text", "speech"}.
 
     Args:
@@ -161,6 +216,9 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
       decoder: None, or ConvDecoder kwargs (dim, kernel, layers, groups) for the data2vec 2.0 decoder.
       base_momentum, final_momentum, ema_anneal_steps: the teacher's linear EMA schedule.
       ema_transformer_only: the teacher uses the student's current input encoder.
+      student_visible_only: data2vec 2.0's student that encodes only the visible tokens (image and
+        speech; needs `decoder`). Image: exactly round(mask_ratio T) masked per sample; speech: the
+        span masks' expected fraction 1 - (1 - p / M)^M.
       dtype: compute dtype of the head/decoder.
     """
     modality = getattr(backbone, "modality", None)
@@ -169,6 +227,10 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
                          f"'transformer'); got {type(backbone).__name__} with modality {modality!r}.")
     if clone_batch < 1:
         raise ValueError(f"clone_batch must be >= 1, got {clone_batch}.")
+    if student_visible_only and (modality == "text" or decoder is None):
+        raise ValueError("student_visible_only needs modality 'image' or 'speech' (text is corrupted token by "
+                         f"token, not dropped; got {modality!r}) and a decoder (e.g. decoder=dict(dim=..., "
+                         f"groups=...)); got decoder={decoder!r}.")
     target_norm = target_norm or ("layer" if modality == "text" else "instance")
     beta = {"image": 2.0, "text": 0.0, "speech": 0.25}[modality] if beta is None else beta
     mask_prob = {"image": None, "text": 0.15, "speech": 0.65}[modality] if mask_prob is None else mask_prob
@@ -176,21 +238,17 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
     if decoder is not None:
         dec = ConvDecoder(**{"dim": backbone.width, **dict(decoder)}, out_dim=backbone.width,
                           two_d=modality == "image", dtype=dtype)
-    net = Net(backbone, dec, dtype=dtype)
+    net = Net(backbone, dec, visible_only=student_visible_only, dtype=dtype)
 
     def corrupt(rng, x):
-        """(student input, mask (B, T) of predicted positions, mask passed to the net or None)."""
+        """(student input, mask (B, T) of predicted positions, mask passed to the net, keep ids or None)."""
         if modality == "text":
             tokens, selected = masking.bert_mask(rng, x, mask_id=mask_id, vocab_size=num_tokens, prob=mask_prob)
-            return tokens, selected, None
-        b, t = x.shape[0], backbone.num_tokens(x.shape)
-        if modality == "image":
-            grid = (x.shape[1] // backbone.patch_size, x.shape[2] // backbone.patch_size)
-            mask = ops.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
-                                         min_patches=min(min_mask_patches, max(1, int(mask_ratio * t) // 2)))
-        else:
-            mask = masking.span_mask(rng, b, t, prob=mask_prob, span=mask_span)
-        return x, mask, mask
+            return tokens, selected, None, None
+        mask, keep = student_mask(rng, backbone, x, mask_ratio=mask_ratio, min_mask_patches=min_mask_patches,
+                                  mask_prob=mask_prob, mask_span=mask_span, visible_only=student_visible_only)
+        # v1: mask embeddings replace the masked tokens; v2: the masked tokens are dropped (keep).
+        return x, mask, (mask if keep is None else None), keep
 
     def loss_fn(params, model_state, teacher, extra, views, rng):
         if len(views) != 1:
@@ -209,17 +267,17 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         # data2vec 2.0 clone_batch: M masked copies share the one teacher pass above.
         xs = jnp.concatenate([x] * clone_batch) if clone_batch > 1 else x
         ys = jnp.concatenate([y] * clone_batch) if clone_batch > 1 else y
-        x_in, mask, net_mask = corrupt(mask_rng, xs)
-        out = net.apply({"params": params, **model_state}, x_in, train=True, mask=net_mask,
+        x_in, mask, net_mask, keep = corrupt(mask_rng, xs)
+        out = net.apply({"params": params, **model_state}, x_in, train=True, mask=net_mask, keep=keep,
                         rngs={"dropout": drop_rng})
-        per_token = losses.smooth_l1(out["prediction"], ys, beta)  # (B*M, T)
-        m = mask.astype(jnp.float32)
         scale = 1.0 / math.sqrt(ys.shape[-1]) if loss_scale is None else loss_scale
-        # Mean over the masked positions of the global batch (fairseq: sum / sample_size).
-        loss = jnp.sum(per_token * m) / jnp.maximum(jnp.sum(m), 1.0) * scale
+        loss = masked_loss(out["prediction"], ys, mask, beta) * scale
+        m = mask.astype(jnp.float32)
         metrics = {"mask_ratio": jnp.mean(m), "h_std": collapse.feature_std(out["features"]),
                    "target_std": collapse.feature_std(y.reshape(-1, y.shape[-1])),
-                   "pred_std": collapse.feature_std(out["prediction"].reshape(-1, y.shape[-1]))}
+                   "pred_std": collapse.feature_std(out["prediction"].reshape(-1, y.shape[-1])),
+                   # Tokens the student encoder saw per sample: T (v1) or T_keep (student_visible_only).
+                   "student_tokens": jnp.asarray(m.shape[1] if keep is None else keep.shape[1], jnp.float32)}
         return loss, (model_state, extra, metrics)
 
     momentum = optax.linear_schedule(base_momentum, final_momentum, max(ema_anneal_steps, 1))

@@ -71,8 +71,7 @@ class Net(nn.Module):
         z = self.backbone(x, train=train, keep=keep, return_layers=True)["tokens"]  # (B, n_keep, D)
         y = nn.Dense(self.decoder_dim, dtype=self.dtype, name="decoder_embed")(z)
         token = self.param("mask_token", nn.initializers.normal(0.02), (self.decoder_dim,))
-        full = jnp.broadcast_to(token.astype(y.dtype), (b, n, self.decoder_dim))
-        full = full.at[jnp.arange(b)[:, None], keep].set(y)  # unshuffle: visible tokens back in place
+        full = masking.scatter_visible(y, keep, token, n)  # unshuffle: visible tokens back in place
         pos = self.param("decoder_pos", nn.initializers.normal(0.02), (1, n, self.decoder_dim))
         y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype, name="decoder")(
             full + pos.astype(full.dtype), train)

@@ -4,7 +4,7 @@ data2vec (Baevski et al., 2022, arXiv:2202.03555, Sec. 3.1): "We use the standar
 architecture with a modality-specific encoding of the input data borrowed from prior work".
 `Model(modality=...)` is that: a modality-specific input encoder from `jaxssl.models.encoders`
 (ViT patches, token + position embedding, or a wav2vec 2.0 convolutional feature encoder) and
-the shared `Body`, a stack of pre-norm blocks built from `vit.Attention` and `vit.DropPath`.
+the shared `Body`, a stack of pre-norm `Block`s (also the blocks of `jaxssl.models.vit.Model`).
 
 Unlike `vit.Model`, every block also returns the output of its feed-forward network before the
 last residual connection, which is what data2vec regresses ("we use the output of the
@@ -27,13 +27,55 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl.models import encoders, vit
+from jaxssl.models import encoders
 
 _init = nn.initializers.truncated_normal(0.02)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al., 2016): zero a residual branch per sample w.p. `rate`.
+
+    Survivors are scaled by 1 / (1 - rate) so the expectation is unchanged. Identity when
+    `deterministic` or `rate == 0`; otherwise draws from the "dropout" rng stream.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; sows its softmax weights (B, heads, T, T) as "attention"."""
+
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        b, t, d = x.shape
+        if d % self.num_heads:
+            raise ValueError(f"ViT width {d} is not divisible by num_heads={self.num_heads}.")
+        qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name="qkv")(x)
+        q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)
+        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(d // self.num_heads).astype(x.dtype)
+        # Softmax in float32 even under bfloat16 compute: the weights must sum to one.
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        self.sow("intermediates", "attention", weights)
+        out = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(self.dtype), v).reshape(b, t, d)
+        return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out)
+
+
 class Block(nn.Module):
-    """Pre-norm block returning (x + attn + ffn, ffn output before the last residual)."""
+    """Pre-norm block: x + DropPath(Attn(LN(x))); x + DropPath(MLP(LN(x))).
+
+    Returns (block output, MLP output before the last residual connection -- data2vec's target).
+    """
 
     num_heads: int
     mlp_dim: int
@@ -43,11 +85,11 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-        y = vit.Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x))
-        x = x + vit.DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train)
+        y = Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x))
+        x = x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train)
         y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(norm("norm2")(x))
         y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
-        return x + vit.DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train), y
+        return x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train), y
 
 
 class Body(nn.Module):

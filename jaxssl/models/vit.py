@@ -26,6 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# The blocks are the shared pre-norm blocks of `jaxssl.models.transformer` (re-exported here).
+from jaxssl.models.transformer import Attention, Block, DropPath  # noqa: F401
+
 # name -> (width D, depth, heads); MLP width is 4 D. DeiT (arXiv:2012.12877) Table 1 / ViT Table 1.
 VARIANTS = {"Ti": (192, 12, 3), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16)}
 
@@ -39,63 +42,6 @@ def parse_variant(variant: str) -> tuple[int, int, int, int]:
         raise ValueError(f"Unknown ViT variant {variant!r}; use '<size>/<patch>' with size in "
                          f"{sorted(VARIANTS)}, e.g. 'S/16'.")
     return (*VARIANTS[name], int(patch))
-
-
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al., 2016): zero a residual branch per sample w.p. `rate`.
-
-    Survivors are scaled by 1 / (1 - rate) so the expectation is unchanged. Identity when
-    `deterministic` or `rate == 0`; otherwise draws from the "dropout" rng stream.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x, deterministic: bool):
-        if deterministic or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention; sows its softmax weights (B, heads, T, T) as "attention"."""
-
-    num_heads: int
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        b, t, d = x.shape
-        if d % self.num_heads:
-            raise ValueError(f"ViT width {d} is not divisible by num_heads={self.num_heads}.")
-        qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name="qkv")(x)
-        q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(d // self.num_heads).astype(x.dtype)
-        # Softmax in float32 even under bfloat16 compute: the weights must sum to one.
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        self.sow("intermediates", "attention", weights)
-        out = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(self.dtype), v).reshape(b, t, d)
-        return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out)
-
-
-class Block(nn.Module):
-    """Pre-norm transformer block: x + DropPath(Attn(LN(x))); x + DropPath(MLP(LN(x)))."""
-
-    num_heads: int
-    mlp_dim: int
-    drop_path: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, train: bool):
-        norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-        y = Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x))
-        x = x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train)
-        y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(norm("norm2")(x))
-        y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
-        return x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train)
 
 
 class Model(nn.Module):
@@ -166,7 +112,7 @@ class Model(nn.Module):
         mlp_dim = int(width * self.mlp_ratio)
         for i in range(depth):
             rate = self.drop_path_rate * i / max(depth - 1, 1)
-            x = Block(heads, mlp_dim, rate, dtype=self.dtype, name=f"block{i}")(x, train)
+            x, _ = Block(heads, mlp_dim, rate, dtype=self.dtype, name=f"block{i}")(x, train)
             self.sow("intermediates", f"out{i}", x)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x).astype(jnp.float32)
         return x if return_tokens else x[:, 0]

@@ -28,8 +28,13 @@ def _inputs(modality, b=8):
                        jnp.float32)
 
 
-def _method(modality, **kw):
-    return data2vec.make(backbone=transformer.Model(modality=modality, **TINY), top_k=2, **kw)
+# Smaller still, for the 8-vs-1-device subprocess (compile time dominates there).
+SMALL = dict(width=16, depth=1, num_heads=2, conv_layers=((16, 10, 5), (16, 4, 4)), pos_conv_groups=2)
+
+
+def _method(modality, top_k=2, **kw):
+    sizes = {**TINY, **{k: kw.pop(k) for k in list(kw) if k in TINY}}
+    return data2vec.make(backbone=transformer.Model(modality=modality, **sizes), top_k=top_k, **kw)
 
 
 @pytest.mark.parametrize("norm,final", [("instance", False), ("layer", True), ("none", False)])
@@ -66,6 +71,92 @@ def test_no_gradient_reaches_teacher():
     assert optax.tree.norm(g_student["backbone"]["embed"]) > 0
 
 
+def test_with_count_and_scatter_visible():
+    from jaxssl import masking
+    rng = np.random.default_rng(0)
+    mask = jnp.asarray(rng.uniform(size=(64, 20)) < rng.uniform(0.1, 0.9, (64, 1)))
+    new, keep = masking.with_count(jax.random.key(0), mask, 9)
+    new, keep, old = np.asarray(new), np.asarray(keep), np.asarray(mask)
+    assert (new.sum(1) == 9).all() and keep.shape == (64, 11)
+    for row_old, row_new, row_keep in zip(old, new, keep):
+        assert row_keep.tolist() == np.flatnonzero(~row_new).tolist()  # visible ids, increasing
+        if row_old.sum() <= 9:
+            assert (row_new >= row_old).all()  # only added
+        else:
+            assert (row_new <= row_old).all()  # only removed
+    visible = jnp.asarray(rng.normal(size=(64, 11, 3)), jnp.float32)
+    full = np.asarray(masking.scatter_visible(visible, jnp.asarray(keep), jnp.full((3,), 7.0), 20))
+    np.testing.assert_array_equal(full[~new], np.asarray(visible).reshape(-1, 3))
+    assert (full[new] == 7.0).all()
+
+
+def test_masked_loss_ignores_unmasked_positions():
+    rng = np.random.default_rng(0)
+    pred, target = (jnp.asarray(rng.normal(size=(2, 5, 3)), jnp.float32) for _ in range(2))
+    mask = jnp.asarray([[1, 0, 1, 0, 0], [0, 0, 0, 1, 0]], bool)
+    got = data2vec.masked_loss(pred, target, mask, 0.0)
+    want = np.sum(((np.asarray(pred) - np.asarray(target)) ** 2)[np.asarray(mask)]) / 3  # beta 0: d^2, 3 positions
+    np.testing.assert_allclose(float(got), want, rtol=1e-5)
+    moved = jnp.where(mask[..., None], pred, pred + 100.0)
+    assert float(data2vec.masked_loss(moved, target, mask, 0.0)) == pytest.approx(float(got))
+
+
+def test_student_mask_speech_same_count():
+    backbone = transformer.Model(modality="speech", **TINY)
+    x = _inputs("speech", 4)
+    mask, keep = data2vec.student_mask(jax.random.key(0), backbone, x, mask_prob=0.65, mask_span=10,
+                                       visible_only=True)
+    t = backbone.num_tokens(x.shape)
+    n_mask = round((1 - (1 - 0.065) ** 10) * t)  # the span masks' expected fraction
+    assert (np.asarray(mask.sum(1)) == n_mask).all() and keep.shape == (4, t - n_mask)
+    v1, none = data2vec.student_mask(jax.random.key(0), backbone, x, mask_prob=0.65, mask_span=10)
+    assert none is None and 0 < float(v1.mean()) < 1
+
+
+def test_student_visible_only_image():
+    """data2vec 2.0: the student encodes only visible tokens, the teacher the whole input.
+
+    (Speech: `test_student_mask_speech_same_count`, and 8-vs-1 devices below runs it end to end.)
+    """
+    method = _method("image", student_visible_only=True, decoder=dict(dim=16, groups=4), top_k=1, **SMALL)
+    backbone = method.net.backbone
+    x = _inputs("image", 4)
+    params = method.net.init(jax.random.key(0), x)["params"]
+    teacher = {"params": jax.tree_util.tree_map(lambda p: p + 0.01, params)}
+    rng = jax.random.key(1)
+    mask, keep = data2vec.student_mask(jax.random.split(rng)[0], backbone, x, mask_ratio=0.6, mask_prob=0.65,
+                                       visible_only=True)  # what loss_fn draws from this rng
+    t = backbone.num_tokens(x.shape)
+    n_mask = int(mask.sum(1)[0])
+    assert (np.asarray(mask.sum(1)) == n_mask).all() and keep.shape == (4, t - n_mask)
+    assert n_mask == round(0.6 * t)
+    p = backbone.patch_size  # change the input at the masked patches only
+    x2 = jnp.where(jnp.repeat(jnp.repeat(mask.reshape(4, 4, 4), p, 1), p, 2)[..., None], x + 1.0, x)
+
+    @jax.jit
+    def run(params, x, x2):
+        loss = lambda p, v: method.loss_fn(p, {}, teacher, {}, [v], rng)
+        (l1, (_, _, metrics)), g = jax.value_and_grad(loss, has_aux=True)(params, x)
+        student = lambda v: method.net.apply({"params": params}, v, train=False, keep=keep)["prediction"]
+        return l1, loss(params, x2)[0], metrics, optax.tree.norm(g["mask_token"]), student(x), student(x2)
+
+    l1, l2, metrics, g_token, s1, s2 = run(params, x, x2)
+    assert float(metrics["student_tokens"]) == t - n_mask
+    assert float(metrics["mask_ratio"]) == pytest.approx(n_mask / t)
+    assert float(g_token) > 0  # the decoder's mask token is trained
+    assert abs(float(l2) - float(l1)) > 1e-4  # the loss depends on the masked patches ...
+    # ... but the student's prediction does not, so the change came through the targets: the
+    # teacher saw the full input.
+    np.testing.assert_allclose(np.asarray(s2), np.asarray(s1), atol=1e-6)
+
+
+def test_student_visible_only_needs_decoder_and_no_text():
+    with pytest.raises(ValueError, match="decoder"):
+        _method("image", student_visible_only=True)
+    with pytest.raises(ValueError, match="text"):
+        _method("text", student_visible_only=True, decoder=dict(dim=32, groups=4))
+
+
 @pytest.mark.parametrize("modality", ["image", "text", "speech"])
 def test_short_run_lowers_loss(modality):
     kw = dict(clone_batch=2, decoder=dict(dim=32, groups=4)) if modality == "image" else {}
@@ -85,14 +176,20 @@ def test_short_run_lowers_loss(modality):
 
 
 def test_sharded_equals_unsharded():
+    # One subprocess for all modalities; a width-16 one-block model and XLA's backend optimisation
+    # level 0 keep its six compilations cheap (both meshes compile under the same flags).
     code = """
+    import os
+    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
     import json, jax, numpy as np, optax
     from jax.sharding import Mesh
-    from tests.methods.test_data2vec import _inputs, _method
+    from tests.methods.test_data2vec import _inputs, _method, SMALL
     from jaxssl.train import sharding as shd, step as step_lib
     out = {}
     for modality in ("image", "text", "speech"):
-        method, tx = _method(modality, clone_batch=2), optax.adam(1e-3)
+        # Speech runs data2vec 2.0's visible-only student with its conv decoder.
+        v2 = dict(student_visible_only=True, decoder=dict(dim=16, groups=4)) if modality == "speech" else {}
+        method, tx = _method(modality, clone_batch=2, top_k=1, **SMALL, **v2), optax.adam(1e-3)
         x = _inputs(modality)
         res = []
         for devices in (jax.devices(), jax.devices()[:1]):
