@@ -116,8 +116,9 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
 
 def sequence_config(method: str, *, batch_size: int, total_steps: int, model: dict, data: dict,
                     log_steps: int = 100) -> ml_collections.ConfigDict:
-    """The skeleton of a `jaxssl.train.sequence` run (tokens or waveforms; no views, checkpoints or kNN)."""
+    """The skeleton of a `jaxssl.train.sequence` run (tokens or waveforms; no image views, no TFDS kNN)."""
     config = ml_collections.ConfigDict()
+    config.trainer = "sequence"  # python -m jaxssl.main runs it with jaxssl.train.sequence.train
     config.seed = 0
     config.method = method
     config.total_steps = total_steps
@@ -127,6 +128,9 @@ def sequence_config(method: str, *, batch_size: int, total_steps: int, model: di
     config.input.views = ()  # tokens/waveforms go to the method unchanged
     config.batch_size = batch_size
     config.log_steps = log_steps
+    config.progress_bar = True
+    config.ckpt_steps = 0  # 0: checkpoint at the end only; a resumed run continues from the newest
+    config.keep_ckpts = 3
     return config
 
 

@@ -7,8 +7,7 @@ beta = 0.25, teacher EMA 0.999 -> 0.9999 with the teacher sharing the student's 
 (fairseq `ema_transformer_only`), Adam (b2 0.98). Batch, steps and learning rate are our choices
 for 45 minutes of audio. Evaluation: kNN of spoken digits, train clips -> official test clips.
 
-  python -c "from configs import data2vec_speech_fsdd as c; from jaxssl.train import sequence; \
-             print(sequence.train(c.get_config('cpu')))"
+  python -m jaxssl.main --config configs/data2vec_speech_fsdd.py:cpu --workdir workdirs/data2vec_speech_fsdd
 """
 import ml_collections
 

@@ -6,8 +6,7 @@ masking 15% with 80/10/10 (arXiv:1907.11692), teacher EMA 0.999 -> 0.9999, Adam 
 weight decay 0.01, RoBERTa), sequences of 512. The batch, steps and learning rate here are our
 choices for a 1 MB corpus. Trained by `jaxssl.train.sequence` (the image trainer reads TFDS):
 
-  python -c "from configs import data2vec_text_shakespeare as c; from jaxssl.train import sequence; \
-             print(sequence.train(c.get_config()))"
+  python -m jaxssl.main --config configs/data2vec_text_shakespeare.py:cpu --workdir workdirs/data2vec_text_shakespeare
 """
 import ml_collections
 

@@ -46,6 +46,16 @@ def main(argv):
     from jaxssl.train import loop
 
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
+    if _CONFIG.value.get("trainer", "image") == "sequence":
+        # Tokens or waveforms (configs/data2vec_text_*.py, data2vec_speech_*.py): jaxssl.train.sequence.
+        from jaxssl.train import sequence
+        results = sequence.train(_CONFIG.value, _WORKDIR.value)
+        if jax.process_index() == 0:
+            if results["losses"]:
+                print(f"loss: {results['losses'][0]:.4f} (first logged step) -> {results['losses'][-1]:.4f}")
+            for k, v in sorted(results.get("knn", {}).items()):
+                print(f"knn_k20_t0.07_{k}: {100 * v:.2f}%")
+        return
     results = loop.train(_CONFIG.value, _WORKDIR.value)
     if jax.process_index() == 0:
         knn = {k: v for k, v in results.items() if k.startswith("knn_")}
