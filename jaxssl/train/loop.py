@@ -199,6 +199,18 @@ class _NonFiniteGuard:
                     f"(--config.optimizer.grad_clip), or set config.nonfinite='skip' to drop such updates.")
 
 
+def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard):
+    """The newest good checkpoint's state (data iterator and skip count restored too), else `state`."""
+    restored = checkpointer.restore(ckpt_lib.abstract(state))
+    if restored is None:
+        return state
+    if restored.data is not None:
+        data_iter.set_state(restored.data)
+    guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
+    log.info("Resumed from step %d in %s", restored.step, os.path.dirname(checkpointer.directory))
+    return restored.state
+
+
 # ----------------------------------------------------------------------------------------------
 # The trainer.
 # ----------------------------------------------------------------------------------------------
@@ -270,13 +282,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     pbar, pending, start, finished = None, [], int(state.step), False
     last_saved = start
     try:
-        restored = checkpointer.restore(ckpt_lib.abstract(state))
-        if restored is not None:
-            state = restored.state
-            if restored.data is not None:
-                train_iter.set_state(restored.data)
-            guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
-            log.info("Resumed from step %d in %s", restored.step, workdir)
+        state = _resume(checkpointer, state, train_iter, guard)
         start = last_saved = int(state.step)
 
         # --- Loop --------------------------------------------------------------------------

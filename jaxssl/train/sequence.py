@@ -98,13 +98,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict
     losses, final, pbar, finished = [], {}, None, False
     try:
         if checkpointer is not None:
-            restored = checkpointer.restore(ckpt_lib.abstract(state))
-            if restored is not None:
-                state = restored.state
-                if restored.data is not None:
-                    it.set_state(restored.data)
-                guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
-                log.info("Resumed from step %d in %s", restored.step, workdir)
+            state = loop._resume(checkpointer, state, it, guard)
         start = last_saved = last_logged = int(state.step)
 
         # --- Loop --------------------------------------------------------------------------
