@@ -1,0 +1,128 @@
+"""Shared pieces of the benchmark scripts: machine/commit record, interleaved timing, table, JSON.
+
+Nothing here is a test. Every script prints a markdown table and writes
+`benchmarks/results/<name>.json` with the machine, the commit, the command line and the raw
+per-step times, so a number in RESULTS.md can be traced to one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `python benchmarks/x.py` from the repository root imports jaxssl/configs.
+    sys.path.insert(0, ROOT)
+RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def loadavg() -> float:
+    """1-minute load average (other processes on a shared machine show up here)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def machine_info() -> dict:
+    """nproc, CPU model, load, accelerator, library versions and the git commit."""
+    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    info = dict(nproc=os.cpu_count(), cpu=cpu_model(), load_avg_start=loadavg(), platform=platform.platform(),
+                python=platform.python_version(), commit=git("rev-parse", "HEAD"),
+                dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
+                command=" ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT)
+                                  else "python", *sys.argv]))
+    import jax
+    info.update(jax=jax.__version__, jax_device=str(jax.devices()[0].device_kind), jax_devices=jax.device_count())
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                    cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+    return info
+
+
+def have_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def interleaved(fns: Mapping[str, Callable[[], None]], *, warmup: int, blocks: int, steps: int,
+                log: bool = True) -> dict[str, list[float]]:
+    """Per-call wall times of each `fn`, measured in alternating blocks (A B C, B C A, ...).
+
+    Each fn runs one step and waits for its result (block_until_ready / synchronisation). All
+    fns are warmed up first (compilation, allocator, caches). Then `blocks` rounds; in each,
+    every fn runs `steps` timed calls, the order rotating from round to round, so slow phases
+    of a shared, noisy machine hit every contender alike. Returns {name: [seconds, ...]}.
+    """
+    names = list(fns)
+    for name in names:
+        t = time.perf_counter()
+        for _ in range(warmup):
+            fns[name]()
+        if log:
+            print(f"  warm-up {name}: {time.perf_counter() - t:.1f} s", flush=True)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for b in range(blocks):
+        order = names[b % len(names):] + names[:b % len(names)]
+        for name in order:
+            for _ in range(steps):
+                t = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - t)
+        if log:
+            print(f"  block {b + 1}/{blocks}: " + ", ".join(f"{n} {statistics.median(times[n]):.3f}s"
+                                                          for n in names) + f" (load {loadavg():.2f})", flush=True)
+    return times
+
+
+def summary(times: Sequence[float], batch: int) -> dict:
+    """Median and quartiles of step times, and images/s at the median."""
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
+    med = statistics.median(times)
+    return dict(median_s=med, q1_s=q[0], q3_s=q[2], n=len(times), images_per_s=batch / med)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(name: str, result: dict) -> str:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    result = {**result, "load_avg_end": loadavg(), "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {os.path.relpath(path, ROOT)}")
+    return path
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (JAX uses all cores).")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name (results/<name><tag>.json).")
+    return p

@@ -1,0 +1,129 @@
+r"""Model FLOPs utilisation of jaxssl's train step: FLOPs per step / step time / peak.
+
+Two models at 224 px: ResNet-50 SimCLR (two views) and ViT-S/16 DINO (the two global views;
+`--local_views 6` adds the 96 px crops of the recipe). FLOPs come from XLA:
+`jit(step).lower(...).compile().cost_analysis()["flops"]` for the whole step (augmentation,
+forward, backward, optimiser, EMA) and, as the "model FLOPs" of the MFU definition (PaLM,
+arXiv:2204.02311, App. B), 3 x the forward FLOPs of the network on the step's images (backward
+= 2 x forward), from the cost analysis of the jitted forward pass. Step time: median after
+warm-up. MFU = model FLOPs / step time / peak, with the peak from PEAK_TFLOPS for the device
+(dense bf16, vendor data sheets); on a CPU no MFU is given, only the achieved FLOP/s.
+
+  .venv/bin/python benchmarks/mfu.py --batch 8 --steps 3                  # CPU: FLOP/s only
+  python benchmarks/mfu.py --batch 256 --dtype bfloat16 --steps 20       # GPU/TPU: MFU
+
+Writes benchmarks/results/mfu_<device><tag>.json.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import _common
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import common, dino_vits16_imagenet, simclr_cifar10
+from jaxssl import methods, models
+from jaxssl.train import optim, sharding as shd, step as step_lib
+
+# Dense bf16 peak TFLOP/s per device (NVIDIA/Google data sheets): H100 SXM 989, A100 312,
+# TPU v4 275, TPU v5e 197. Matched against jax's device_kind.
+PEAK_TFLOPS = {"H100": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5e": 197.0}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def peak_tflops(kind: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", float("nan")))
+
+
+def setup(name: str, args):
+    """(method, tx, views) of jaxssl for `name`, from the repository's configs."""
+    dtype = jnp.dtype(args.dtype)
+    if name == "resnet50_simclr":
+        cfg = simclr_cifar10.get_config()
+        backbone = models.get("resnet", variant="50", width=1.0, cifar_stem=False, dtype=dtype)
+        method = methods.get("simclr", backbone=backbone, dtype=dtype, temperature=0.1, proj_hidden=(2048,),
+                             proj_dim=128)
+        # SimCLR ImageNet views: strength 1.0 and Gaussian blur p=0.5 (arXiv:2002.05709, App. A).
+        view = common.simclr_view(224, strength=1.0, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        views = [view, view]
+    else:
+        cfg = dino_vits16_imagenet.get_config()
+        backbone = models.get(**{**cfg.model, "dtype": dtype})
+        views = list(cfg.input.views)[:2 + args.local_views]
+        kw = {**cfg.method_kw, "global_views": 2}
+        method = methods.get("dino", backbone=backbone, dtype=dtype, **kw)
+    tx, _ = optim.make(cfg.optimizer, args.batch, max(cfg.total_steps, 1))
+    return method, tx, views
+
+
+def measure(name: str, args, mesh) -> dict:
+    method, tx, views = setup(name, args)
+    example = jnp.zeros((2, 224, 224, 3), jnp.float32)
+    init = lambda r: step_lib.init_state(method, tx, r, example)
+    state = jax.jit(init, out_shardings=shd.state_shardings(jax.eval_shape(init, jax.random.key(0)), mesh))(
+        jax.random.key(0))
+    images = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), np.uint8)
+    batch = shd.to_global({"image": images}, mesh)
+    train_step = step_lib.make_train_step(method, tx, views, mesh)
+    t = time.perf_counter()
+    compiled = train_step.lower(state, batch, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - t
+    step_flops = flops_of(compiled)
+    # Model FLOPs: the forward pass of the network on every view image of the step, x3.
+    variables = {"params": state.params, **state.model_state}
+    fwd = 0.0
+    for v in views:
+        s = v.get("crop_size", 224)
+        x = jax.ShapeDtypeStruct((args.batch, s, s, 3), jnp.float32)
+        fwd += flops_of(jax.jit(lambda var, x: method.net.apply(var, x, train=False)).lower(variables, x).compile())
+    model_flops = 3 * fwd
+    times = []
+    for i in range(args.warmup + args.steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch, jax.random.key(i))
+        jax.block_until_ready(state)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t)
+        print(f"  {name} step {i}: {time.perf_counter() - t:.2f} s (load {_common.loadavg():.2f})", flush=True)
+    med = statistics.median(times)
+    kind = str(jax.devices()[0].device_kind)
+    peak = peak_tflops(kind)
+    peak_total = peak * 1e12 * jax.device_count() if peak else None
+    return dict(model=name, views=[v.get("crop_size") for v in views], compile_s=compile_s, step_flops_xla=step_flops,
+                model_flops=model_flops, median_step_s=med, times=times, images_per_s=args.batch / med,
+                achieved_tflops=model_flops / med / 1e12, step_tflops=step_flops / med / 1e12,
+                mfu=model_flops / med / peak_total if peak_total else None, peak_tflops_per_device=peak,
+                loss=float(metrics["loss"]))
+
+
+def main():
+    p = _common.parser(__doc__)
+    p.add_argument("--models", default="resnet50_simclr,vits16_dino")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--dtype", default="float32", help="compute dtype (bfloat16 on GPU/TPU).")
+    p.add_argument("--local_views", type=int, default=0, help="DINO 96 px crops (the recipe has 6).")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3)
+    args = p.parse_args()
+    mesh = shd.make_mesh()
+    record = {"benchmark": "mfu", **vars(args), **_common.machine_info()}
+    results = [measure(m, args, mesh) for m in args.models.split(",")]
+    rows = [[r["model"], args.batch, r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
+             f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
+             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"] for r in results]
+    print(_common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
+                         "achieved GFLOP/s", "MFU"], rows))
+    _common.write_json(f"mfu_{record['jax_device'].replace(' ', '_')}{args.tag}", {**record, "results": results})
+
+
+if __name__ == "__main__":
+    main()
