@@ -77,6 +77,22 @@ def two_stage_loss(embed: EmbedFn, objective: ObjectiveFn) -> LossFn:
     return loss_fn
 
 
+def check_two_views(name: str, views) -> None:
+    """The two-view methods' input check: a clear error naming the config key to fix."""
+    if len(views) != 2:
+        raise ValueError(f"{name} takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
+
+
+def apply_each(net: nn.Module, variables: dict, views) -> tuple[Any, dict]:
+    """Each view through `net` in its own train-mode forward pass (BatchNorm statistics per view).
+
+    `variables` is {"params", **model_state} (the student's, or the EMA teacher's). Returns
+    ((out_1, out_2, ...), new model_state).
+    """
+    mutable = [k for k in variables if k != "params"]
+    return net.apply(variables, views, train=True, mutable=mutable, method="each")
+
+
 def embed_each(net: nn.Module, name: str) -> EmbedFn:
     """The two-view `embed` of VICReg and Barlow Twins: each view in its own forward pass.
 
@@ -86,10 +102,8 @@ def embed_each(net: nn.Module, name: str) -> EmbedFn:
 
     def embed(params, model_state, teacher, extra, views, rng):
         del teacher, extra, rng
-        if len(views) != 2:
-            raise ValueError(f"{name} takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
+        check_two_views(name, views)
+        (o1, o2), new_state = apply_each(net, {"params": params, **model_state}, views)
         return {"z1": o1["projection"], "z2": o2["projection"], "h1": o1["features"]}, new_state
 
     return embed

@@ -50,12 +50,10 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
 
     def loss_fn(params, model_state, teacher, extra, views, rng):
         del rng
-        if len(views) != 2:
-            raise ValueError(f"BYOL takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
+        base.check_two_views("BYOL", views)
+        (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The target forward's BatchNorm updates are discarded (see the module docstring).
-        (t1, t2), _ = net.apply(teacher, views, train=True, mutable=list(model_state), method="each")
+        (t1, t2), _ = base.apply_each(net, teacher, views)
         # stop_gradient: the targets are constants of the online update. The step differentiates
         # `params` only, so no gradient could reach the teacher anyway; the call states the
         # intent and keeps it true if the loss is ever differentiated w.r.t. the teacher.

@@ -122,8 +122,7 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         return {"queue": queue, "ptr": jnp.zeros((), jnp.int32)}
 
     def loss_fn(params, model_state, teacher, extra, views, rng):
-        if len(views) != 2:
-            raise ValueError(f"MoCo v2 takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
+        base.check_two_views("MoCo v2", views)
         q_out, new_state = grouped_apply(net, {"params": params, **model_state}, views[0], bn_groups)
         perm = jax.random.permutation(rng, views[1].shape[0])
         # The key encoder's BatchNorm updates are discarded: the step keeps the teacher's running

@@ -65,13 +65,11 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
 
     def embed(params, model_state, teacher, extra, views, rng):
         del extra, rng
-        if len(views) != 2:
-            raise ValueError(f"MoCo v3 takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
+        base.check_two_views("MoCo v3", views)
+        (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The momentum encoder's BatchNorm updates are discarded: the step keeps the teacher's
         # running averages as the EMA of the student's; training uses batch statistics only.
-        (t1, t2), _ = net.apply(teacher, views, train=True, mutable=list(model_state), method="each")
+        (t1, t2), _ = base.apply_each(net, teacher, views)
         emb = {"q1": o1["prediction"], "q2": o2["prediction"], "k1": t1["projection"], "k2": t2["projection"],
                "z1": o1["projection"], "h1": o1["features"]}
         return emb, new_state

@@ -35,8 +35,7 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
 
     def embed(params, model_state, teacher, extra, views, rng):
         del teacher, extra, rng
-        if len(views) != 2:
-            raise ValueError(f"SimCLR takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
+        base.check_two_views("SimCLR", views)
         # Both views in one forward pass: BatchNorm statistics cover the 2N images, as one
         # concatenated batch does in the reference implementation.
         n = views[0].shape[0]

@@ -44,10 +44,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
 
     def loss_fn(params, model_state, teacher, extra, views, rng):
         del teacher, rng
-        if len(views) != 2:
-            raise ValueError(f"SimSiam takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
-        (o1, o2), new_state = net.apply({"params": params, **model_state}, views, train=True,
-                                        mutable=list(model_state), method="each")
+        base.check_two_views("SimSiam", views)
+        (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # stop_gradient is the whole method: the target branch z is a constant, so the encoder
         # is trained only through the predictor side. Without it SimSiam collapses to a
         # constant output (Sec. 4.1, Fig. 2).
