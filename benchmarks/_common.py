@@ -19,7 +19,19 @@ from typing import Callable, Mapping, Sequence
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `python benchmarks/x.py` from the repository root imports jaxssl/configs.
     sys.path.insert(0, ROOT)
-RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results")
+# BENCH_RESULTS_DIR redirects the JSON files (e.g. to a GPU machine's output folder).
+RESULTS_DIR = os.environ.get("BENCH_RESULTS_DIR") or os.path.join(ROOT, "benchmarks", "results")
+
+
+def data_file(*names: str) -> str | None:
+    """The first of `names` found in $BENCH_DATA_DIR, ../shared/data or /work/shared/data (the
+    team's real datasets, README there), else None. A GPU machine gets a copy in BENCH_DATA_DIR."""
+    dirs = [os.environ.get("BENCH_DATA_DIR", ""), os.path.join(ROOT, "..", "shared", "data"), "/work/shared/data"]
+    for name in names:
+        for d in dirs:
+            if d and os.path.exists(os.path.join(d, name)):
+                return os.path.join(d, name)
+    return None
 
 
 def cpu_model() -> str:
@@ -43,9 +55,15 @@ def loadavg() -> float:
 
 def machine_info() -> dict:
     """nproc, CPU model, load, accelerator, library versions and the git commit."""
-    git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+        except OSError:  # no git on the machine
+            return ""
     info = dict(nproc=os.cpu_count(), cpu=cpu_model(), load_avg_start=loadavg(), platform=platform.platform(),
-                python=platform.python_version(), commit=git("rev-parse", "HEAD"),
+                python=platform.python_version(),
+                # BENCH_COMMIT: the commit of a copied working tree without .git (a GPU machine's copy).
+                commit=git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT", ""),
                 dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
                 command=" ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT)
                                   else "python", *sys.argv]))
@@ -125,4 +143,16 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch.set_num_threads (JAX uses all cores).")
     p.add_argument("--tag", default="", help="suffix of the JSON file name (results/<name><tag>.json).")
+    p.add_argument("--torch_device", default=None,
+                   help="device of the PyTorch contenders: cpu or cuda (default: cuda when torch sees one).")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="compute dtype of every contender: jaxssl/flax `dtype=`, torch autocast; params stay float32.")
     return p
+
+
+def torch_device(args) -> str:
+    """The PyTorch contenders' device: `--torch_device`, else cuda when available, else cpu."""
+    import torch
+    if args.torch_device:
+        return args.torch_device
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -140,11 +140,11 @@ class _Images(torch.utils.data.Dataset):
 
 
 def loader(images: np.ndarray, tf, batch: int, workers: int, labels=None, shuffle: bool = True, seed: int = 0,
-           persistent: bool = True):
+           persistent: bool = True, pin_memory: bool = False):
     g = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(_Images(images, labels, tf), batch_size=batch, shuffle=shuffle,
                                        drop_last=shuffle, num_workers=workers, generator=g,
-                                       persistent_workers=persistent and workers > 0)
+                                       persistent_workers=persistent and workers > 0, pin_memory=pin_memory)
 
 
 def forever(dl) -> Iterator:
@@ -152,11 +152,27 @@ def forever(dl) -> Iterator:
         yield from dl
 
 
-def train_step_fn(model: nn.Module, opt, method: str):
-    """step(views) -> loss tensor: forward, backward, optimiser step (synchronous on CPU)."""
+def setup_device(device: str) -> torch.device:
+    """torch.device for `device`; on CUDA with cuDNN autotuning (`cudnn.benchmark`), as a user
+    tuning a fixed-shape training run sets it (TF32 stays at PyTorch's defaults)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
+def train_step_fn(model: nn.Module, opt, method: str, device: str | torch.device = "cpu", dtype: str = "float32"):
+    """step(x0, x1) -> loss tensor: views to `device` (non-blocking from pinned memory), forward
+    under bf16 autocast when `dtype == "bfloat16"` (parameters and optimiser stay float32, as
+    jaxssl's `dtype=`), backward, optimiser step. Callers synchronise with `loss.item()`."""
+    dev = torch.device(device)
+    bf16 = dtype == "bfloat16"
+
     def step(x0, x1):
+        x0, x1 = x0.to(dev, non_blocking=True), x1.to(dev, non_blocking=True)
         opt.zero_grad(set_to_none=True)
-        loss = model.loss(x0, x1)
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(x0, x1)
         loss.backward()
         opt.step()
         return loss

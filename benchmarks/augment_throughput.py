@@ -34,13 +34,17 @@ from jaxssl import augment
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 
 
-def load(size: int, n: int) -> np.ndarray:
-    path = ("/work/shared/data/cifar10_train_part1.npz" if size == 32
-            else "/work/shared/data/imagenette_val_224_sample.npz")
+def load(size: int, n: int, min_n: int = 0) -> np.ndarray:
+    names = (("cifar10_train_part1.npz", "cifar10_test.npz") if size == 32 else ("imagenette_val_224_sample.npz",))
+    path = _common.data_file(*names)
+    if path is None:
+        raise SystemExit(f"none of {names} found in $BENCH_DATA_DIR, ../shared/data or /work/shared/data.")
     with np.load(path) as z:
         x = z["x"][:n]
     if x.shape[1] != size:
         raise SystemExit(f"{path} holds {x.shape[1]} px images; use --size 32 or 224.")
+    if len(x) < min_n:  # 20 Imagenette images at 224 px: repeated, so that batches of any size exist
+        x = np.concatenate([x] * -(-min_n // len(x)))
     return x
 
 
@@ -109,7 +113,7 @@ def main():
     p.add_argument("--contenders", default="jaxssl,torchvision_v2_nw0,torchvision_v2_nw2,lightly_nw0,lightly_nw2")
     args = p.parse_args()
     wanted = args.contenders.split(",")
-    images = load(args.size, 10_000 if args.size == 32 else 100_000)
+    images = load(args.size, 10_000 if args.size == 32 else 100_000, min_n=4 * args.batch)
     fns, blocks = {}, {}
     if "jaxssl" in wanted:
         fns["jaxssl"] = jaxssl_fn(images, args.batch)

@@ -45,27 +45,30 @@ def views_for(method: str, size: int):
 
 
 def load_images(n: int, size: int, seed: int = 0) -> np.ndarray:
-    """Real CIFAR-10 training images when /work/shared/data has them (random ones otherwise)."""
-    path = "/work/shared/data/cifar10_train_part1.npz"
-    try:
+    """Real CIFAR-10 images (training part 1, else the test set) at 32 px; random uint8 images
+    when no copy of the data is found or another size is asked for."""
+    path = _common.data_file("cifar10_train_part1.npz", "cifar10_test.npz") if size == 32 else None
+    if path:
         with np.load(path) as z:
-            x = z["x"][:n]
-        if size == 32:
-            return x
-    except OSError:
-        pass
+            return z["x"][:n]
+    print(f"using random uint8 images ({size} px): no CIFAR-10 copy found or size != 32")
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), np.uint8)
 
 
 # --- jaxssl ---------------------------------------------------------------------------------------
-def jaxssl_step(method: str, args, images: np.ndarray):
-    backbone = models.get("resnet", variant="18", width=args.width, cifar_stem=True)
-    kw = dict(proj_hidden=(args.hidden,), proj_dim=args.out)
+def jaxssl_method(method: str, args):
+    """jaxssl's SimCLR/BYOL with the benchmark's ResNet-18, heads and compute dtype."""
+    dtype = jnp.dtype(args.dtype)
+    backbone = models.get("resnet", variant="18", width=args.width, cifar_stem=True, dtype=dtype)
+    kw = dict(proj_hidden=(args.hidden,), proj_dim=args.out, dtype=dtype)
     if method == "simclr":
-        m = methods.get("simclr", backbone=backbone, temperature=TEMPERATURE, **kw)
-    else:
-        m = methods.get("byol", backbone=backbone, total_steps=TOTAL_STEPS, pred_hidden=(args.hidden,),
-                        base_momentum=MOMENTUM, **kw)
+        return methods.get("simclr", backbone=backbone, temperature=TEMPERATURE, **kw)
+    return methods.get("byol", backbone=backbone, total_steps=TOTAL_STEPS, pred_hidden=(args.hidden,),
+                       base_momentum=MOMENTUM, **kw)
+
+
+def jaxssl_step(method: str, args, images: np.ndarray):
+    m = jaxssl_method(method, args)
     opt_cfg = ml_collections.ConfigDict(dict(name="lars", base_lr=BASE_LR, lr_scaling="none", warmup_steps=0,
                                              weight_decay=WD, momentum=0.9))
     tx, lr = optim.make(opt_cfg, args.batch, TOTAL_STEPS)
@@ -178,10 +181,12 @@ def lightly_steps(method: str, args, images: np.ndarray):
 
     import _peers
     torch.manual_seed(0)
-    model = _peers.make_model(method, args.width, args.hidden, args.out)
+    dev = _peers.setup_device(_common.torch_device(args))
+    model = _peers.make_model(method, args.width, args.hidden, args.out).to(dev)
     opt = _peers.lars(model, BASE_LR, WD)
-    step = _peers.train_step_fn(model, opt, method)
-    it = _peers.forever(_peers.loader(images, _peers.transform(method, args.size), args.batch, args.workers))
+    step = _peers.train_step_fn(model, opt, method, dev, args.dtype)
+    it = _peers.forever(_peers.loader(images, _peers.transform(method, args.size), args.batch, args.workers,
+                                      pin_memory=dev.type == "cuda"))
     box = {}
 
     def run():
@@ -189,6 +194,7 @@ def lightly_steps(method: str, args, images: np.ndarray):
         box["loss"] = step(x0, x1).item()
 
     (f0, f1), _ = next(it)
+    f0, f1 = f0.to(dev), f1.to(dev)  # model only: no host-to-device copy either
 
     def run_fixed():
         box["loss_fixed"] = step(f0, f1).item()
@@ -207,7 +213,7 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--blocks", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per contender per block.")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers on the lightly side.")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers on the lightly side (GPU: most cores).")
     p.add_argument("--frameworks", default="jaxssl,handwritten,lightly,lightly_model_only")
     args = p.parse_args()
     wanted = args.frameworks.split(",")
@@ -223,10 +229,7 @@ def main():
     if "jaxssl" in wanted or "handwritten" in wanted:
         fns["jaxssl"], boxes["jaxssl"], info["jax_backbone_params"] = jaxssl_step(args.method, args, images)
     if "handwritten" in wanted:
-        net = methods.get(args.method, backbone=models.get("resnet", variant="18", width=args.width, cifar_stem=True),
-                          proj_hidden=(args.hidden,), proj_dim=args.out,
-                          **({"total_steps": TOTAL_STEPS, "pred_hidden": (args.hidden,)} if args.method == "byol"
-                             else {})).net
+        net = jaxssl_method(args.method, args).net
         fns["handwritten"], boxes["handwritten"] = handwritten_step(args.method, args, images, net)
     if "jaxssl" not in wanted:
         fns.pop("jaxssl", None)
@@ -238,7 +241,8 @@ def main():
             fns["lightly_model_only"] = run_fixed
 
     record = {"benchmark": "throughput", "method": args.method, **vars(args), **info, **_common.machine_info()}
-    print(f"{args.method}: ResNet-18 width {args.width}, {args.size}px, batch {args.batch}; "
+    print(f"{args.method}: ResNet-18 width {args.width}, {args.size}px, batch {args.batch}, {args.dtype}, "
+          f"jax on {jax.devices()[0].device_kind}; "
           f"load {record['load_avg_start']:.2f}", flush=True)
     times = _common.interleaved(fns, warmup=args.warmup, blocks=args.blocks, steps=args.steps)
     stats = {n: _common.summary(t, args.batch) for n, t in times.items()}
