@@ -62,8 +62,9 @@ def machine_info() -> dict:
             return ""
     info = dict(nproc=os.cpu_count(), cpu=cpu_model(), load_avg_start=loadavg(), platform=platform.platform(),
                 python=platform.python_version(),
-                # BENCH_COMMIT: the commit of a copied working tree without .git (a GPU machine's copy).
-                commit=git("rev-parse", "HEAD") or os.environ.get("BENCH_COMMIT", ""),
+                # BENCH_COMMIT: the commit of a working tree copied to another machine (a GPU
+                # machine's copy may carry no .git, or a stale one).
+                commit=os.environ.get("BENCH_COMMIT") or git("rev-parse", "HEAD"),
                 dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
                 command=" ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT)
                                   else "python", *sys.argv]))

@@ -1,0 +1,166 @@
+"""The PyTorch/lightly side of the ViT-S/16 DINO throughput benchmark (`throughput_dino.py`).
+
+Only benchmarks import this module (it needs `.venv-bench` plus timm, see benchmarks/README.md).
+It mirrors jaxssl's `configs/dino_vits16_imagenet.py` step, written the way lightly's DINO example
+writes it, with the reference's (facebookresearch/dino) choices where jaxssl follows them:
+
+- backbone: timm's `vit_small_patch16_224` (`dynamic_img_size=True`: the position embedding is
+  resized for the 96 px crops, as DINO's `interpolate_pos_encoding`), stochastic depth 0.1 in
+  the student and none in the teacher (DINO builds its teacher with `drop_path_rate=0`);
+- head/loss: `lightly.models.modules.DINOProjectionHead`, `lightly.loss.DINOLoss` (centring,
+  sharpening with the teacher temperature given each step, centre EMA 0.9);
+- teacher: a copy of the student, `lightly.models.utils.update_momentum` with
+  `lightly.utils.scheduler.cosine_schedule` (0.996 -> 1);
+- multi-crop: crops of one resolution go through the backbone in one call and the head runs once
+  on all features (DINO's MultiCropWrapper, as jaxssl's `heads.MultiCrop`);
+- optimiser: `torch.optim.AdamW` with DINO's parameter groups (no weight decay on biases and
+  norm parameters), per-step learning rate and weight-decay schedules, and DINO's per-tensor
+  gradient clipping (`utils.clip_gradients`, without its per-tensor host sync);
+- augmentation: `lightly.transforms.DINOTransform` on PIL images in a `DataLoader` (per image,
+  on the host), lightly's standard data path.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+import _peers
+
+
+def vit(size: int, drop_path_rate: float, width: int | None = None, depth: int | None = None,
+        heads: int | None = None) -> nn.Module:
+    """timm ViT-S/16 (or a smaller one: `width`/`depth`/`heads`) returning the CLS feature (B, D)."""
+    import timm
+    kw = dict(img_size=size, drop_path_rate=drop_path_rate, num_classes=0, dynamic_img_size=True)
+    kw.update({k: v for k, v in (("embed_dim", width), ("depth", depth), ("num_heads", heads)) if v})
+    return timm.create_model("vit_small_patch16_224", pretrained=False, **kw)
+
+
+class DINO(nn.Module):
+    """Student and EMA teacher (backbone + DINOProjectionHead) and lightly's DINOLoss."""
+
+    def __init__(self, *, size: int, drop_path_rate: float, out_dim: int, hidden_dim: int, bottleneck_dim: int,
+                 norm_last_layer: bool, freeze_last_layer: int, student_temperature: float, center_momentum: float,
+                 width: int | None = None, depth: int | None = None, heads: int | None = None):
+        super().__init__()
+        from lightly.loss import DINOLoss
+        from lightly.models.modules import DINOProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+        self.student_backbone = vit(size, drop_path_rate, width, depth, heads)
+        self.teacher_backbone = vit(size, 0.0, width, depth, heads)
+        head = lambda: DINOProjectionHead(self.student_backbone.num_features, hidden_dim, bottleneck_dim, out_dim,
+                                          batch_norm=False, freeze_last_layer=freeze_last_layer,
+                                          norm_last_layer=norm_last_layer)
+        # Two heads and load_state_dict rather than deepcopy: the weight-normed layer holds a
+        # non-leaf tensor that deepcopy refuses (lightly's example also builds a second head).
+        self.student_head, self.teacher_head = head(), head()
+        self.teacher_backbone.load_state_dict(self.student_backbone.state_dict())
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        deactivate_requires_grad(self.teacher_backbone)
+        deactivate_requires_grad(self.teacher_head)
+        self.criterion = DINOLoss(output_dim=out_dim, student_temp=student_temperature,
+                                  center_momentum=center_momentum)
+
+    def loss(self, views: list[torch.Tensor], momentum: float, teacher_temperature: float) -> torch.Tensor:
+        """DINO loss of one batch; views = 2 global crops, then the local crops (one size each)."""
+        from lightly.models.utils import update_momentum
+        update_momentum(self.student_backbone, self.teacher_backbone, m=momentum)
+        update_momentum(self.student_head, self.teacher_head, m=momentum)
+        n = len(views)
+        with torch.no_grad():
+            teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2)
+        feats = [self.student_backbone(torch.cat(views[:2]))]
+        if n > 2:
+            feats.append(self.student_backbone(torch.cat(views[2:])))
+        student = self.student_head(torch.cat(feats)).chunk(n)
+        return self.criterion(list(teacher), list(student), teacher_temp=teacher_temperature)
+
+
+def adamw(model: DINO, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW on the student; biases and norm parameters (ndim <= 1) without weight decay (DINO's
+    `get_params_groups`, jaxssl's optim.decay_mask). Groups carry "decay" for the wd schedule."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if p.ndim > 1], "decay": True},
+              {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0, "decay": False}]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def clip_per_param_(params: list[torch.Tensor], max_norm: float, eps: float = 1e-6) -> None:
+    """Each gradient scaled by min(1, max_norm / (||g|| + eps)), DINO's `clip_gradients`, on device
+    (the reference's `if clip_coef < 1` would synchronise the host once per tensor)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    coefs = torch.clamp(max_norm / (torch.stack(norms) + eps), max=1.0)
+    for g, c in zip(grads, coefs.unbind()):
+        g.mul_(c.to(g.dtype))
+
+
+def train_step_fn(model: DINO, opt: torch.optim.Optimizer, *, device: str, bf16: bool, lr, weight_decay,
+                  teacher_temperature, total_steps: int, base_momentum: float, grad_clip: float | None):
+    """step(views) -> loss tensor: schedules, EMA, forward (autocast when bf16), backward, clip, AdamW.
+
+    `lr`, `weight_decay`, `teacher_temperature`: step -> float (the same schedules as jaxssl).
+    """
+    from lightly.utils.scheduler import cosine_schedule
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    count = {"step": 0}
+
+    def step(views):
+        i = count["step"]
+        for g in opt.param_groups:
+            g["lr"] = lr(i)
+            if g["decay"]:
+                g["weight_decay"] = weight_decay(i)
+        views = [v.to(device, non_blocking=True) for v in views]
+        m = cosine_schedule(i, total_steps, base_momentum, 1.0)
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(views, m, teacher_temperature(i))
+        loss.backward()
+        model.student_head.cancel_last_layer_gradients(current_epoch=0)  # freeze_last_layer epochs
+        if grad_clip:
+            clip_per_param_(trainable, grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        count["step"] = i + 1
+        return loss
+
+    return step
+
+
+def transform(global_size: int, local_size: int, local_views: int):
+    """lightly's DINOTransform with jaxssl's DINO views (its defaults are DINO's: global scale
+    0.4-1, local 0.05-0.4, jitter 0.4/0.4/0.2/0.1 w.p. 0.8, grey 0.2, blur 1.0/0.1/0.5,
+    solarisation 0.2 on the second global crop, ImageNet normalisation)."""
+    from lightly.transforms import DINOTransform
+    return DINOTransform(global_crop_size=global_size, local_crop_size=local_size, n_local_views=local_views)
+
+
+PREFETCH = 2  # batches each DataLoader worker prepares ahead (torch's default prefetch_factor)
+
+
+def loader(images: np.ndarray, tf, batch: int, workers: int, pin_memory: bool, seed: int = 0):
+    """An endless DataLoader over `_peers._Images`: one epoch of sampling with replacement that never
+    ends, so no epoch boundary drains the workers' prefetch queue with a small image set. Up to
+    `workers * PREFETCH` batches wait in its queue."""
+    g = torch.Generator().manual_seed(seed)
+    ds = _peers._Images(images, None, tf)
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=2 ** 31 - 1, generator=g)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=True, num_workers=workers,
+                                       pin_memory=pin_memory, persistent_workers=workers > 0,
+                                       prefetch_factor=PREFETCH if workers > 0 else None)
+
+
+def cosine(start: float, end: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0):
+    """step -> linear warm-up from `warmup_start` to `start`, then cosine to `end` at `total_steps`
+    (jaxssl.schedules.warmup_cosine / DINO's `cosine_scheduler`, per step)."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return warmup_start + (start - warmup_start) * step / warmup_steps
+        frac = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return f
