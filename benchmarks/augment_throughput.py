@@ -43,7 +43,7 @@ def load(size: int, n: int, min_n: int = 0) -> np.ndarray:
         x = z["x"][:n]
     if x.shape[1] != size:
         raise SystemExit(f"{path} holds {x.shape[1]} px images; use --size 32 or 224.")
-    if len(x) < min_n:  # 20 Imagenette images at 224 px: repeated, so that batches of any size exist
+    if len(x) < min_n:  # 20 Imagenette images at 224 px: repeated, so that one epoch holds a block's batches
         x = np.concatenate([x] * -(-min_n // len(x)))
     return x
 
@@ -113,7 +113,7 @@ def main():
     p.add_argument("--contenders", default="jaxssl,torchvision_v2_nw0,torchvision_v2_nw2,lightly_nw0,lightly_nw2")
     args = p.parse_args()
     wanted = args.contenders.split(",")
-    images = load(args.size, 10_000 if args.size == 32 else 100_000, min_n=4 * args.batch)
+    images = load(args.size, 10_000 if args.size == 32 else 100_000, min_n=(args.steps + 2) * args.batch)
     fns, blocks = {}, {}
     if "jaxssl" in wanted:
         fns["jaxssl"] = jaxssl_fn(images, args.batch)
