@@ -65,7 +65,7 @@ def machine_info() -> dict:
                 # BENCH_COMMIT: the commit of a working tree copied to another machine (a GPU
                 # machine's copy may carry no .git, or a stale one).
                 commit=os.environ.get("BENCH_COMMIT") or git("rev-parse", "HEAD"),
-                dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
+                dirty=None if os.environ.get("BENCH_COMMIT") else bool(git("status", "--porcelain", "--untracked-files=no")),
                 command=" ".join([os.path.relpath(sys.executable, ROOT) if sys.executable.startswith(ROOT)
                                   else "python", *sys.argv]))
     import jax

@@ -2,15 +2,17 @@ r"""Model FLOPs utilisation of jaxssl's train step: FLOPs per step / step time /
 
 Two models at 224 px: ResNet-50 SimCLR (two views) and ViT-S/16 DINO (the two global views;
 `--local_views 6` adds the 96 px crops of the recipe). FLOPs come from XLA:
-`jit(step).lower(...).compile().cost_analysis()["flops"]` for the whole step (augmentation,
-forward, backward, optimiser, EMA) and, as the "model FLOPs" of the MFU definition (PaLM,
-arXiv:2204.02311, App. B), 3 x the forward FLOPs of the network on the step's images (backward
-= 2 x forward), from the cost analysis of the jitted forward pass. Step time: median after
+`jit(step).lower(...).cost_analysis()["flops"]` of the unoptimised HLO for the whole step
+(augmentation, forward, backward, optimiser, EMA) and, as the "model FLOPs" of the MFU
+definition (PaLM, arXiv:2204.02311, App. B), 3 x the forward FLOPs of the network on the step's
+images (backward = 2 x forward), from the lowered forward pass. (The *compiled* program's count
+leaves out what XLA:GPU hands to cuDNN/cuBLAS; it is kept as `step_flops_xla_compiled`.) Step time: median after
 warm-up. MFU = model FLOPs / step time / peak, with the peak from PEAK_TFLOPS for the device
 (dense bf16, vendor data sheets); on a CPU no MFU is given, only the achieved FLOP/s.
 
   .venv/bin/python benchmarks/mfu.py --batch 8 --steps 3                  # CPU: FLOP/s only
-  python benchmarks/mfu.py --batch 256 --dtype bfloat16 --steps 20       # GPU/TPU: MFU
+  python benchmarks/mfu.py --batch 128 --dtype bfloat16 --local_views 6 --steps 10   # GPU/TPU: MFU
+  .venv/bin/python benchmarks/mfu.py --recount benchmarks/results/mfu_NVIDIA_H200_b128.json
 
 Writes benchmarks/results/mfu_<device><tag>.json.
 """
@@ -38,10 +40,11 @@ def peak_tflops(kind: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k.lower() in kind.lower()), None)
 
 
-def flops_of(compiled) -> float:
-    cost = compiled.cost_analysis()
+def flops_of(stage) -> float:
+    """FLOPs of a `jax.stages.Lowered` (unoptimised HLO) or `Compiled` (optimised HLO) program."""
+    cost = stage.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
+    return float((cost or {}).get("flops", float("nan")))
 
 
 def setup(name: str, args):
@@ -65,28 +68,50 @@ def setup(name: str, args):
     return method, tx, views
 
 
-def measure(name: str, args, mesh) -> dict:
-    method, tx, views = setup(name, args)
-    example = jnp.zeros((2, 224, 224, 3), jnp.float32)
-    init = lambda r: step_lib.init_state(method, tx, r, example)
-    state = jax.jit(init, out_shardings=shd.state_shardings(jax.eval_shape(init, jax.random.key(0)), mesh))(
-        jax.random.key(0))
-    images = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), np.uint8)
-    batch = shd.to_global({"image": images}, mesh)
-    train_step = step_lib.make_train_step(method, tx, views, mesh)
-    t = time.perf_counter()
-    compiled = train_step.lower(state, batch, jax.random.key(1)).compile()
-    compile_s = time.perf_counter() - t
-    step_flops = flops_of(compiled)
+def count_flops(method, views, args, state, batch, train_step) -> dict:
+    """Model and step FLOPs from XLA's cost analysis of the *lowered* (unoptimised) HLO.
+
+    Backend-independent: on a GPU the compiled program's cost analysis leaves out the
+    convolutions and matrix products that XLA hands to cuDNN/cuBLAS as custom calls (it gave
+    67 GFLOP for a ResNet-50 step of 6,100 on the H200), so the lowered count is the one used;
+    on a CPU both agree within 1-2%. `state`/`batch` may be arrays or ShapeDtypeStructs."""
+    step_flops = flops_of(train_step.lower(state, batch, jax.random.key(1)))
     # Model FLOPs: the forward pass of the network on every view image of the step, x3.
     variables = {"params": state.params, **state.model_state}
     sizes = [v.get("crop_size", 224) for v in views]
     forward = jax.jit(lambda var, x: method.net.apply(var, x, train=False))
     fwd = 0.0
-    for s in sorted(set(sizes)):  # one compile per crop size (DINO: 224 and 96)
+    for s in sorted(set(sizes)):  # one lowering per crop size (DINO: 224 and 96)
         x = jax.ShapeDtypeStruct((args.batch, s, s, 3), jnp.float32)
-        fwd += sizes.count(s) * flops_of(forward.lower(variables, x).compile())
-    model_flops = 3 * fwd
+        fwd += sizes.count(s) * flops_of(forward.lower(variables, x))
+    return {"model_flops": 3 * fwd, "step_flops_xla": step_flops}
+
+
+def build(name: str, args, mesh, abstract: bool = False):
+    """(method, views, state, batch, train_step); abstract=True: shapes only, nothing allocated."""
+    method, tx, views = setup(name, args)
+    example = jnp.zeros((2, 224, 224, 3), jnp.float32)
+    init = lambda r: step_lib.init_state(method, tx, r, example)
+    shapes = jax.eval_shape(init, jax.random.key(0))
+    state_sh = shd.state_shardings(shapes, mesh)
+    if abstract:
+        state = jax.tree_util.tree_map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                                       shapes, state_sh)
+        batch = {"image": jax.ShapeDtypeStruct((args.batch, 224, 224, 3), jnp.uint8, sharding=shd.data_sharded(mesh))}
+    else:
+        state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
+        images = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), np.uint8)
+        batch = shd.to_global({"image": images}, mesh)
+    return method, views, state, batch, step_lib.make_train_step(method, tx, views, mesh)
+
+
+def measure(name: str, args, mesh) -> dict:
+    method, views, state, batch, train_step = build(name, args, mesh)
+    t = time.perf_counter()
+    compiled = train_step.lower(state, batch, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - t
+    counts = count_flops(method, views, args, state, batch, train_step)
+    step_flops, model_flops = counts["step_flops_xla"], counts["model_flops"]
     times = []
     for i in range(args.warmup + args.steps):
         t = time.perf_counter()
@@ -95,15 +120,50 @@ def measure(name: str, args, mesh) -> dict:
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
         print(f"  {name} step {i}: {time.perf_counter() - t:.2f} s (load {_common.loadavg():.2f})", flush=True)
-    med = statistics.median(times)
     kind = str(jax.devices()[0].device_kind)
+    return dict(model=name, views=[v.get("crop_size") for v in views], compile_s=compile_s,
+                step_flops_xla_compiled=flops_of(compiled), times=times, loss=float(metrics["loss"]),
+                **rates(counts, statistics.median(times), args.batch, kind, jax.device_count()))
+
+
+def rates(counts: dict, median_s: float, batch: int, kind: str, n_devices: int) -> dict:
+    """Achieved FLOP/s and MFU = model FLOPs / step time / (peak per device x devices)."""
     peak = peak_tflops(kind)
-    peak_total = peak * 1e12 * jax.device_count() if peak else None
-    return dict(model=name, views=[v.get("crop_size") for v in views], compile_s=compile_s, step_flops_xla=step_flops,
-                model_flops=model_flops, median_step_s=med, times=times, images_per_s=args.batch / med,
-                achieved_tflops=model_flops / med / 1e12, step_tflops=step_flops / med / 1e12,
-                mfu=model_flops / med / peak_total if peak_total else None, peak_tflops_per_device=peak,
-                loss=float(metrics["loss"]))
+    peak_total = peak * 1e12 * n_devices if peak else None
+    return dict(**counts, median_step_s=median_s, images_per_s=batch / median_s,
+                achieved_tflops=counts["model_flops"] / median_s / 1e12,
+                step_tflops=counts["step_flops_xla"] / median_s / 1e12,
+                mfu=counts["model_flops"] / median_s / peak_total if peak_total else None, peak_tflops_per_device=peak)
+
+
+def recount(path: str) -> None:
+    """Re-derive the FLOPs of a results JSON written by an earlier version of this script (which
+    took them from the compiled program's cost analysis: too low on a GPU, see count_flops) for
+    its models, batch, dtype and views, here, from shapes alone; the measured step times are
+    kept. Writes <name>_recount.json next to it."""
+    import json
+    import os
+    with open(path) as f:
+        rec = json.load(f)
+    args = type("Args", (), {k: rec[k] for k in ("batch", "dtype", "local_views")})
+    mesh = shd.make_mesh()
+    results = []
+    for r in rec["results"]:
+        method, views, state, batch, train_step = build(r["model"], args, mesh, abstract=True)
+        counts = count_flops(method, views, args, state, batch, train_step)
+        results.append({**r, "flops_as_measured": {k: r.get(k) for k in ("model_flops", "step_flops_xla", "mfu")},
+                        **rates(counts, r["median_step_s"], rec["batch"], rec["jax_device"], rec["jax_devices"])})
+    out = {**rec, "results": results, "recount": {"from": os.path.basename(path), **_common.machine_info()}}
+    print_table(results, rec["batch"])
+    _common.write_json(os.path.splitext(os.path.basename(path))[0] + "_recount", out)
+
+
+def print_table(results, batch: int) -> None:
+    rows = [[r["model"], batch, r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
+             f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
+             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"] for r in results]
+    print(_common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
+                         "achieved GFLOP/s", "MFU"], rows))
 
 
 def main():
@@ -113,15 +173,15 @@ def main():
     p.add_argument("--local_views", type=int, default=0, help="DINO 96 px crops (the recipe has 6).")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--recount", default=None, metavar="JSON",
+                   help="re-derive the FLOPs and MFU of an earlier results file (its times kept); runs no step.")
     args = p.parse_args()
+    if args.recount:
+        return recount(args.recount)
     mesh = shd.make_mesh()
     record = {"benchmark": "mfu", **vars(args), **_common.machine_info()}
     results = [measure(m, args, mesh) for m in args.models.split(",")]
-    rows = [[r["model"], args.batch, r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
-             f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
-             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"] for r in results]
-    print(_common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
-                         "achieved GFLOP/s", "MFU"], rows))
+    print_table(results, args.batch)
     _common.write_json(f"mfu_{record['jax_device'].replace(' ', '_')}{args.tag}", {**record, "results": results})
 
 

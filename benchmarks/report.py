@@ -50,11 +50,13 @@ def augment(d: dict) -> str:
 
 
 def mfu(d: dict) -> str:
+    note = (f"FLOPs re-derived by `mfu.py --recount` from {d['recount']['from']} on {d['recount']['cpu']} "
+            f"(jax {d['recount']['jax']}); step times as measured.\n\n" if d.get("recount") else "")
     rows = [[r["model"], d["batch"], r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
              f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
              f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (CPU)"] for r in d["results"]]
-    return _common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
-                          "achieved model GFLOP/s", "MFU"], rows)
+    return note + _common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
+                                 "achieved model GFLOP/s", "MFU"], rows)
 
 
 def tta(d: dict) -> str:
@@ -71,11 +73,14 @@ def profile(d: dict) -> str:
 
 
 def main():
-    render = {"profile_step": profile, "throughput": throughput, "augment_throughput": augment, "mfu": mfu, "time_to_accuracy": tta}
+    render = {"profile_step": profile, "throughput": throughput, "throughput_dino": throughput,
+              "augment_throughput": augment, "mfu": mfu, "time_to_accuracy": tta}
     for path in sorted(glob.glob(os.path.join(_common.RESULTS_DIR, "*.json"))):
         with open(path) as f:
             d = json.load(f)
-        print(f"### {os.path.basename(path)}\n\n{header(d)}\n\n{render[d['benchmark']](d)}\n")
+        fn = render.get(d["benchmark"])
+        body = fn(d) if fn else "(no table for this benchmark here: its script prints one; raw numbers in the JSON)"
+        print(f"### {os.path.basename(path)}\n\n{header(d)}\n\n{body}\n")
 
 
 if __name__ == "__main__":
