@@ -72,9 +72,16 @@ def profile(d: dict) -> str:
                                                          for n, v in d["stats"].items()])
 
 
+def step_cost(d: dict) -> str:
+    keys = ("flops", "bytes accessed", "transcendentals")
+    return _common.table(["step", "GFLOP", "GB accessed (unfused)", "G transcendentals"],
+                         [[n, *(f"{c[k] / 1e9:.2f}" for k in keys)] for n, c in d["costs"].items()])
+
+
 def main():
     render = {"profile_step": profile, "throughput": throughput, "throughput_dino": throughput,
-              "augment_throughput": augment, "mfu": mfu, "time_to_accuracy": tta}
+              "augment_throughput": augment, "mfu": mfu, "time_to_accuracy": tta,
+              "dino_step_cost": step_cost}
     for path in sorted(glob.glob(os.path.join(_common.RESULTS_DIR, "*.json"))):
         with open(path) as f:
             d = json.load(f)

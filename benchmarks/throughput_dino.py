@@ -172,7 +172,7 @@ def handwritten_step(args, images: np.ndarray, net, kw, opt_cfg, total_steps: in
         return {"params": params, "teacher": teacher, "opt": opt, "center": center, "step": s["step"] + 1}, loss
 
     rng, np_rng = jax.random.key(0), np.random.default_rng(0)
-    box = {"state": s}
+    box = {"state": s, "step": step}  # the jitted step: its cost analysis can be compared with jaxssl's
 
     def run():
         x = jnp.asarray(images[np_rng.choice(len(images), b, replace=False)])
@@ -248,6 +248,34 @@ def sustained_times(run, args) -> list[float]:
     return times
 
 
+def step_costs(args, images, cfg, kw, method, tx, lr, views) -> None:
+    """Same device work? XLA's cost analysis of the two steps' lowered (unoptimised) programs at
+    the benchmark's shapes: equal counts put a measured time gap on the host side (dispatch,
+    input placement) or the machine, not on extra computation in jaxssl's step."""
+    mesh = shd.make_mesh()
+    init = lambda r: step_lib.init_state(method, tx, r, _example(args))
+    shapes = jax.eval_shape(init, jax.random.key(INIT_SEED))
+    abstract = jax.tree_util.tree_map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes,
+                                      shd.state_shardings(shapes, mesh))
+    batch = {"image": jax.ShapeDtypeStruct(images[:args.batch].shape, jnp.uint8, sharding=shd.data_sharded(mesh))}
+    lowered = {"jaxssl": step_lib.make_train_step(method, tx, views, mesh, lr).lower(abstract, batch, jax.random.key(0))}
+    _, box = handwritten_step(args, images, method.net, kw, cfg.optimizer, cfg.total_steps, views)
+    hand = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), box["state"])
+    lowered["handwritten"] = box["step"].lower(hand, jax.ShapeDtypeStruct(batch["image"].shape, jnp.uint8),
+                                               jax.random.key(0))
+    keys = ("flops", "bytes accessed", "transcendentals")
+    costs = {}
+    for name, lo in lowered.items():
+        c = lo.cost_analysis()
+        c = c[0] if isinstance(c, (list, tuple)) else c
+        costs[name] = {k: float(c.get(k, float("nan"))) for k in keys}
+    print(_common.table(["step", "GFLOP", "GB accessed (unfused)", "G transcendentals"],
+                        [[n, *(f"{c[k] / 1e9:.2f}" for k in keys)] for n, c in costs.items()]))
+    print("jaxssl / handwritten: " + ", ".join(f"{k} {costs['jaxssl'][k] / costs['handwritten'][k]:.4f}" for k in keys))
+    _common.write_json(f"dino_step_cost_b{args.batch}{args.tag}", {"benchmark": "dino_step_cost", **vars(args),
+                                                                   "costs": costs, **_common.machine_info()})
+
+
 def main():
     p = _common.parser(__doc__)
     p.add_argument("--tiny", action="store_true", help="tiny ViT/head/images/batch: a CPU check of every path.")
@@ -268,6 +296,9 @@ def main():
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader workers on the lightly side (default: min(8, nproc - 2) on cuda, 0 on cpu).")
     p.add_argument("--frameworks", default="jaxssl,handwritten,lightly,lightly_model_only")
+    p.add_argument("--cost_only", action="store_true",
+                   help="run nothing: compare XLA's cost analysis (FLOPs, bytes, transcendentals) of the jaxssl "
+                        "and hand-written steps' lowered programs (any backend; full size on a CPU in seconds).")
     args = p.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
@@ -292,6 +323,8 @@ def main():
     images = load_images(max(512, 2 * args.batch), round(args.global_size * 8 / 7))
 
     cfg, kw, method, tx, lr, views = setup(args)  # builds modules only: no JAX backend yet
+    if args.cost_only:
+        return step_costs(args, images, cfg, kw, method, tx, lr, views)
     fns, boxes, info = {}, {}, {}
     torch_fns = {}
     if torch_wanted:
