@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu_run.sh OUT_DIR [BUDGET_S] [STEPS...]
 #
 # Runs the STEPS (default: all, in the order below) one after the other, each under its own
-# timeout, skipping a step when less than its minimum time is left of BUDGET_S (default 540 s).
+# timeout, skipping a step when less than its minimum time is left of BUDGET_S (default 540 s; on an
+# H200 the steps took: env 13 s, simclr 67 s, byol 86 s, dino 198 s, mfu 171 s, augment 32 s).
 # Everything printed goes to OUT_DIR/log.txt, the JSON files to OUT_DIR/results/ (packed into
 # OUT_DIR/results.tar at the end). A failing step does not stop the others.
 set -u
@@ -53,9 +54,9 @@ print(\"jax\", jax.__version__, jax.devices(), \"flax\", flax.__version__, \"opt
       --dtype bfloat16 --warmup 3 --blocks 5 --steps 5 --workers $W --tag _gpu_bf16 ;;
     byol) step byol 90 150 $PY benchmarks/throughput.py --method byol --width 1.0 --batch 256 \
       --warmup 3 --blocks 5 --steps 5 --workers $W --tag _gpu ;;
-    dino) step dino 120 200 $PY benchmarks/throughput_dino.py --batch 64 --dtype bfloat16 \
+    dino) step dino 150 260 $PY benchmarks/throughput_dino.py --batch 64 --dtype bfloat16 \
       --warmup 3 --blocks 4 --steps 4 --workers $W --tag _gpu ;;
-    mfu) step mfu 120 200 $PY benchmarks/mfu.py --batch 128 --dtype bfloat16 --local_views 6 \
+    mfu) step mfu 150 240 $PY benchmarks/mfu.py --batch 128 --dtype bfloat16 --local_views 6 \
       --warmup 2 --steps 10 --tag _b128 ;;
     augment) step augment 40 90 $PY benchmarks/augment_throughput.py --size 224 --batch 64 --blocks 2 --steps $(( 2 * W )) \
       --contenders jaxssl,torchvision_v2_nw$W,lightly_nw$W --threads 1 --tag _gpu ;;
