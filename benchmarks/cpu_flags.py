@@ -57,7 +57,7 @@ def worker(width: float, batch: int) -> None:
     import jax
     from throughput import jaxssl_step, load_images
 
-    args = argparse.Namespace(width=width, batch=batch, size=32, hidden=512, out=128)
+    args = argparse.Namespace(width=width, batch=batch, size=32, hidden=512, out=128, dtype="float32")
     images = load_images(max(4096, batch), 32)
     run, box, _ = jaxssl_step("simclr", args, images)
     t = time.perf_counter()

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import augment, losses
-from throughput import BASE_LR, TEMPERATURE, WD, jaxssl_step, load_images, views_for
+from throughput import BASE_LR, TEMPERATURE, WD, jaxssl_method, jaxssl_step, load_images, views_for
 
 
 def main():
@@ -43,9 +43,7 @@ def main():
     # --- jaxssl phases ---
     full, box, _ = jaxssl_step("simclr", args, images)
     state = box["state"]
-    from jaxssl import methods, models  # the method's module, built as jaxssl_step builds it
-    net = methods.get("simclr", backbone=models.get("resnet", variant="18", width=args.width, cifar_stem=True),
-                      temperature=TEMPERATURE, proj_hidden=(args.hidden,), proj_dim=args.out).net
+    net = jaxssl_method("simclr", args).net  # the module jaxssl_step trains
     # A copy: `full` donates (frees) the state it was given.
     variables = jax.tree_util.tree_map(jnp.copy, {"params": state.params, **state.model_state})
     aug = jax.jit(functools.partial(augment.make_views, views=views))
