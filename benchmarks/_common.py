@@ -86,6 +86,52 @@ def have_torch() -> bool:
         return False
 
 
+def xla_cost(stage) -> dict:
+    """XLA's cost analysis ("flops", "bytes accessed", ...) of a `jax.stages.Lowered` (unoptimised
+    HLO) or `Compiled` program as one dict (some jax versions return a list of one)."""
+    cost = stage.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return dict(cost or {})
+
+
+def jaxssl_state(method, tx, example, mesh, seed: int = 0, abstract: bool = False):
+    """jaxssl's TrainState in its sharded layout, created under `jit(out_shardings=...)` as
+    train/loop.py does (an eagerly created, uncommitted state would make the first timed call
+    compile a second program). abstract=True: ShapeDtypeStructs carrying those shardings,
+    nothing allocated (to lower a step for its cost analysis)."""
+    import jax
+
+    from jaxssl.train import sharding as shd, step as step_lib
+    init = lambda r: step_lib.init_state(method, tx, r, example)
+    shapes = jax.eval_shape(init, jax.random.key(seed))
+    shardings = shd.state_shardings(shapes, mesh)
+    if abstract:
+        return jax.tree_util.tree_map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
+                                      shapes, shardings)
+    return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+
+
+def jaxssl_runner(train_step, state, images, batch: int, mesh):
+    """(run, box) for `interleaved`: each run() draws `batch` of `images` (uint8, host), places them
+    with `train.sharding.to_global` (as the trainer does), runs one donated jaxssl step and waits
+    for it. box holds the state and the first and last loss."""
+    import jax
+    import numpy as np
+
+    from jaxssl.train import sharding as shd
+    rng, np_rng = jax.random.key(0), np.random.default_rng(0)
+    box = {"state": state}
+
+    def run():
+        x = shd.to_global({"image": images[np_rng.choice(len(images), batch, replace=False)]}, mesh)
+        box["state"], metrics = train_step(box["state"], x, rng)
+        box["loss"] = metrics["loss"]
+        box.setdefault("first_loss", metrics["loss"])
+        jax.block_until_ready(box["state"])
+
+    return run, box
+
+
 def interleaved(fns: Mapping[str, Callable[[], None]], *, warmup: int, blocks: int, steps: int,
                 log: bool = True) -> dict[str, list[float]]:
     """Per-call wall times of each `fn`, measured in alternating blocks (A B C, B C A, ...).

@@ -18,10 +18,12 @@ Writes benchmarks/results/mfu_<device><tag>.json.
 """
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import _common
+import report
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,9 +44,7 @@ def peak_tflops(kind: str) -> float | None:
 
 def flops_of(stage) -> float:
     """FLOPs of a `jax.stages.Lowered` (unoptimised HLO) or `Compiled` (optimised HLO) program."""
-    cost = stage.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float((cost or {}).get("flops", float("nan")))
+    return float(_common.xla_cost(stage).get("flops", float("nan")))
 
 
 def setup(name: str, args):
@@ -91,15 +91,10 @@ def build(name: str, args, mesh, abstract: bool = False):
     """(method, views, state, batch, train_step); abstract=True: shapes only, nothing allocated."""
     method, tx, views = setup(name, args)
     example = jnp.zeros((2, 224, 224, 3), jnp.float32)
-    init = lambda r: step_lib.init_state(method, tx, r, example)
-    shapes = jax.eval_shape(init, jax.random.key(0))
-    state_sh = shd.state_shardings(shapes, mesh)
+    state = _common.jaxssl_state(method, tx, example, mesh, seed=0, abstract=abstract)
     if abstract:
-        state = jax.tree_util.tree_map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh),
-                                       shapes, state_sh)
         batch = {"image": jax.ShapeDtypeStruct((args.batch, 224, 224, 3), jnp.uint8, sharding=shd.data_sharded(mesh))}
     else:
-        state = jax.jit(init, out_shardings=state_sh)(jax.random.key(0))
         images = np.random.default_rng(0).integers(0, 256, (args.batch, 224, 224, 3), np.uint8)
         batch = shd.to_global({"image": images}, mesh)
     return method, views, state, batch, step_lib.make_train_step(method, tx, views, mesh)
@@ -111,7 +106,6 @@ def measure(name: str, args, mesh) -> dict:
     compiled = train_step.lower(state, batch, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t
     counts = count_flops(method, views, args, state, batch, train_step)
-    step_flops, model_flops = counts["step_flops_xla"], counts["model_flops"]
     times = []
     for i in range(args.warmup + args.steps):
         t = time.perf_counter()
@@ -145,7 +139,7 @@ def recount(path: str) -> None:
     import os
     with open(path) as f:
         rec = json.load(f)
-    args = type("Args", (), {k: rec[k] for k in ("batch", "dtype", "local_views")})
+    args = argparse.Namespace(**{k: rec[k] for k in ("batch", "dtype", "local_views")})
     mesh = shd.make_mesh()
     results = []
     for r in rec["results"]:
@@ -159,11 +153,7 @@ def recount(path: str) -> None:
 
 
 def print_table(results, batch: int) -> None:
-    rows = [[r["model"], batch, r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
-             f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
-             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"] for r in results]
-    print(_common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
-                         "achieved GFLOP/s", "MFU"], rows))
+    print(report.mfu({"results": results, "batch": batch}))
 
 
 def main():

@@ -54,7 +54,7 @@ def mfu(d: dict) -> str:
             f"(jax {d['recount']['jax']}); step times as measured.\n\n" if d.get("recount") else "")
     rows = [[r["model"], d["batch"], r["median_step_s"], f"{r['model_flops'] / 1e9:.1f}",
              f"{r['step_flops_xla'] / 1e9:.1f}", f"{r['achieved_tflops'] * 1e3:.1f}",
-             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (CPU)"] for r in d["results"]]
+             f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a (no peak for this device)"] for r in d["results"]]
     return note + _common.table(["model", "batch", "median s/step", "model GFLOP/step (3x fwd)", "XLA GFLOP/step",
                                  "achieved model GFLOP/s", "MFU"], rows)
 

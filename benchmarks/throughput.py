@@ -73,21 +73,9 @@ def jaxssl_step(method: str, args, images: np.ndarray):
                                              weight_decay=WD, momentum=0.9))
     tx, lr = optim.make(opt_cfg, args.batch, TOTAL_STEPS)
     mesh = shd.make_mesh()
-    # Created in its layout under jit, as train/loop.py does (an uncommitted state would make the
-    # first timed call compile a second program).
-    init = lambda r: step_lib.init_state(m, tx, r, jnp.zeros((2, args.size, args.size, 3)))
-    state = jax.jit(init, out_shardings=shd.state_shardings(jax.eval_shape(init, jax.random.key(1)), mesh))(
-        jax.random.key(1))
+    state = _common.jaxssl_state(m, tx, jnp.zeros((2, args.size, args.size, 3)), mesh, seed=1)
     train_step = step_lib.make_train_step(m, tx, views_for(method, args.size), mesh, lr)
-    rng, np_rng = jax.random.key(0), np.random.default_rng(0)
-    box = {"state": state}
-
-    def run():
-        batch = shd.to_global({"image": images[np_rng.choice(len(images), args.batch, replace=False)]}, mesh)
-        box["state"], metrics = train_step(box["state"], batch, rng)
-        box["loss"] = metrics["loss"]
-        jax.block_until_ready(box["state"])
-
+    run, box = _common.jaxssl_runner(train_step, state, images, args.batch, mesh)
     return run, box, sum(x.size for x in jax.tree_util.tree_leaves(state.params))
 
 

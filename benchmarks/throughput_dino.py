@@ -39,9 +39,11 @@ import functools
 import importlib.util
 import math
 import os
+import statistics
 import traceback
 
 import _common  # also puts the repository root on sys.path
+import report
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,22 +91,9 @@ def _example(args):
 # --- jaxssl ---------------------------------------------------------------------------------------
 def jaxssl_step(args, images: np.ndarray, method, tx, lr, views):
     mesh = shd.make_mesh()
-    # Created in its layout under jit, as train/loop.py does (an uncommitted state would make the
-    # first timed call compile a second program).
-    init = lambda r: step_lib.init_state(method, tx, r, _example(args))
-    state = jax.jit(init, out_shardings=shd.state_shardings(jax.eval_shape(init, jax.random.key(INIT_SEED)), mesh))(
-        jax.random.key(INIT_SEED))
+    state = _common.jaxssl_state(method, tx, _example(args), mesh, seed=INIT_SEED)
     train_step = step_lib.make_train_step(method, tx, views, mesh, lr)
-    rng, np_rng = jax.random.key(0), np.random.default_rng(0)
-    box = {"state": state}
-
-    def run():
-        batch = shd.to_global({"image": images[np_rng.choice(len(images), args.batch, replace=False)]}, mesh)
-        box["state"], metrics = train_step(box["state"], batch, rng)
-        box["loss"] = metrics["loss"]
-        box.setdefault("first_loss", metrics["loss"])
-        jax.block_until_ready(box["state"])
-
+    run, box = _common.jaxssl_runner(train_step, state, images, args.batch, mesh)
     return run, box, sum(x.size for x in jax.tree_util.tree_leaves(state.params["backbone"]))
 
 
@@ -189,11 +178,11 @@ def lightly_steps(args, images: np.ndarray, cfg, kw):
 
     import _peers_dino as peers
     torch.manual_seed(0)
+    import _peers
     device = _common.torch_device(args)
-    if device.startswith("cuda"):
+    if _peers.setup_device(device).type == "cuda":
         # TF32 matmuls in float32, as XLA does by default on GPUs (torch's default is full fp32).
         torch.set_float32_matmul_precision("high")
-        torch.backends.cudnn.benchmark = True
     opt_cfg = cfg.optimizer
     model = peers.DINO(size=args.global_size, drop_path_rate=cfg.model.drop_path_rate, out_dim=kw["out_dim"],
                        hidden_dim=kw["hidden_dim"], bottleneck_dim=kw["bottleneck_dim"],
@@ -244,7 +233,7 @@ def sustained_times(run, args) -> list[float]:
         run()
         times.append(time.perf_counter() - t)
     print(f"  lightly (DataLoader, {args.workers} workers) after {drain} untimed steps: "
-          f"median {sorted(times)[len(times) // 2]:.3f}s", flush=True)
+          f"median {statistics.median(times):.3f}s", flush=True)
     return times
 
 
@@ -253,10 +242,7 @@ def step_costs(args, images, cfg, kw, method, tx, lr, views) -> None:
     the benchmark's shapes: equal counts put a measured time gap on the host side (dispatch,
     input placement) or the machine, not on extra computation in jaxssl's step."""
     mesh = shd.make_mesh()
-    init = lambda r: step_lib.init_state(method, tx, r, _example(args))
-    shapes = jax.eval_shape(init, jax.random.key(INIT_SEED))
-    abstract = jax.tree_util.tree_map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), shapes,
-                                      shd.state_shardings(shapes, mesh))
+    abstract = _common.jaxssl_state(method, tx, _example(args), mesh, seed=INIT_SEED, abstract=True)
     batch = {"image": jax.ShapeDtypeStruct(images[:args.batch].shape, jnp.uint8, sharding=shd.data_sharded(mesh))}
     lowered = {"jaxssl": step_lib.make_train_step(method, tx, views, mesh, lr).lower(abstract, batch, jax.random.key(0))}
     _, box = handwritten_step(args, images, method.net, kw, cfg.optimizer, cfg.total_steps, views)
@@ -264,13 +250,8 @@ def step_costs(args, images, cfg, kw, method, tx, lr, views) -> None:
     lowered["handwritten"] = box["step"].lower(hand, jax.ShapeDtypeStruct(batch["image"].shape, jnp.uint8),
                                                jax.random.key(0))
     keys = ("flops", "bytes accessed", "transcendentals")
-    costs = {}
-    for name, lo in lowered.items():
-        c = lo.cost_analysis()
-        c = c[0] if isinstance(c, (list, tuple)) else c
-        costs[name] = {k: float(c.get(k, float("nan"))) for k in keys}
-    print(_common.table(["step", "GFLOP", "GB accessed (unfused)", "G transcendentals"],
-                        [[n, *(f"{c[k] / 1e9:.2f}" for k in keys)] for n, c in costs.items()]))
+    costs = {name: {k: float(_common.xla_cost(lo).get(k, float("nan"))) for k in keys} for name, lo in lowered.items()}
+    print(report.step_cost({"costs": costs}))
     print("jaxssl / handwritten: " + ", ".join(f"{k} {costs['jaxssl'][k] / costs['handwritten'][k]:.4f}" for k in keys))
     _common.write_json(f"dino_step_cost_b{args.batch}{args.tag}", {"benchmark": "dino_step_cost", **vars(args),
                                                                    "costs": costs, **_common.machine_info()})
