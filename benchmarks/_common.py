@@ -203,3 +203,15 @@ def torch_device(args) -> str:
     if args.torch_device:
         return args.torch_device
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def torch_setup(args) -> str:
+    """Before JAX starts its backend: torch's intra-op threads (`--threads`) and the contenders'
+    device; on a GPU, JAX limited to 45% of its memory (XLA_PYTHON_CLIENT_MEM_FRACTION, unless
+    set) instead of its default 75%, so that torch has room on the same card."""
+    import torch
+    torch.set_num_threads(args.threads)
+    device = torch_device(args)
+    if device != "cpu":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
+    return device

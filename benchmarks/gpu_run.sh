@@ -21,7 +21,8 @@ mkdir -p "$OUT/results"
 LOG=$OUT/log.txt
 START=$(date +%s)
 export BENCH_RESULTS_DIR=$OUT/results BENCH_DATA_DIR=${BENCH_DATA_DIR:-$PWD/.benchdata} PYTHONUNBUFFERED=1
-# jax and torch share the GPU in one process: jax takes 40% of its memory instead of 75%.
+# jax and torch share the GPU in one process: jax takes 40% of its memory instead of 75%
+# (_common.torch_setup would set 45% when unset).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.4}
 PY=${PY:-python3}
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then

@@ -209,8 +209,7 @@ def main():
         print("torch/torchvision not importable (use .venv-bench, see benchmarks/README.md): lightly columns skipped.")
         wanted = [w for w in wanted if not w.startswith("lightly")]
     if any(w.startswith("lightly") for w in wanted):
-        import torch
-        torch.set_num_threads(args.threads)
+        _common.torch_setup(args)
     images = load_images(max(4096, args.batch), args.size)
 
     fns, boxes, info = {}, {}, {}

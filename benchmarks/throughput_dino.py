@@ -292,14 +292,9 @@ def main():
         wanted = [w for w in wanted if not w.startswith("lightly")]
     torch_wanted = any(w.startswith("lightly") for w in wanted)
     if torch_wanted:
-        import torch
-        torch.set_num_threads(args.threads)
-        on_gpu = _common.torch_device(args) != "cpu"
+        on_gpu = _common.torch_setup(args) != "cpu"
         if args.workers is None:
             args.workers = min(8, max((os.cpu_count() or 1) - 2, 0)) if on_gpu else 0
-        if on_gpu:
-            # JAX takes 75% of the GPU's memory at start-up by default; leave torch its share.
-            os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")
     # 256 px sources for 224 px crops (ImageNet's usual resize); enough that batches differ.
     images = load_images(max(512, 2 * args.batch), round(args.global_size * 8 / 7))
 
