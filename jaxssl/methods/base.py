@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 # loss_fn(params, model_state, teacher, extra, views, rng) -> (loss, (model_state, extra, metrics))
@@ -118,6 +119,20 @@ def available() -> list[str]:
     """Names of the method modules in this package."""
     import jaxssl.methods as pkg
     return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name != "base")
+
+
+def build(config: Mapping[str, Any]) -> Method:
+    """The method a config describes, the one way every caller builds it (trainer, tools, tests).
+
+    `config` is an ml_collections ConfigDict or the plain dict of a run's `config.json`:
+    `models.get(**config["model"], dtype)` is the backbone, and `get(config["method"], backbone=...,
+    dtype=..., **config["method_kw"])` the method around it; `config["dtype"]` ("float32" or
+    "bfloat16", default float32) is the compute dtype of both. Nothing is initialised here.
+    """
+    from jaxssl import models  # the method modules import models too; here it only picks by name
+    dtype = jnp.dtype(config.get("dtype", "float32") or "float32")
+    backbone = models.get(**{**dict(config["model"]), "dtype": dtype})
+    return get(config["method"], backbone=backbone, dtype=dtype, **dict(config["method_kw"]))
 
 
 def get(name: str, **kw) -> Method:
