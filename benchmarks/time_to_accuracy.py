@@ -8,7 +8,7 @@ lightly: SimCLRTransform in a DataLoader with `--workers`). Each side trains on 
 CIFAR-10 training set (/work/shared/data) until `--budget_s` seconds of wall time have passed,
 compilation and data loading included. Then the same evaluation for both: backbone features
 (eval-mode BN, normalisation only) of `--knn_train` training and `--knn_test` test images and
-`jaxssl.evaluate.knn` (k=20/T=0.07 and k=200/T=0.1).
+`jaxssl.evaluate.knn.knn` (k=20/T=0.07 and k=200/T=0.1).
 
   .venv-bench/bin/python benchmarks/time_to_accuracy.py --budget_s 300
 
@@ -26,7 +26,8 @@ import numpy as np
 
 from configs import common, simclr_cifar10
 from jaxssl import methods, models
-from jaxssl.evaluate import knn
+from jaxssl.evaluate import features
+from jaxssl.evaluate.knn import knn
 from jaxssl.train import optim, sharding as shd, step as step_lib
 
 DATA = "/work/shared/data"
@@ -70,10 +71,9 @@ def train_jaxssl(args, x_train, deadline_s: float):
             losses.append((steps, loss))
     jax.block_until_ready(state)
     train_s = time.perf_counter() - t0
-    embed = step_lib.make_embed_fn(method, mesh, dict(mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD))
     variables = {"params": state.params, **state.model_state}
-    feats = lambda x: np.concatenate([np.asarray(embed(variables, shd.to_global(x[i:i + 500], mesh)))
-                                      for i in range(0, len(x), 500)])
+    feats = lambda x: features.of_images(variables, x, model=method.net, mesh=mesh, batch_size=500,
+                                         view=dict(mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD))
     return dict(steps=steps, train_s=train_s, first_step_s=first_step_s, losses=losses), feats
 
 

@@ -347,23 +347,18 @@ for step in range(1, STEPS + 1):
 '''),
     ("md", "## 4. kNN on frozen backbone features"),
     ("code", r'''
-embed = step_lib.make_embed_fn(method, mesh, dict(mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD))
+# One jitted eval-mode forward (normalisation only, no augmentation), rows sharded over the devices.
+embed = jaxssl.evaluate.features.make_fn(method.net, mesh, dict(mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD))
 variables = {"params": state.params, **state.model_state}
 
 
 def features(split: str, limit: int):
-    feats, labels = [], []
-    for batch in jaxssl.data.make_eval_iter("cifar10", split, data_dir=DATA_DIR, batch_size=128):
-        f = embed(variables, sharding.to_global({"image": batch["image"]}, mesh)["image"])
-        keep = batch["mask"].astype(bool)  # the last batch is padded
-        feats.append(np.asarray(f)[keep])
-        labels.append(batch["label"][keep])
-        if sum(map(len, labels)) >= limit:
-            break
-    return np.concatenate(feats)[:limit], np.concatenate(labels)[:limit]
+    # A padded evaluation pass; padding rows are dropped and features gathered from every process.
+    batches = jaxssl.data.make_eval_iter("cifar10", split, data_dir=DATA_DIR, batch_size=128)
+    return jaxssl.evaluate.features.of_split(embed, variables, batches, mesh, limit=limit)
 
 
-acc = evaluate.knn(*features("train", KNN_TRAIN), *features("test", KNN_TEST), k=20, temperature=0.07,
+acc = evaluate.knn.knn(*features("train", KNN_TRAIN), *features("test", KNN_TEST), k=20, temperature=0.07,
                    num_classes=10, mesh=mesh)
 print(f"kNN top-1: {acc['top1']:.2%}, top-5: {acc['top5']:.2%} (k=20, T=0.07)")
 '''),
@@ -378,8 +373,8 @@ data2vec (Baevski et al., 2022, arXiv:2202.03555) regresses, at masked positions
 the EMA teacher's top-K layers. One method file (`jaxssl/methods/data2vec.py`) and one Transformer
 body (`jaxssl.models.transformer`) with a modality-specific input encoder serve CIFAR-10 images
 (patches, block masking), Tiny Shakespeare (a byte tokenizer, BERT masking) and spoken digits
-from FSDD (a wav2vec 2.0 conv encoder, span masking). Images go through `jaxssl.train.loop.train`,
-text and speech through `jaxssl.train.sequence.train`; both use the same sharded train step.
+from FSDD (a wav2vec 2.0 conv encoder, span masking). All three go through the one trainer,
+`jaxssl.train.loop.train`: `config.data` picks the input (TFDS images, text tokens, waveforms).
 ''', True, [
     ("code", r'''
 # Text and speech sources. Locally: tiny_shakespeare.txt and fsdd.npz in ../shared/data (or
@@ -415,7 +410,7 @@ print("sources:", jaxssl.data.find_source_dir())
            "`get_config()` is the paper's ViT-B recipe)."),
     ("code", r'''
 from configs import data2vec_image_cifar10, data2vec_speech_fsdd, data2vec_text_shakespeare
-from jaxssl.train import loop, sequence
+from jaxssl.train import loop
 
 SIZE = "runlocal" if SMALL else "cpu"
 curves = {}
@@ -438,10 +433,9 @@ config = data2vec_text_shakespeare.get_config(SIZE)
 config.progress_bar = not SMALL
 if SMALL:
     config.update(total_steps=4, log_steps=1)
-result = sequence.train(config)
-steps = np.arange(1, len(result["losses"]) + 1) * config.log_steps
-curves["text"] = (np.minimum(steps, config.total_steps), np.asarray(result["losses"]))
-print(f"text: loss {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}")
+result = loop.train(config, str(WORKDIR / "data2vec_text"))
+curves["text"] = jaxssl.viz.metric_series(jaxssl.viz.read_metrics(WORKDIR / "data2vec_text"))["loss"]
+print(f"text: loss {curves['text'][1][0]:.4f} -> {curves['text'][1][-1]:.4f}")
 '''),
     ("md", "## Speech (FSDD spoken digits)"),
     ("code", r'''
@@ -449,13 +443,12 @@ config = data2vec_speech_fsdd.get_config(SIZE)
 config.progress_bar = not SMALL
 if SMALL:
     config.update(total_steps=4, log_steps=1)
-    config.knn = False  # the digit kNN embeds all 3,000 clips
-result = sequence.train(config)
-steps = np.arange(1, len(result["losses"]) + 1) * config.log_steps
-curves["speech"] = (np.minimum(steps, config.total_steps), np.asarray(result["losses"]))
-print(f"speech: loss {result['losses'][0]:.4f} -> {result['losses'][-1]:.4f}")
-if "knn" in result:
-    print(f"speech kNN top-1 (spoken digit): {result['knn']['top1']:.2%}")
+    config.evals.knn.enabled = False  # the digit kNN embeds all 3,000 clips
+result = loop.train(config, str(WORKDIR / "data2vec_speech"))
+curves["speech"] = jaxssl.viz.metric_series(jaxssl.viz.read_metrics(WORKDIR / "data2vec_speech"))["loss"]
+print(f"speech: loss {curves['speech'][1][0]:.4f} -> {curves['speech'][1][-1]:.4f}")
+if "knn_k20_t0.07_top1" in result:
+    print(f"speech kNN top-1 (spoken digit): {result['knn_k20_t0.07_top1']:.2%}")
 '''),
     ("code", r'''
 import matplotlib.pyplot as plt

@@ -115,23 +115,37 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
 
 
 def sequence_config(method: str, *, batch_size: int, total_steps: int, model: dict, data: dict,
-                    log_steps: int = 100) -> ml_collections.ConfigDict:
-    """The skeleton of a `jaxssl.train.sequence` run (tokens or waveforms; no image views, no TFDS kNN)."""
+                    log_steps: int = 100, evals: dict | None = None) -> ml_collections.ConfigDict:
+    """The skeleton of a token or waveform run (text, speech): no image views; `evals` ({} = none).
+
+    `config.data.name` picks the input (`jaxssl.data.inputs`: "tiny_shakespeare" text, "fsdd"
+    speech); the trainer is the image trainer, with every option it has.
+    """
     config = ml_collections.ConfigDict()
-    config.trainer = "sequence"  # python -m jaxssl.main runs it with jaxssl.train.sequence.train
     config.seed = 0
     config.method = method
     config.total_steps = total_steps
     config.model = dict(model)
+    config.dtype = "float32"
     config.data = dict(data)
     config.input = ml_collections.ConfigDict()
     config.input.views = ()  # tokens/waveforms go to the method unchanged
     config.batch_size = batch_size
     config.log_steps = log_steps
     config.progress_bar = True
-    config.ckpt_steps = 0  # 0: checkpoint at the end only; a resumed run continues from the newest
+    config.ckpt_steps = 1000
     config.keep_ckpts = 3
+    config.accum_steps = 1
+    config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
+    config.evals = ml_collections.ConfigDict(evals or {})
     return config
+
+
+def sequence_knn_eval(*, num_classes: int, batch_size: int = 100) -> ml_collections.ConfigDict:
+    """Weighted kNN (k=20, T=0.07 as DINO) of labelled sequences, train split -> test split, no view."""
+    return ml_collections.ConfigDict(dict(
+        enabled=True, every_steps=0, train_split="train", test_split="test", train_examples=-1, test_examples=-1,
+        batch_size=batch_size, protocols=((20, 0.07),), view=None, num_classes=num_classes))
 
 
 def lars(base_lr: float, *, warmup_steps: int, weight_decay: float, trust_coefficient: float,
@@ -162,9 +176,10 @@ def _shrink(config: ml_collections.ConfigDict, *, batch_size: int, total_steps: 
     if config.optimizer.get("warmup_steps"):  # a schedule without warm-up keeps none
         config.optimizer.warmup_steps = warmup_steps
     config.log_steps = log_steps
-    if "ckpt_steps" in config:  # the sequence trainer has no checkpoints or evaluators
-        config.ckpt_steps = ckpt_steps
-    if "evals" in config:  # the dataset's splits, classes and statistics stay
+    config.ckpt_steps = ckpt_steps
+    if "knn" in config.get("evals", {}) and config.evals.knn.get("view") is None:  # not images: sizes stay
+        config.evals.knn.every_steps = 0
+    elif "knn" in config.get("evals", {}):  # the dataset's splits, classes and statistics stay
         old = config.evals.knn
         config.evals.knn = knn_eval(every_steps=0, mean=old.view.mean, std=old.view.std, **knn_kw)
         config.evals.knn.update({k: old[k] for k in ("test_split", "num_classes") if k in old})

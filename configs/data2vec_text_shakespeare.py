@@ -4,7 +4,7 @@ Default: the paper's text recipe (Sec. 4.3) on bytes: a RoBERTa-base-sized body 
 12 heads), K = 10 top layers each layer-normalised, squared error (beta = 0), RoBERTa dynamic
 masking 15% with 80/10/10 (arXiv:1907.11692), teacher EMA 0.999 -> 0.9999, Adam (b2 0.98,
 weight decay 0.01, RoBERTa), sequences of 512. The batch, steps and learning rate here are our
-choices for a 1 MB corpus. Trained by `jaxssl.train.sequence` (the image trainer reads TFDS):
+choices for a 1 MB corpus. Bytes have no labels, so no evaluator runs (`config.evals = {}`):
 
   python -m jaxssl.main --config configs/data2vec_text_shakespeare.py:cpu --workdir workdirs/data2vec_text_shakespeare
 """

@@ -4,14 +4,13 @@ __version__ = "0.1.0"
 from jaxssl import augment, data, evaluate, losses, methods, models, ops, schedules, train  # noqa: E402
 
 __all__ = ["augment", "data", "evaluate", "losses", "methods", "models", "ops", "schedules", "train",
-           "__version__", "embed", "viz"]
+           "__version__", "viz"]
 
-_LAZY = ("embed", "plot", "viz")  # command-line modules and matplotlib: imported on first use
+_LAZY = ("viz",)  # matplotlib: imported on first use
 
 
 def __getattr__(name):
-    # Lazy (PEP 562) so that `python -m jaxssl.embed` does not find its module already imported
-    # by the package. `jaxssl.embed` is a callable module: `jaxssl.embed(variables, images, model=...)`.
+    # Lazy (PEP 562): plotting needs matplotlib, which `import jaxssl` should not pay for.
     if name in _LAZY:
         import importlib
         return importlib.import_module(f"jaxssl.{name}")

@@ -1,6 +1,7 @@
 r"""Command-line entry point: `python -m jaxssl.main --config configs/<method>_<data>.py --workdir DIR`.
 
-Kept short on purpose: everything happens in `jaxssl.train.loop.train(config, workdir)`.
+Kept short on purpose: everything happens in `jaxssl.train.loop.train(config, workdir)`, for image,
+text and speech configs alike.
 Override any config field with `--config.<key>=<value>`; unknown keys are rejected.
 
 Several processes (hosts): start the same command on each with `--coordinator_address=HOST0:PORT
@@ -46,21 +47,13 @@ def main(argv):
     from jaxssl.train import loop
 
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
-    if _CONFIG.value.get("trainer", "image") == "sequence":
-        # Tokens or waveforms (configs/data2vec_text_*.py, data2vec_speech_*.py): jaxssl.train.sequence.
-        from jaxssl.train import sequence
-        results = sequence.train(_CONFIG.value, _WORKDIR.value)
-        if jax.process_index() == 0:
-            if results["losses"]:
-                print(f"loss: {results['losses'][0]:.4f} (first logged step) -> {results['losses'][-1]:.4f}")
-            for k, v in sorted(results.get("knn", {}).items()):
-                print(f"knn_k20_t0.07_{k}: {100 * v:.2f}%")
-        return
     results = loop.train(_CONFIG.value, _WORKDIR.value)
     if jax.process_index() == 0:
-        knn = {k: v for k, v in results.items() if k.startswith("knn_")}
-        for k, v in sorted(knn.items()):
-            print(f"{k}: {100 * v:.2f}%")
+        if "loss" in results:
+            print(f"loss: {results['loss']:.4f} (last logged step)")
+        for k, v in sorted(results.items()):  # accuracies of the final evaluation, in percent
+            if k.startswith(("knn_", "linear_top")):
+                print(f"{k}: {100 * v:.2f}%")
         if "rankme" in results:  # collapse monitor of the same features (1 = collapsed, feature dim = full rank)
             print(f"rankme: {results['rankme']:.2f}  feature_std: {results['feature_std']:.4f}")
 

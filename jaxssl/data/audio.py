@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from jaxssl.data.text import StepIterator, _find
+from jaxssl.data.text import StepIterator, find_file, process_rows
 
 
 def load_fsdd(split: str = "train", *, clip_seconds: float = 1.0, sample_rate: int = 16_000,
@@ -20,7 +20,7 @@ def load_fsdd(split: str = "train", *, clip_seconds: float = 1.0, sample_rate: i
     """{"audio": float32 (N, clip_seconds * sample_rate), "digit": int32 (N,), "speaker": int32 (N,)}."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}.")
-    with np.load(_find("fsdd.npz", path)) as z:
+    with np.load(find_file("fsdd.npz", path)) as z:
         keep = (z["index"] < 5) if split == "test" else (z["index"] >= 5)
         sr = int(z["sample_rate"])
         n = int(clip_seconds * sr)
@@ -43,12 +43,17 @@ def load_fsdd(split: str = "train", *, clip_seconds: float = 1.0, sample_rate: i
     return {"audio": audio, "digit": digit, "speaker": speaker}
 
 
-def make_audio_iter(batch_size: int, *, split: str = "train", seed: int = 0, **load_kw) -> StepIterator:
-    """{"inputs": float32 (batch_size, L), "label": digit} batches, clips drawn uniformly with replacement."""
+def make_audio_iter(batch_size: int, *, split: str = "train", seed: int = 0, process_index: int | None = None,
+                    process_count: int | None = None, **load_kw) -> StepIterator:
+    """{"inputs": float32 (B_local, L), "label": digit} batches, clips drawn uniformly with replacement.
+
+    `batch_size` is the global batch; this process gets its rows (`text.process_rows`).
+    """
+    rows = process_rows(batch_size, process_index, process_count)
     data = load_fsdd(split, **load_kw)
 
     def sample(rng):
         idx = rng.integers(0, len(data["audio"]), batch_size)
         return {"inputs": data["audio"][idx], "label": data["digit"][idx]}
 
-    return StepIterator(sample, seed)
+    return StepIterator(sample, seed, rows)

@@ -1,12 +1,16 @@
-"""Evaluators of frozen features and training-time collapse monitors.
+"""Evaluation of frozen features: kNN, linear probe, attention maps, and the evaluators of a run.
 
-``jaxssl.evaluate.knn`` is the kNN *function*; its module is importable as
-``importlib.import_module("jaxssl.evaluate.knn")`` (for evaluators picked by name). Likewise
-``jaxssl.evaluate.linear_probe`` is the linear-probe function.
+Modules, each with one meaning (no function shadows its module):
+
+* ``jaxssl.evaluate.features``: the one path from a network to frozen features (`make_fn`,
+  `of_split`, `of_images`).
+* ``jaxssl.evaluate.knn``: weighted kNN (`knn.knn`, `knn.knn_protocols`) and its `Evaluator`.
+* ``jaxssl.evaluate.linear_probe``: the offline probe (`linear_probe.linear_probe`), its `Evaluator`,
+  and the online probe trained inside the step (`linear_probe.online_probe`).
+* ``jaxssl.evaluate.attention``: ViT attention maps.
+* ``jaxssl.evaluate.common``: evaluators picked by name from `config.evals` (`from_config`).
 """
 
-from jaxssl.evaluate import attention, collapse
-from jaxssl.evaluate.knn import knn, knn_protocols
-from jaxssl.evaluate.linear_probe import OnlineProbe, init_online_probe, linear_probe, online_probe
+from jaxssl.evaluate import attention, collapse, common, features, knn, linear_probe
 
-__all__ = ["attention", "collapse", "knn", "knn_protocols", "linear_probe", "online_probe", "OnlineProbe", "init_online_probe"]
+__all__ = ["attention", "collapse", "common", "features", "knn", "linear_probe"]

@@ -395,3 +395,37 @@ def knn(
     )
     top1, top5 = out.values()
     return {"top1": top1, "top5": top5}
+
+
+class Evaluator:
+    """Weighted kNN of frozen backbone features, train split as the bank, test split as queries.
+
+    Reports `knn_k{k}_t{T}_top1/top5` for every protocol and, for every method alike, the collapse
+    monitors of the test features: RankMe (Garrido et al., 2023) and the std of the L2-normalised
+    features (SimSiam Sec. 4.1). Options (a `config.evals.knn` block) are the keyword arguments
+    below; `num_classes` None infers it from the labels.
+    """
+
+    def __init__(self, net, mesh: Mesh, *, config, data_dir: str, train_split: str = "train",
+                 test_split: str = "test", train_examples: int = -1, test_examples: int = -1, batch_size: int = 500,
+                 protocols: Sequence[Protocol] = ((20, 0.07), (200, 0.1)), view: dict | None = None,
+                 num_classes: int | None = None):
+        from jaxssl.evaluate import common  # pylint: disable=g-import-not-at-top
+        self.features = common.SplitFeatures(net, mesh, config, data_dir, train_split=train_split,
+                                             test_split=test_split, train_examples=train_examples,
+                                             test_examples=test_examples, batch_size=batch_size, view=view)
+        self.protocols = tuple((int(k), float(t)) for k, t in protocols)
+        self.num_classes = num_classes
+
+    def check(self) -> None:
+        self.features.check()
+
+    def evaluate_features(self, train_features, train_labels, test_features, test_labels) -> dict[str, float]:
+        from jaxssl.evaluate import collapse  # pylint: disable=g-import-not-at-top
+        out = knn_protocols(train_features, train_labels, test_features, test_labels, protocols=self.protocols,
+                            num_classes=self.num_classes)
+        out.update(collapse.monitors(test_features))
+        return out
+
+    def run(self, variables) -> dict[str, float]:
+        return self.evaluate_features(*self.features(variables))

@@ -297,5 +297,36 @@ def init_online_probe(cfg, net, variables, example: jax.Array) -> tuple[OnlinePr
     return probe, probe.init(int(shape[-1]))
 
 
-__all__ = ["OnlineProbe", "init_online_probe", "init_params", "linear_probe", "logits_fn", "make_optimizer",
+class Evaluator:
+    """The offline linear probe (`linear_probe`) on frozen backbone features: train split -> test split.
+
+    Reports `linear_top1`, `linear_top5` and `linear_train_loss`. Options (a `config.evals.linear_probe`
+    block): the split/feature keywords as the kNN evaluator's, then those of `linear_probe`
+    (`probe_batch_size` is its mini-batch).
+    """
+
+    def __init__(self, net, mesh: Mesh, *, config, data_dir: str, train_split: str = "train",
+                 test_split: str = "test", train_examples: int = -1, test_examples: int = -1, batch_size: int = 500,
+                 view: dict | None = None, num_classes: int | None = None, epochs: int = 100,
+                 probe_batch_size: int = 256, optimizer: str = "sgd", base_lr: float = 0.1,
+                 weight_decay: float = 0.0):
+        from jaxssl.evaluate import common  # pylint: disable=g-import-not-at-top
+        self.features = common.SplitFeatures(net, mesh, config, data_dir, train_split=train_split,
+                                             test_split=test_split, train_examples=train_examples,
+                                             test_examples=test_examples, batch_size=batch_size, view=view)
+        self.kw = dict(num_classes=num_classes, epochs=epochs, batch_size=probe_batch_size, optimizer=optimizer,
+                       base_lr=base_lr, weight_decay=weight_decay, seed=int(config.get("seed", 0)))
+
+    def check(self) -> None:
+        self.features.check()
+
+    def evaluate_features(self, train_features, train_labels, test_features, test_labels) -> dict[str, float]:
+        res = linear_probe(train_features, train_labels, test_features, test_labels, **self.kw)
+        return {f"linear_{k}": v for k, v in res.items()}
+
+    def run(self, variables) -> dict[str, float]:
+        return self.evaluate_features(*self.features(variables))
+
+
+__all__ = ["Evaluator", "OnlineProbe", "init_online_probe", "init_params", "linear_probe", "logits_fn", "make_optimizer",
            "online_probe", "train_linear"]

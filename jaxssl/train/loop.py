@@ -22,16 +22,15 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from jaxssl import data as jdata
-from jaxssl import evaluate, methods, models
+from jaxssl import defaults, evaluate, methods
+from jaxssl.data import inputs
 from jaxssl.train import checkpoint as ckpt_lib
 from jaxssl.train import optim, sharding as shd, step as step_lib, validate
 from jaxssl.train.validate import validate_config
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 # Keys of the config that change the meaning of a checkpoint: resuming with other values is refused.
 _STRUCTURAL_KEYS = ("method", "method_kw", "model", "batch_size", "dtype", "input", "seed", "optimizer",
                     "data.name", "data.split")
-_DTYPES = validate.DTYPES
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,44 +92,6 @@ class _Writer:
         if self.active:
             self.jsonl.close()
             self.tb.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# Evaluation: weighted kNN on frozen backbone features (train split as bank, test split as query).
-# ----------------------------------------------------------------------------------------------
-def _features(embed_fn, variables, cfg, split: str, limit: int | None, mesh, data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """Backbone features and labels of (the first `limit` records of) a split, gathered to the host."""
-    it = jdata.make_eval_iter(cfg.data.name, split, data_dir=data_dir, batch_size=cfg.evals.knn.batch_size // jax.process_count())
-    feats, labels, seen = [], [], 0
-    for batch in it:
-        x = shd.to_global({"image": batch["image"]}, mesh)["image"]
-        f = multihost_utils.process_allgather(embed_fn(variables, x), tiled=True)
-        mask = multihost_utils.process_allgather(batch["mask"], tiled=True).astype(bool)
-        lab = multihost_utils.process_allgather(batch["label"], tiled=True)
-        feats.append(np.asarray(f)[mask])
-        labels.append(np.asarray(lab)[mask])
-        seen += int(mask.sum())
-        if limit is not None and seen >= limit:
-            break
-    f, y = np.concatenate(feats), np.concatenate(labels)
-    return (f[:limit], y[:limit]) if limit is not None else (f, y)
-
-
-def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
-    """kNN accuracies (both protocols, top-1 and top-5) and collapse monitors of the student backbone's features."""
-    cfg = config.evals.knn
-    variables = {"params": state.params, **state.model_state}
-    embed_fn = step_lib.make_embed_fn(method, mesh, cfg.get("view", None),
-                                      jax.tree_util.tree_map(lambda x: x.sharding, variables))
-    limit = lambda n: None if n is None or n < 0 else n
-    ftr, ytr = _features(embed_fn, variables, config, cfg.train_split, limit(cfg.train_examples), mesh, data_dir)
-    fte, yte = _features(embed_fn, variables, config, cfg.test_split, limit(cfg.test_examples), mesh, data_dir)
-    protocols = tuple((int(k), float(t)) for k, t in cfg.protocols)
-    out = evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=protocols, num_classes=cfg.get("num_classes", None))
-    # Collapse monitors of the backbone features, the same for every method: RankMe (Garrido et
-    # al., 2023) and the std of the L2-normalised features (SimSiam Sec. 4.1), on the test split.
-    out.update(evaluate.collapse.monitors(fte))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,6 +159,20 @@ class _NonFiniteGuard:
                     f"(--config.optimizer.grad_clip), or set config.nonfinite='skip' to drop such updates.")
 
 
+def _log_row(pending: list[dict], step: int, last_logged: int, t0: float, guard: _NonFiniteGuard,
+             writer: _Writer, pbar) -> dict[str, float]:
+    """The logged scalars of `step`: the newest step that was not skipped (of a skipped one, its finite metrics)."""
+    rows = [m for m in pending if not m.get("nonfinite_skipped", 0)] or pending
+    scalars = {k: float(v) for k, v in rows[-1].items() if np.isfinite(v)}
+    if guard.skip:
+        scalars["nonfinite_skips"] = guard.skipped
+    scalars["steps_per_sec"] = (step - last_logged) / max(time.time() - t0, 1e-9)
+    writer.write(step, scalars)
+    if pbar is not None and "loss" in scalars:
+        pbar.set_postfix(loss=f"{scalars['loss']:.4f}")
+    return scalars
+
+
 def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard):
     """The newest good checkpoint's state (data iterator and skip count restored too), else `state`."""
     restored = checkpointer.restore(ckpt_lib.abstract(state))
@@ -212,10 +186,79 @@ def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFi
 
 
 # ----------------------------------------------------------------------------------------------
+# Setup: everything a run needs, built from the config (the same for images, text and speech).
+# ----------------------------------------------------------------------------------------------
+class _Run(NamedTuple):
+    mesh: Any
+    method: methods.Method
+    state: Any
+    train_step: Any
+    train_iter: Any
+    evaluators: list
+    guard: "_NonFiniteGuard"
+    rng: jax.Array  # the step's base key; the step folds in state.step
+
+
+def _setup(config: ml_collections.ConfigDict) -> _Run:
+    """Mesh, data, method, optimiser, sharded state, jitted step and evaluators of a validated config."""
+    mesh = shd.make_mesh(fsdp=defaults.get(config, "mesh.fsdp"))
+    shd.check_batch_size(config.batch_size, mesh)
+    data_dir = inputs.data_dir(config)
+    if jax.process_index() == 0:
+        inputs.ensure_ready(config, data_dir)  # offline machines: prepares a missing TFDS dataset
+    multihost_utils.sync_global_devices("jaxssl:data_prepared")
+
+    method = methods.build(config)
+    tx, lr_schedule = optim.make(config.optimizer, config.batch_size, max(config.total_steps, 1))
+    train_iter = inputs.train_iter(config, data_dir)
+    evaluators = evaluate.common.from_config(config, method.net, mesh, data_dir)
+    for entry in evaluators:  # a missing or unlabelled split fails now, not after training
+        entry.evaluator.check()
+
+    rng = jax.random.key(config.seed)
+    example = inputs.example(config)
+    init = lambda r: step_lib.init_state(method, tx, r, example)
+    # Created directly in its layout (replicated, or FSDP-sharded: a large model never sits whole on one device).
+    min_size = defaults.get(config, "mesh.fsdp_min_size")
+    state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh, min_size)
+    state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
+    # Optional online linear probe (config.evals.online_probe), state in TrainState.probe.
+    probe, probe_state = evaluate.linear_probe.init_online_probe(
+        (config.get("evals") or {}).get("online_probe"), method.net, {"params": state.params, **state.model_state},
+        example)
+    if probe is not None:
+        state = state.replace(probe=jax.device_put(probe_state, shd.replicated(mesh)))
+    state_sh = shd.state_shardings(state, mesh, min_size)
+    state = jax.device_put(state, state_sh)  # restores get the same layout
+    guard = _NonFiniteGuard(defaults.get(config, "nonfinite") == "skip", defaults.get(config, "nonfinite_patience"))
+    train_step = step_lib.make_train_step(method, tx, [dict(v) for v in config.input.views], mesh, lr_schedule,
+                                          probe, skip_nonfinite=guard.skip, state_shardings=state_sh,
+                                          accum_steps=defaults.get(config, "accum_steps"))
+    return _Run(mesh, method, state, train_step, train_iter, evaluators, guard, jax.random.fold_in(rng, 2))
+
+
+def _variables(state) -> dict:
+    """What the evaluators embed with: the student's weights and model state."""
+    return {"params": state.params, **state.model_state}
+
+
+def _evaluate(run: _Run, state, step: int, writer: _Writer, final: bool) -> dict[str, float]:
+    """Run the evaluators due at `step` (all of them when `final`); log and return their metrics."""
+    out = {}
+    for entry in run.evaluators:
+        if final or (entry.every_steps > 0 and step % entry.every_steps == 0):
+            res = entry.evaluator.run(_variables(state))
+            writer.write(step, res)
+            log.info("step %d %s %s", step, entry.name, res)
+            out.update(res)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # The trainer.
 # ----------------------------------------------------------------------------------------------
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Pre-train `config.method` with the data, model and optimiser of `config`; resume from `workdir`.
+    """Pre-train `config.method` on `config.data` (TFDS images, text or speech); resume from `workdir`.
 
     Returns the final metrics (last logged training metrics and the final evaluation).
     Raises ValueError, TypeError or FileNotFoundError for a bad config, dataset or workdir (before
@@ -225,75 +268,30 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     validate_config(config)
     workdir = os.path.abspath(workdir)
     _check_workdir_config(workdir, config)
-    mesh_cfg = config.get("mesh") or {}  # optional: fsdp > 1 shards large state leaves (train/sharding.py)
-    mesh = shd.make_mesh(fsdp=mesh_cfg.get("fsdp", 1))
-    shd.check_batch_size(config.batch_size, mesh)
-    knn_cfg = config.evals.get("knn")
-    knn_on = knn_cfg is not None and knn_cfg.get("enabled", True)
-    if knn_on and knn_cfg.batch_size % shd.batch_shards(mesh):
-        raise ValueError(f"config.evals.knn.batch_size ({knn_cfg.batch_size}) must be divisible by the number of "
-                         f"devices ({shd.batch_shards(mesh)}); set it to a multiple of {shd.batch_shards(mesh)}.")
-    dtype = _DTYPES[config.get("dtype", "float32")]
-    data_dir = config.data.data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-    if config.data.get("prepare_offline", True) and jax.process_index() == 0:
-        try:
-            jdata.get_source(config.data.name, config.data.split, data_dir)
-        except FileNotFoundError:
-            # Offline machines: build the TFDS dataset from the project's local arrays if it is missing.
-            jdata.ensure_prepared(config.data.name, data_dir)
-    multihost_utils.sync_global_devices("jaxssl:data_prepared")
-
-    backbone = models.get(**{**config.model, "dtype": dtype})
-    method = methods.get(config.method, backbone=backbone, dtype=dtype, **config.method_kw)
-    tx, lr_schedule = optim.make(config.optimizer, config.batch_size, max(config.total_steps, 1))
-    views = [dict(v) for v in config.input.views]
-
-    train_iter = jdata.make_train_iter(config.data.name, config.data.split, data_dir=data_dir,
-                                       global_batch_size=config.batch_size, seed=config.seed,
-                                       worker_count=config.data.get("worker_count", 0))
-    if knn_on:  # Evaluation needs labelled splits: find out now, not after training (checks the first record).
-        for split in (knn_cfg.train_split, knn_cfg.test_split):
-            jdata.make_eval_iter(config.data.name, split, data_dir=data_dir, prefetch=0,
-                                 batch_size=knn_cfg.batch_size // jax.process_count())
-    rng = jax.random.key(config.seed)
-    example = jnp.zeros((2, views[0].get("crop_size", 32), views[0].get("crop_size", 32), 3), jnp.float32)
-    init = lambda r: step_lib.init_state(method, tx, r, example)
-    # Created directly in its layout (replicated, or FSDP-sharded: a large model never sits whole on one device).
-    min_size = mesh_cfg.get("fsdp_min_size", shd.FSDP_MIN_SIZE)
-    state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh, min_size)
-    state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
-    # Optional online linear probe (config.evals.online_probe), state in TrainState.probe.
-    probe, probe_state = evaluate.init_online_probe(config.evals.get("online_probe"), method.net,
-                                                    {"params": state.params, **state.model_state}, example)
-    if probe is not None:
-        state = state.replace(probe=jax.device_put(probe_state, shd.replicated(mesh)))
-    state = jax.device_put(state, shd.state_shardings(state, mesh, min_size))  # restores get the same layout
-    guard = _NonFiniteGuard(config.get("nonfinite", "raise") == "skip", config.get("nonfinite_patience", 10))
-    train_step = step_lib.make_train_step(method, tx, views, mesh, lr_schedule, probe, skip_nonfinite=guard.skip,
-                                          state_shardings=shd.state_shardings(state, mesh, min_size),
-                                          accum_steps=config.get("accum_steps", 1))
-    step_rng = jax.random.fold_in(rng, 2)
+    run = _setup(config)
+    state, guard, train_iter = run.state, run.guard, run.train_iter
 
     # --- Restore ---------------------------------------------------------------------------
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_ckpts)
     stop = _StopFlag()  # Installed from here on: SIGTERM -> finish the step, checkpoint, raise Preempted.
     writer = _Writer(workdir)
     final: dict[str, Any] = {}
-    pbar, pending, start, finished = None, [], int(state.step), False
-    last_saved = start
+    pbar, pending, finished = None, [], False
+    last_saved = int(state.step)
+    save = lambda step, force: checkpointer.save(step, state, train_iter.get_state(),
+                                                 meta={"nonfinite_skips": guard.skipped}, force=force)
     try:
         state = _resume(checkpointer, state, train_iter, guard)
         start = last_saved = int(state.step)
 
         # --- Loop --------------------------------------------------------------------------
-        if jax.process_index() == 0 and config.get("progress_bar", True):
+        if jax.process_index() == 0 and defaults.get(config, "progress_bar"):
             from tqdm.auto import tqdm
-            pbar = tqdm(total=config.total_steps, initial=start, desc=f"{config.method}", unit="step",
-                        dynamic_ncols=True)
+            pbar = tqdm(total=config.total_steps, initial=start, desc=f"{config.method}/{config.data.name}",
+                        unit="step", dynamic_ncols=True)
         last_logged, checked, t0 = start, start, time.time()
         for step in range(start + 1, config.total_steps + 1):
-            batch = shd.to_global(next(train_iter), mesh)
-            state, metrics = train_step(state, batch, step_rng)
+            state, metrics = run.train_step(state, shd.to_global(next(train_iter), run.mesh), run.rng)
             pending.append(metrics)
             if pbar is not None:
                 pbar.update(1)
@@ -307,24 +305,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 guard.check(pending[checked - last_logged:], checked + 1, last_saved)
                 checked = step
             if is_log:
-                # The newest step that was not skipped; of a skipped one only its finite metrics.
-                rows = [m for m in pending if not m.get("nonfinite_skipped", 0)] or pending
-                scalars = {k: float(v) for k, v in rows[-1].items() if np.isfinite(v)}
-                if guard.skip:
-                    scalars["nonfinite_skips"] = guard.skipped
-                scalars["steps_per_sec"] = (step - last_logged) / max(time.time() - t0, 1e-9)
-                writer.write(step, scalars)
-                final.update(scalars)
-                if pbar is not None and "loss" in scalars:
-                    pbar.set_postfix(loss=f"{scalars['loss']:.4f}")
+                final.update(_log_row(pending, step, last_logged, t0, guard, writer, pbar))
                 pending, last_logged, t0 = [], step, time.time()
-            if knn_on and knn_cfg.every_steps > 0 and step % knn_cfg.every_steps == 0 and step != config.total_steps:
-                res = run_knn(config, method, state, mesh, data_dir)
-                writer.write(step, res)
-                log.info("step %d kNN %s", step, res)
+            if step != config.total_steps:
+                _evaluate(run, state, step, writer, final=False)
             if is_ckpt:
-                checkpointer.save(step, state, train_iter.get_state(), meta={"nonfinite_skips": guard.skipped},
-                                  force=step == config.total_steps or stopping)
+                save(step, force=step == config.total_steps or stopping)
                 last_saved = step
             if stopping:
                 raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is checkpointed "
@@ -334,8 +320,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         # Unlike SIGTERM this can land inside a step whose input state is already donated: save if possible.
         try:
             if int(state.step) > last_saved:
-                checkpointer.save(int(state.step), state, train_iter.get_state(),
-                                  meta={"nonfinite_skips": guard.skipped}, force=True)
+                save(int(state.step), force=True)
                 log.warning("Interrupted: wrote a checkpoint at step %d before exiting.", int(state.step))
         except Exception as e:  # noqa: BLE001
             log.warning("Interrupted: no checkpoint written (%s); the newest is step %d.", e, last_saved)
@@ -349,9 +334,6 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             writer.close()
 
     # --- Final evaluation ------------------------------------------------------------------
-    if knn_on:
-        res = run_knn(config, method, state, mesh, data_dir)
-        writer.write(int(state.step), res)
-        final.update(res)
+    final.update(_evaluate(run, state, int(state.step), writer, final=True))
     writer.close()
     return final

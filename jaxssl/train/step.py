@@ -125,19 +125,3 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, views: Seq
     state_sh = rep if state_shardings is None else state_shardings
     return jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
 
-
-def make_embed_fn(method: Method, mesh: Mesh, view: Mapping[str, Any] | None = None,
-                  variables_shardings=None) -> Callable:
-    """Jitted `embed(variables, images_uint8) -> backbone features (B, F)` in eval mode.
-
-    `view` is the deterministic evaluation transform (normalisation only, by default).
-    `variables_shardings`: the variables' layout (e.g. FSDP, `shd.state_shardings`); None: replicated.
-    """
-    view = dict(view or {})
-
-    def embed(variables, images):
-        x = augment.apply(jax.random.key(0), images, view)  # all probabilities 0: deterministic
-        return method.net.apply(variables, x, train=False, method="features")
-
-    var_sh = shd.replicated(mesh) if variables_shardings is None else variables_shardings
-    return jax.jit(embed, in_shardings=(var_sh, shd.data_sharded(mesh)), out_shardings=shd.data_sharded(mesh))

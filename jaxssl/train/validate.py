@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl import augment, methods, models
+from jaxssl.data import inputs
+from jaxssl.evaluate import common as eval_common
+from jaxssl.evaluate.linear_probe import online_probe
 from jaxssl.train import optim
 
 REQUIRED_KEYS = ("seed", "method", "method_kw", "model", "data", "input", "batch_size", "total_steps",
@@ -31,11 +34,8 @@ OPTIONAL_KEYS = ("dtype", "progress_bar", "nonfinite", "nonfinite_patience", "ac
 _MESH_SPEC = {"fsdp": (1, "int"), "fsdp_min_size": (2**16, "int")}
 # Types by example: {key: (default, annotation)} as for a function's keyword arguments.
 _DATA_SPEC = {"name": ("cifar10", "str"), "split": ("train", "str"), "data_dir": ("", "str | None"),
-              "prepare_offline": (True, "bool"), "worker_count": (0, "int")}
-_KNN_SPEC = {"enabled": (True, "bool"), "every_steps": (0, "int"), "train_split": ("train", "str"),
-             "test_split": ("test", "str"), "train_examples": (-1, "int"), "test_examples": (-1, "int"),
-             "batch_size": (1, "int"), "protocols": ((), "tuple"), "view": (None, "dict"),
-             "num_classes": (10, "int | None")}
+              "prepare_offline": (True, "bool"), "worker_count": (0, "int"), "seq_len": (512, "int"),
+              "sample_rate": (16_000, "int"), "clip_seconds": (1.0, "float")}
 # Where `augment.DEFAULT_VIEW` has None as default, the type it stands for.
 # Colour-jitter strengths may also be (low, high) ranges.
 _VIEW_TYPES = {"crop_size": (0, "int | tuple | None"), "blur_kernel_size": (0, "int | None"),
@@ -196,6 +196,37 @@ def _check_optimizer(config) -> None:
     _check_kwargs("optimizer", opt, spec, "jaxssl.train.optim")  # unknown keys, once every optimiser has run
 
 
+def _check_evals(config, view_spec: dict) -> None:
+    """Every `config.evals` block against its evaluator's keyword options (`jaxssl.evaluate.common`)."""
+    if not hasattr(config.evals, "keys"):
+        raise TypeError(f"config.evals must be a dict of evaluator blocks, got {config.evals!r}.")
+    for name, block in config.evals.items():
+        if not hasattr(block, "keys"):
+            raise TypeError(f"config.evals.{name} must be a dict, got {block!r}.")
+        if name in eval_common.IN_STEP:
+            params = inspect.signature(online_probe).parameters
+            spec = {"enabled": (True, "bool"), **{k: (p.default, p.annotation) for k, p in params.items()}}
+            _check_kwargs(f"evals.{name}", block, spec, "the online linear probe",
+                          [k for k, (d, _) in spec.items() if d is inspect.Parameter.empty])
+            continue
+        type_ = block.get("type") or name
+        try:
+            options = eval_common.options(type_)
+        except ValueError as e:
+            raise ValueError(f"config.evals.{name}: {e} Set config.evals.{name}.type to one of them.") from None
+        spec = {**{k: (v, type(v).__name__) for k, v in eval_common.SHARED_KEYS.items()},
+                **{k: (p.default, p.annotation) for k, p in options.items()}}
+        _check_kwargs(f"evals.{name}", block, spec, f"the {type_!r} evaluator")
+        if block.get("view"):
+            _check_kwargs(f"evals.{name}.view", block.view, view_spec, "augment.apply", fixed_len=True)
+        protocols = block.get("protocols", ((1, 1.0),))
+        if not isinstance(protocols, (tuple, list)) or not protocols or not all(
+                isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], int) and p[0] >= 1
+                and isinstance(p[1], (int, float)) and p[1] > 0 for p in protocols):
+            raise ValueError(f"config.evals.{name}.protocols must be (k, T) pairs with k >= 1 and T > 0, "
+                             f"got {protocols!r}.")
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise ValueError/TypeError naming the key for anything wrong in `config`; compiles nothing."""
     unknown = sorted(set(config.keys()) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
@@ -244,25 +275,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     fields = {k: (f.default, f.type) for k, f in model_cls.__dataclass_fields__.items() if k not in ("parent", "name")}
     _check_kwargs("model", {k: v for k, v in config.model.items() if k != "name"}, fields, f"model {name!r}")
 
-    # Views: the keys of `augment.apply`, typed by its defaults.
+    # Views: the keys of `augment.apply`, typed by its defaults. Images need at least one view;
+    # token ids and waveforms (jaxssl.data.inputs) reach the method unchanged, so they take none.
     views = config.input.get("views")
-    if not isinstance(views, (tuple, list)) or not views or not all(hasattr(v, "keys") for v in views):
-        raise ValueError(f"config.input.views must be a non-empty tuple of view dicts, got {views!r}.")
+    image = inputs.kind(config) == "image"
+    if not isinstance(views, (tuple, list)) or bool(views) != image or not all(hasattr(v, "keys") for v in views):
+        want = ("a non-empty tuple of view dicts" if image else
+                f"() ({config.data.name} is {inputs.kind(config)}: its inputs reach the method unchanged)")
+        raise ValueError(f"config.input.views must be {want}, got {views!r}.")
     view_spec = {**{k: (v, "float") for k, v in augment.DEFAULT_VIEW.items()}, **_VIEW_TYPES}
     for i, view in enumerate(views):
         _check_kwargs(f"input.views[{i}]", view, view_spec, "augment.apply", fixed_len=True)
-    if not hasattr(config.evals, "keys") or not hasattr(config.evals.get("knn") or {}, "keys"):
-        raise TypeError(f"config.evals and config.evals.knn must be dicts, got {config.evals!r}.")
-    knn = config.evals.get("knn")
-    if knn is not None:
-        _check_kwargs("evals.knn", knn, _KNN_SPEC, "the kNN evaluation")
-        _check_kwargs("evals.knn.view", knn.get("view") or {}, view_spec, "augment.apply", fixed_len=True)
-        protocols = knn.get("protocols", ())
-        if not isinstance(protocols, (tuple, list)) or not protocols or not all(
-                isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], int) and p[0] >= 1
-                and isinstance(p[1], (int, float)) and p[1] > 0 for p in protocols):
-            raise ValueError(f"config.evals.knn.protocols must be (k, T) pairs with k >= 1 and T > 0, "
-                             f"got {protocols!r}.")
+    _check_evals(config, view_spec)
 
     for key, value in _leaves(config):
         _check_value(key, value)

@@ -1,4 +1,4 @@
-"""Evaluate a trained checkpoint: `python -m jaxssl.probe --workdir DIR`.
+"""Evaluate a trained checkpoint: `python -m jaxssl.tools.eval --workdir DIR`.
 
 Restores the backbone of a `jaxssl.main` workdir (weights only, no optimiser state), embeds a
 labelled train split and test split once, and reports on those frozen features:
@@ -11,7 +11,7 @@ labelled train split and test split once, and reports on those frozen features:
 The results are printed as a table and written as JSON (default `DIR/eval_<step>.json`).
 Example, the CIFAR-10 linear evaluation of solo-learn (100 epochs, SGD, lr 0.1 per 256):
 
-    python -m jaxssl.probe --workdir workdirs/simclr_cifar10_cpu --epochs 100
+    python -m jaxssl.tools.eval --workdir workdirs/simclr_cifar10_cpu --epochs 100
 """
 from __future__ import annotations
 
@@ -24,8 +24,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from jaxssl import embed as embed_lib
-from jaxssl import evaluate
+from jaxssl.evaluate import collapse, knn, linear_probe, restore
 
 _KNN_PROTOCOLS = ((20, 0.07), (200, 0.1))
 
@@ -52,18 +51,18 @@ def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test
         raise ValueError(f"Unknown evaluations {sorted(unknown)}; choose from knn, linear, collapse.")
     out: dict[str, float] = {}
     if "knn" in evals:
-        out.update(evaluate.knn_protocols(train_features, train_labels, test_features, test_labels,
-                                          protocols=_KNN_PROTOCOLS))
+        out.update(knn.knn_protocols(train_features, train_labels, test_features, test_labels,
+                                     protocols=_KNN_PROTOCOLS))
     if "linear" in evals:
-        res = evaluate.linear_probe(train_features, train_labels, test_features, test_labels, **(linear_kw or {}))
+        res = linear_probe.linear_probe(train_features, train_labels, test_features, test_labels, **(linear_kw or {}))
         out.update({f"linear_{k}": v for k, v in res.items()})
     if "collapse" in evals:
-        out.update(evaluate.collapse.monitors(test_features))
+        out.update(collapse.monitors(test_features))
     return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.probe", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
     parser.add_argument("--output", default=None, help="JSON to write (default: WORKDIR/eval_<step>.json)")
     parser.add_argument("--dataset", default=None, help="TFDS name (default: the run's config.data.name)")
@@ -85,15 +84,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     evals = tuple(e.strip() for e in args.evals.split(",") if e.strip())
     try:
-        loaded = embed_lib.load(args.workdir, step=args.step, teacher=args.teacher)
-        data_cfg = loaded.config.get("data", {})
-        dataset = args.dataset or data_cfg.get("name", "cifar10")
-        data_dir = (args.data_dir or data_cfg.get("data_dir") or os.environ.get("TFDS_DATA_DIR")
-                    or os.path.expanduser("~/tensorflow_datasets"))
-        ftr, ytr = embed_lib.embed_split(loaded, dataset, args.train_split, data_dir=data_dir,
-                                         batch_size=args.batch_size, limit=args.train_limit)
-        fte, yte = embed_lib.embed_split(loaded, dataset, args.test_split, data_dir=data_dir,
-                                         batch_size=args.batch_size, limit=args.test_limit)
+        loaded = restore.load(args.workdir, step=args.step, teacher=args.teacher)
+        dataset = args.dataset or loaded.config["data"]["name"]
+        kw = dict(dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size)
+        ftr, ytr = restore.split_features(loaded, args.train_split, limit=args.train_limit, **kw)
+        fte, yte = restore.split_features(loaded, args.test_split, limit=args.test_limit, **kw)
         results = evaluate_features(ftr, ytr, fte, yte, evals=evals, linear_kw=dict(
             epochs=args.epochs, optimizer=args.optimizer, base_lr=args.base_lr, weight_decay=args.weight_decay,
             batch_size=args.probe_batch_size))

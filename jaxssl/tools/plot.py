@@ -1,11 +1,11 @@
 r"""PNG plots of a run: metric curves from ``metrics.jsonl`` and, optionally, an embedding plot.
 
-  python -m jaxssl.plot --workdir workdirs/simclr_cpu
-  python -m jaxssl.plot --workdir workdirs/simclr_cpu --keys loss,lr,knn_k20_t0.07_top1
-  python -m jaxssl.plot --workdir workdirs/simclr_cpu --features features.npz --projection tsne
+  python -m jaxssl.tools.plot --workdir workdirs/simclr_cpu
+  python -m jaxssl.tools.plot --workdir workdirs/simclr_cpu --keys loss,lr,knn_k20_t0.07_top1
+  python -m jaxssl.tools.plot --workdir workdirs/simclr_cpu --features features.npz --projection tsne
 
 Writes ``<output>/curves.png`` (every scalar against the step; ``--separate`` also writes one
-``<metric>.png`` each) and, with ``--features`` (an npz of ``python -m jaxssl.embed``),
+``<metric>.png`` each) and, with ``--features`` (an npz of ``python -m jaxssl.tools.features``),
 ``<output>/embedding.png``. ``--output`` defaults to ``<workdir>/plots``.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def plot(workdir: str, *, output: str | None = None, keys=None, separate: bool =
         with np.load(features) as npz:
             if "labels" not in npz:
                 raise ValueError(f"{features} has no 'labels' array (keys: {sorted(npz)}); write it with "
-                                 f"python -m jaxssl.embed.")
+                                 f"python -m jaxssl.tools.features.")
             x, y = npz["features"], npz["labels"]
         paths.append(viz.save_embedding_plot(os.path.join(output, "embedding.png"), x, y, method=projection,
                                              max_points=max_points, title=name))
@@ -46,12 +46,12 @@ def plot(workdir: str, *, output: str | None = None, keys=None, separate: bool =
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.plot", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", required=True, help="run directory holding metrics.jsonl")
     parser.add_argument("--output", default=None, help="directory of the PNGs (default: WORKDIR/plots)")
     parser.add_argument("--keys", default=None, help="comma-separated metrics to draw (default: all)")
     parser.add_argument("--separate", action="store_true", help="also write one PNG per metric")
-    parser.add_argument("--features", default=None, help="npz with 'features' and 'labels' (jaxssl.embed)")
+    parser.add_argument("--features", default=None, help="npz with 'features' and 'labels' (python -m jaxssl.tools.features)")
     parser.add_argument("--projection", default="auto", choices=viz.PROJECTIONS)
     parser.add_argument("--max_points", type=int, default=5000)
     args = parser.parse_args(argv)
