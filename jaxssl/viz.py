@@ -9,7 +9,7 @@ function returns. Each ``save_*`` function writes one PNG and returns its path.
 * :func:`save_embedding_plot`: a 2-D projection of features coloured by label, with UMAP
   (``umap-learn``, optional), t-SNE (scikit-learn) or, when neither is installed, PCA; the title
   says which.
-* :func:`save_curves`: every scalar of ``metrics.jsonl`` against the step (``python -m jaxssl.plot``).
+* :func:`save_curves`: every scalar of ``metrics.jsonl`` against the step (``python -m jaxssl.tools.plot``).
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def save_embedding_plot(path: str | os.PathLike, features: Any, labels: Any, *, 
 
     Args:
         path: output PNG path.
-        features: (N, D) features (e.g. ``features`` of ``python -m jaxssl.embed``'s npz).
+        features: (N, D) features (e.g. ``features`` of ``python -m jaxssl.tools.features``'s npz).
         labels: (N,) int labels.
         method: "auto", "umap", "tsne" or "pca" (see :func:`project_2d`).
         max_points: a random subset of at most this many points is projected (t-SNE is O(N log N)

@@ -1,4 +1,4 @@
-"""PNG writers: attention grids, embedding plots (t-SNE / PCA fallback), metric curves, `python -m jaxssl.plot`."""
+"""PNG writers: attention grids, embedding plots (t-SNE / PCA fallback), metric curves, `python -m jaxssl.tools.plot`."""
 import json
 import os
 
@@ -7,7 +7,8 @@ import pytest
 import threadpoolctl
 from PIL import Image
 
-from jaxssl import plot, viz
+from jaxssl import viz
+from jaxssl.tools import plot
 from jaxssl.evaluate import attention
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -4,7 +4,7 @@
 arXiv:2002.05709, Sec. 4.2: "a linear classifier is trained on top of the frozen base network")
 and MAE (He et al., 2021, arXiv:2111.06377, App. A.2: "we adopt an extra BatchNorm layer without
 affine transformation" before the classifier). The features are computed once, outside this
-module (e.g. ``jaxssl.embed``), optionally for several augmented passes of the training set:
+module (e.g. ``jaxssl.evaluate.features``), optionally for several augmented passes of the training set:
 ``train_features`` of shape (A, N, D) holds A augmented copies and epoch ``e`` uses copy
 ``e % A``. Features are standardised with the training set's mean and variance (the eval-mode
 affine-free BatchNorm of MAE), then ``logits = x W + b`` is fit with softmax cross-entropy,

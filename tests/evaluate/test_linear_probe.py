@@ -11,11 +11,11 @@ import pytest
 
 import jaxssl
 from jaxssl import methods
-from jaxssl.evaluate import linear_probe as linear_probe_fn
+from jaxssl.evaluate.linear_probe import linear_probe as linear_probe_fn
 from jaxssl.train import step as step_lib
 from tests import multidevice
 
-lp_module = importlib.import_module("jaxssl.evaluate.linear_probe")  # the name jaxssl.evaluate.linear_probe is the function
+lp_module = importlib.import_module("jaxssl.evaluate.linear_probe")
 
 
 def separable(seed, n_train=600, n_test=300, dim=24, num_classes=8, margin=3.0):
@@ -33,12 +33,12 @@ def separable(seed, n_train=600, n_test=300, dim=24, num_classes=8, margin=3.0):
 
 def test_reaches_full_accuracy_on_separable_data():
     x, y, xt, yt = separable(0)
-    assert linear_probe_fn is jaxssl.evaluate.linear_probe  # the function, like jaxssl.evaluate.knn
-    out = jaxssl.evaluate.linear_probe(x, y, xt, yt, epochs=40, batch_size=64, base_lr=1.0)
+    assert linear_probe_fn is jaxssl.evaluate.linear_probe.linear_probe  # the module holds the function
+    out = jaxssl.evaluate.linear_probe.linear_probe(x, y, xt, yt, epochs=40, batch_size=64, base_lr=1.0)
     assert out["top1"] == 1.0 and out["top5"] == 1.0, out
     assert out["train_loss"] < 0.1
     # LARS reaches it too; weight decay is accepted (kernel only).
-    out = jaxssl.evaluate.linear_probe(x, y, xt, yt, epochs=40, batch_size=64, optimizer="lars", base_lr=2.0,
+    out = jaxssl.evaluate.linear_probe.linear_probe(x, y, xt, yt, epochs=40, batch_size=64, optimizer="lars", base_lr=2.0,
                                        weight_decay=1e-5)
     assert out["top1"] >= 0.9, out
 
@@ -47,21 +47,21 @@ def test_chance_level_on_random_labels_and_top5():
     x, _, xt, _ = separable(1)
     rng = np.random.default_rng(1)
     y, yt = rng.integers(0, 8, len(x)), rng.integers(0, 8, len(xt))
-    out = jaxssl.evaluate.linear_probe(x, y, xt, yt, epochs=5, num_classes=8)
+    out = jaxssl.evaluate.linear_probe.linear_probe(x, y, xt, yt, epochs=5, num_classes=8)
     assert 0.0 < out["top1"] < 0.3 and out["top1"] < out["top5"] < 1.0, out  # chance: 1/8, 5/8
 
 
 def test_augmented_copies_and_validation():
     x, y, xt, yt = separable(2)
     noisy = np.stack([x + 0.05 * np.random.default_rng(i).normal(size=x.shape).astype(np.float32) for i in range(3)])
-    out = jaxssl.evaluate.linear_probe(noisy, y, xt, yt, epochs=30, batch_size=64, base_lr=1.0)
+    out = jaxssl.evaluate.linear_probe.linear_probe(noisy, y, xt, yt, epochs=30, batch_size=64, base_lr=1.0)
     assert out["top1"] >= 0.98, out
     with pytest.raises(ValueError, match="Shapes do not match"):
-        jaxssl.evaluate.linear_probe(x, y[:-1], xt, yt)
+        jaxssl.evaluate.linear_probe.linear_probe(x, y[:-1], xt, yt)
     with pytest.raises(ValueError, match="num_classes"):
-        jaxssl.evaluate.linear_probe(x, y, xt, yt, num_classes=3)
+        jaxssl.evaluate.linear_probe.linear_probe(x, y, xt, yt, num_classes=3)
     with pytest.raises(ValueError, match="optimizer"):
-        jaxssl.evaluate.linear_probe(x, y, xt, yt, optimizer="adam")
+        jaxssl.evaluate.linear_probe.linear_probe(x, y, xt, yt, optimizer="adam")
 
 
 def test_epoch_split_over_calls_is_exact(monkeypatch):
@@ -92,7 +92,7 @@ def test_online_probe_never_changes_the_backbone_update():
     views = [dict(flip_p=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)] * 2
     example = jnp.zeros((2, 8, 8, 3))
     state = jax.jit(lambda r: step_lib.init_state(method, tx, r, example))(jax.random.key(0))
-    probe, probe_state = jaxssl.evaluate.init_online_probe({"num_classes": 4, "lr": 0.5}, method.net,
+    probe, probe_state = jaxssl.evaluate.linear_probe.init_online_probe({"num_classes": 4, "lr": 0.5}, method.net,
                                                            {"params": state.params, **state.model_state}, example)
     assert probe_state["params"]["kernel"].shape == (8, 4)
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_online_probe_never_changes_the_backbone_update():
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(grads))
     with pytest.raises(ValueError, match="labelled"):
         probe.update(probe_state, jnp.zeros((2, 8)), None)  # an unlabelled batch
-    off = jaxssl.evaluate.init_online_probe({"num_classes": 4, "enabled": False}, method.net, {}, example)
+    off = jaxssl.evaluate.linear_probe.init_online_probe({"num_classes": 4, "enabled": False}, method.net, {}, example)
     assert off == (None, None)
 
 
@@ -166,7 +166,7 @@ net = Net([4])
 imgs = rng.integers(0, 256, (13, 8, 8, 3), dtype=np.uint8)
 variables = net.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
 view = dict(mean=(0.5,) * 3, std=(0.25,) * 3)
-emb = [jaxssl.embed(variables, imgs, model=net, view=view, batch_size=5, mesh=m).tolist() for m in (mesh1, mesh8)]
+emb = [jaxssl.evaluate.features.of_images(variables, imgs, model=net, view=view, batch_size=5, mesh=m).tolist() for m in (mesh1, mesh8)]
 res["embed"] = dict(one=emb[0], eight=emb[1])
 print("RESULT " + json.dumps(res))
 """

@@ -1,4 +1,7 @@
-"""Embedding export: `python -m jaxssl.embed` on a tiny trained workdir matches in-process features.
+"""The command-line tools (`python -m jaxssl.tools.features`, `.eval`) on a tiny trained workdir.
+
+Their features match an independent forward pass of the fully restored TrainState, and their
+numbers match the library functions on the same frozen features.
 
 One short SimCLR run (runlocal config shrunk as in tests/test_main.py, with the online linear
 probe switched on so the trainer's probe path runs too) is shared by the tests of this module.
@@ -13,8 +16,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import jax
 import jaxssl
-from jaxssl.train import loop, sharding as shd, step as step_lib
+from jaxssl import augment
+from jaxssl.evaluate import restore
+from jaxssl.train import loop
 from tests.test_main import _config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +54,7 @@ def test_online_probe_is_logged_and_checkpointed(workdir):
 
 def test_cli_writes_features_matching_in_process(workdir, cifar10_data_dir, tmp_path):
     out = str(tmp_path / "features.npz")
-    proc = subprocess.run([sys.executable, "-m", "jaxssl.embed", "--workdir", workdir, "--dataset", "cifar10",
+    proc = subprocess.run([sys.executable, "-m", "jaxssl.tools.features", "--workdir", workdir, "--dataset", "cifar10",
                            "--split", "test", "--data_dir", cifar10_data_dir, "--output", out, "--batch_size", "128"],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "JAX_PLATFORMS": "cpu"})
@@ -60,37 +66,42 @@ def test_cli_writes_features_matching_in_process(workdir, cifar10_data_dir, tmp_
     assert labels.shape == (512,) and step == 2
     assert np.all(np.isfinite(features)) and features.std() > 0
 
-    # Reference: the trainer's own kNN feature path on the fully restored TrainState.
-    config = ml_collections.ConfigDict(json.load(open(os.path.join(workdir, "config.json"))))
-    mesh = shd.make_mesh()
+    # Reference, independent of jaxssl.evaluate: the fully restored TrainState (optimiser included),
+    # the network rebuilt by hand, one plain jitted forward over the whole split in storage order.
+    config = json.load(open(os.path.join(workdir, "config.json")))
     full = _full_state(workdir, 2)
-    method = jaxssl.methods.get(config.method, backbone=jaxssl.models.get(**config.model), **config.method_kw)
-    embed_fn = step_lib.make_embed_fn(method, mesh, config.evals.knn.view)
+    net = jaxssl.methods.get(config["method"], backbone=jaxssl.models.get(**config["model"]),
+                             **config["method_kw"]).net
     variables = {"params": full["params"], **full["model_state"]}
-    ref, ref_labels = loop._features(embed_fn, variables, config, "test", None, mesh, cifar10_data_dir)
+    view = config["evals"]["knn"]["view"]
+    forward = jax.jit(lambda v, x: net.apply(v, augment.apply(jax.random.key(0), x, view), train=False,
+                                             method="features"))
+    batches = list(jaxssl.data.make_eval_iter("cifar10", "test", data_dir=cifar10_data_dir, batch_size=512))
+    images = np.concatenate([b["image"][b["mask"]] for b in batches])
+    ref_labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    ref = np.asarray(forward(variables, images))
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(features, ref, rtol=1e-5, atol=1e-5)
 
     # The Python API on images in memory agrees too; only the weights are restored.
-    loaded = jaxssl.embed.load(workdir)
+    loaded = restore.load(workdir)
     assert set(loaded.variables) == {"params", "batch_stats"} and loaded.step == 2
     with pytest.raises(ValueError, match="teacher"):
-        jaxssl.embed.load(workdir, teacher=True)  # SimCLR has no EMA teacher
-    images = next(iter(jaxssl.data.make_eval_iter("cifar10", "test", data_dir=cifar10_data_dir,
-                                                   batch_size=40)))["image"]
-    feats = jaxssl.embed(loaded.variables, images, model=loaded.model, view=loaded.view, batch_size=16)
+        restore.load(workdir, teacher=True)  # SimCLR has no EMA teacher
+    feats = jaxssl.evaluate.features.of_images(loaded.variables, images[:40], model=loaded.model, view=loaded.view,
+                                               batch_size=16)
     np.testing.assert_allclose(feats, ref[:40], rtol=1e-5, atol=1e-5)
 
 
 def test_cli_errors_name_the_problem(tmp_path):
-    from jaxssl import embed as embed_mod
-    assert embed_mod.main(["--workdir", str(tmp_path), "--output", str(tmp_path / "f.npz")]) == 2
+    from jaxssl.tools import features as features_tool
+    assert features_tool.main(["--workdir", str(tmp_path), "--output", str(tmp_path / "f.npz")]) == 2
     with pytest.raises(FileNotFoundError, match="config.json"):
-        jaxssl.embed.load(str(tmp_path))
+        restore.load(str(tmp_path))
 
 
-def test_probe_cli_reports_knn_linear_and_collapse(workdir, cifar10_data_dir, tmp_path):
-    from jaxssl import probe
+def test_eval_cli_reports_knn_linear_and_collapse(workdir, cifar10_data_dir, tmp_path):
+    from jaxssl.tools import eval as probe
     out = str(tmp_path / "eval.json")
     argv = ["--workdir", workdir, "--data_dir", cifar10_data_dir, "--output", out, "--epochs", "3",
             "--train_limit", "256", "--test_limit", "128", "--batch_size", "128"]
@@ -100,12 +111,12 @@ def test_probe_cli_reports_knn_linear_and_collapse(workdir, cifar10_data_dir, tm
     for key in ("knn_k20_t0.07_top1", "knn_k200_t0.1_top5", "linear_top1", "linear_top5", "rankme", "feature_std"):
         assert np.isfinite(record[key]), key
     # The same numbers from the library functions on the same frozen features.
-    loaded = jaxssl.embed.load(workdir)
-    ftr, ytr = jaxssl.embed.embed_split(loaded, "cifar10", "train", data_dir=cifar10_data_dir, limit=256)
-    fte, yte = jaxssl.embed.embed_split(loaded, "cifar10", "test", data_dir=cifar10_data_dir, limit=128)
-    knn = jaxssl.evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=((20, 0.07), (200, 0.1)))
+    loaded = restore.load(workdir)
+    ftr, ytr = restore.split_features(loaded, "train", data_dir=cifar10_data_dir, limit=256)
+    fte, yte = restore.split_features(loaded, "test", data_dir=cifar10_data_dir, limit=128)
+    knn = jaxssl.evaluate.knn.knn_protocols(ftr, ytr, fte, yte, protocols=((20, 0.07), (200, 0.1)))
     assert record["knn_k20_t0.07_top1"] == pytest.approx(knn["knn_k20_t0.07_top1"])
-    lin = jaxssl.evaluate.linear_probe(ftr, ytr, fte, yte, epochs=3)
+    lin = jaxssl.evaluate.linear_probe.linear_probe(ftr, ytr, fte, yte, epochs=3)
     assert record["linear_top1"] == pytest.approx(lin["top1"])
     assert 1.0 <= record["rankme"] <= 32.0  # 32-d features
     assert probe.main(["--workdir", workdir, "--evals", "knn,bogus", "--data_dir", cifar10_data_dir,
