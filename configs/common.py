@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxssl.train import defaults
+
 # CIFAR-10 training-set channel statistics (see ../shared/data/README.md; the published values).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -111,7 +113,7 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
     # on the command line: GradCache-style micro-batches (jaxssl/train/accumulate.py) and the size
     # of the FSDP axis of the mesh (jaxssl/train/sharding.py); 1 = off.
     config.accum_steps = 1
-    config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
+    config.mesh = ml_collections.ConfigDict(defaults.default("mesh"))  # {fsdp: 1, fsdp_min_size: 2**16}
     config.evals = ml_collections.ConfigDict()
     config.evals.knn = knn_eval(every_steps=knn_every_steps, **(knn_kw or {}))
     return config
