@@ -121,7 +121,7 @@ def transform(method: str, size: int = 32):
     norm = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
     if method == "simclr":  # = configs.common.simclr_view(size, strength=0.5): no blur on CIFAR.
         return T.SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=norm)
-    # = configs.byol_cifar10.views(size): blur 1.0 / 0.1, solarise 0 / 0.2.
+    # = configs.common.byol_views(size): blur 1.0 / 0.1, solarise 0 / 0.2.
     return T.BYOLTransform(view_1_transform=T.BYOLView1Transform(input_size=size, normalize=norm),
                            view_2_transform=T.BYOLView2Transform(input_size=size, normalize=norm))
 

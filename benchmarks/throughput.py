@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from configs import byol_cifar10, common
+from configs import common
 from jaxssl import augment, methods, models
 from jaxssl.train import optim, sharding as shd, step as step_lib
 
@@ -41,7 +41,7 @@ BASE_LR, WD, TEMPERATURE, MOMENTUM, TOTAL_STEPS = 0.3, 1e-4, 0.5, 0.99, 1000
 
 
 def views_for(method: str, size: int):
-    return [common.simclr_view(size)] * 2 if method == "simclr" else list(byol_cifar10.views(size))
+    return [common.simclr_view(size)] * 2 if method == "simclr" else list(common.byol_views(size))
 
 
 def load_images(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -27,23 +27,12 @@ import ml_collections
 from configs import common
 
 
-def views(size: int, *, scale=(0.08, 1.0)) -> tuple[dict, dict]:
-    """BYOL's asymmetric pair of views (arXiv:2006.07733, Table 6).
-
-    Both: random resized crop (scale 0.08-1), flip 0.5, colour jitter brightness 0.4, contrast
-    0.4, saturation 0.2, hue 0.1 with p=0.8, grayscale p=0.2. Gaussian blur p=1.0 on view 1 and
-    0.1 on view 2; solarisation p=0 on view 1 and 0.2 on view 2. MoCo v3 uses the same pair.
-    """
-    base = {**common.simclr_view(size, strength=0.5, scale=scale), "saturation": 0.2}
-    return {**base, "blur_p": 1.0, "solarize_p": 0.0}, {**base, "blur_p": 0.1, "solarize_p": 0.2}
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, cpu=False, runlocal=False)
     batch_size = 256  # solo-learn: optimizer.batch_size 256.
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("byol", batch_size=batch_size, total_steps=1000 * epoch,  # solo-learn: max_epochs 1000.
-                                views=views(32), knn_every_steps=20 * epoch)
+                                views=common.byol_views(32), knn_every_steps=20 * epoch)
     # Heads: paper Sec. 3.3 / solo-learn proj_hidden_dim 4096, proj_output_dim 256, pred_hidden_dim
     # 4096. The momentum schedule's K follows config.total_steps (a reference, so command-line
     # overrides of total_steps reach it).
@@ -52,11 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # solo-learn: LARS, lr 1.0 scaled by batch/256, weight_decay 1e-5, eta 0.02, exclude_bias_n_norm;
     # warmup_cosine with 10 warm-up epochs (as the paper's 10 epochs) and min_lr 0.
     config.optimizer = common.lars(1.0, warmup_steps=10 * epoch, weight_decay=1e-5, trust_coefficient=0.02)
-    shrink_heads(config, arg)
+    common.shrink_heads(config, arg)
     return config
 
-
-def shrink_heads(config: ml_collections.ConfigDict, arg) -> None:
-    """`:cpu`/`:runlocal` for the projector + predictor methods (BYOL, MoCo v3): 512-wide heads on CPU."""
-    common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(512,), proj_dim=128, pred_hidden=(512,)),
-                  runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=32, pred_hidden=(64,)))

@@ -1,7 +1,12 @@
-"""Pieces shared by the configs: argument parsing, view presets, evaluation blocks."""
+"""Pieces shared by the configs: argument parsing, view and optimiser presets, evaluation blocks.
+
+Every config imports only this module (and jaxssl): a recipe that two configs share lives here.
+"""
 from __future__ import annotations
 
 import ml_collections
+
+from jaxssl import defaults
 
 # CIFAR-10 training-set channel statistics (see ../shared/data/README.md; the published values).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -108,7 +113,7 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
     # on the command line: GradCache-style micro-batches (jaxssl/train/accumulate.py) and the size
     # of the FSDP axis of the mesh (jaxssl/train/sharding.py); 1 = off.
     config.accum_steps = 1
-    config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
+    config.mesh = ml_collections.ConfigDict(defaults.default("mesh"))  # {fsdp: 1, fsdp_min_size: 2**16}
     config.evals = ml_collections.ConfigDict()
     config.evals.knn = knn_eval(every_steps=knn_every_steps, **(knn_kw or {}))
     return config
@@ -167,6 +172,53 @@ def adamw(base_lr: float, *, warmup_steps: int, weight_decay: float, b2: float =
     """AdamW (b1 0.9) with warm-up then cosine; `extra` keys (grad_clip, weight_decay_end, ...) appended."""
     return dict(name="adamw", base_lr=base_lr, lr_scaling=lr_scaling, warmup_steps=warmup_steps,
                 weight_decay=weight_decay, b1=0.9, b2=b2, **extra, end_lr_factor=end_lr_factor)
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipes shared by several method configs (BYOL's views and heads serve MoCo v3 too; DINO's
+# multi-crop views and ViT optimisation serve the DINO ImageNet run and iBOT).
+# ----------------------------------------------------------------------------------------------
+def byol_views(size: int, *, scale=(0.08, 1.0)) -> tuple[dict, dict]:
+    """BYOL's asymmetric pair of views (arXiv:2006.07733, Table 6).
+
+    Both: random resized crop (scale 0.08-1), flip 0.5, colour jitter brightness 0.4, contrast
+    0.4, saturation 0.2, hue 0.1 with p=0.8, grayscale p=0.2. Gaussian blur p=1.0 on view 1 and
+    0.1 on view 2; solarisation p=0 on view 1 and 0.2 on view 2. MoCo v3 uses the same pair.
+    """
+    base = {**simclr_view(size, strength=0.5, scale=scale), "saturation": 0.2}
+    return {**base, "blur_p": 1.0, "solarize_p": 0.0}, {**base, "blur_p": 0.1, "solarize_p": 0.2}
+
+
+def shrink_heads(config: ml_collections.ConfigDict, arg) -> None:
+    """`:cpu`/`:runlocal` for the projector + predictor methods (BYOL, MoCo v3): 512-wide heads on CPU."""
+    shrink(config, arg, cpu_method_kw=dict(proj_hidden=(512,), proj_dim=128, pred_hidden=(512,)),
+           runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=32, pred_hidden=(64,)))
+
+
+def dino_views(global_size: int, local_size: int = 0, local_crops: int = 0, *, global_scale=(0.08, 1.0),
+               local_scale=(0.05, 0.4), blur: bool = False, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> tuple:
+    """DINO's multi-crop views (facebookresearch/dino main_dino.py `DataAugmentationDINO`), globals first.
+
+    All: random resized crop, flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) w.p. 0.8, grayscale
+    0.2. Global 1: blur 1.0; global 2: blur 0.1 and solarisation 0.2; locals: blur 0.5. `blur=False`
+    drops blur (CIFAR, solo-learn's asymmetric.yaml) and keeps the solarisation.
+    """
+    base = lambda size, scale: {**simclr_view(size, strength=0.5, scale=scale, mean=mean, std=std),
+                                "saturation": 0.2}
+    g1 = {**base(global_size, global_scale), "blur_p": 1.0 if blur else 0.0}
+    g2 = {**base(global_size, global_scale), "blur_p": 0.1 if blur else 0.0, "solarize_p": 0.2}
+    local = {**base(local_size, local_scale), "blur_p": 0.5 if blur else 0.0}
+    return (g1, g2) + (local,) * local_crops
+
+
+def dino_vit_optimizer(epoch: int) -> dict:
+    """DINO's ViT optimisation (facebookresearch/dino main_dino.py defaults; iBOT's main_ibot.py has
+    the same): AdamW (`--optimizer adamw`), `--lr 0.0005` per 256 images, `--warmup_epochs 10`,
+    cosine to `--min_lr 1e-6`, `--weight_decay 0.04` -> `--weight_decay_end 0.4` (cosine), and
+    `--clip_grad 3.0` applied to each parameter tensor's gradient norm (`utils.clip_gradients`):
+    per_param. `epoch`: optimiser steps per epoch."""
+    return adamw(5e-4, warmup_steps=10 * epoch, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0,
+                 grad_clip_mode="per_param", end_lr_factor=1e-6 / 5e-4)
 
 
 def _shrink(config: ml_collections.ConfigDict, *, batch_size: int, total_steps: int, warmup_steps: int,

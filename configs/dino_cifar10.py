@@ -28,36 +28,11 @@ import ml_collections
 from configs import common
 
 
-def views(global_size: int, local_size: int = 0, local_crops: int = 0, *, global_scale=(0.08, 1.0),
-          local_scale=(0.05, 0.4), blur: bool = False, mean=common.CIFAR10_MEAN, std=common.CIFAR10_STD) -> tuple:
-    """DINO's multi-crop views (main_dino.py `DataAugmentationDINO`), globals first.
-
-    All: random resized crop, flip 0.5, colour jitter (0.4, 0.4, 0.2, 0.1) w.p. 0.8, grayscale
-    0.2. Global 1: blur 1.0; global 2: blur 0.1 and solarisation 0.2; locals: blur 0.5. `blur=False`
-    drops blur (CIFAR, solo-learn's asymmetric.yaml) and keeps the solarisation.
-    """
-    base = lambda size, scale: {**common.simclr_view(size, strength=0.5, scale=scale, mean=mean, std=std),
-                                "saturation": 0.2}
-    g1 = {**base(global_size, global_scale), "blur_p": 1.0 if blur else 0.0}
-    g2 = {**base(global_size, global_scale), "blur_p": 0.1 if blur else 0.0, "solarize_p": 0.2}
-    local = {**base(local_size, local_scale), "blur_p": 0.5 if blur else 0.0}
-    return (g1, g2) + (local,) * local_crops
-
-
-def vit_optimizer(epoch: int) -> dict:
-    """DINO's ViT optimisation (main_dino.py defaults; iBOT's main_ibot.py has the same): AdamW
-    (`--optimizer adamw`), `--lr 0.0005` per 256 images, `--warmup_epochs 10`, cosine to
-    `--min_lr 1e-6`, `--weight_decay 0.04` -> `--weight_decay_end 0.4` (cosine), and `--clip_grad
-    3.0` applied to each parameter tensor's gradient norm (`utils.clip_gradients`): per_param."""
-    return common.adamw(5e-4, warmup_steps=10 * epoch, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0,
-                        grad_clip_mode="per_param", end_lr_factor=1e-6 / 5e-4)
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, vit=False, multicrop=False, cpu=False, runlocal=False)
     batch_size = 256
     epoch = common.steps_per_epoch(batch_size)
-    config = common.base_config("dino", batch_size=batch_size, total_steps=1000 * epoch, views=views(32),
+    config = common.base_config("dino", batch_size=batch_size, total_steps=1000 * epoch, views=common.dino_views(32),
                                 knn_every_steps=20 * epoch)
     # total_steps is a reference: command-line overrides of config.total_steps reach the EMA schedule.
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=4096, hidden_dim=2048,
@@ -66,12 +41,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             warmup_teacher_temperature_steps=50 * epoch, center_momentum=0.9,
                             base_momentum=0.9995, freeze_last_layer_steps=epoch)
     if arg.multicrop:
-        config.input.views = views(32, 16, 6, global_scale=(0.2, 1.0), local_scale=(0.08, 0.5))
+        config.input.views = common.dino_views(32, 16, 6, global_scale=(0.2, 1.0), local_scale=(0.08, 0.5))
     config.optimizer = common.lars(0.3, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.02)
     if arg.vit:
         config.model = dict(common.VIT_TI4_CIFAR)
         config.method_kw.norm_last_layer = False
-        config.optimizer = vit_optimizer(epoch)
+        config.optimizer = common.dino_vit_optimizer(epoch)
 
     # At the `:cpu` size and length the BN-free head collapses to the uniform distribution within 40
     # steps (measured: teacher entropy 6.93 = log 1024, teacher KL 0.002 at step 60); BatchNorm in

@@ -17,7 +17,7 @@ a few steps of a small batch for a smoke test on an accelerator.
 """
 import ml_collections
 
-from configs import common, dino_cifar10
+from configs import common
 
 TRAIN_IMAGES = 1_281_167
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -32,8 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "dino", batch_size=batch_size, total_steps=300 * epoch, dtype="bfloat16", log_steps=100, ckpt_steps=5000,
         model=dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1),
         data=dict(name="imagenet2012", split="train", data_dir="", prepare_offline=False, worker_count=32),
-        views=dino_cifar10.views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
-                                 mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        views=common.dino_views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
+                                mean=IMAGENET_MEAN, std=IMAGENET_STD),
         # DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
         knn_every_steps=20 * epoch, knn_kw=dict(batch_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD))
     config.evals.knn.test_split = "validation"
@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
                             warmup_teacher_temperature_steps=30 * epoch, center_momentum=0.9,
                             base_momentum=0.996, freeze_last_layer_steps=epoch)
-    config.optimizer = dino_cifar10.vit_optimizer(epoch)
+    config.optimizer = common.dino_vit_optimizer(epoch)
     # --min_lr 1e-6 is absolute: as a factor of the peak lr (5e-4 x batch/256).
     config.optimizer.end_lr_factor = 1e-6 / (5e-4 * batch_size / 256)
 

@@ -22,7 +22,7 @@ steps; `runlocal`: a few steps of a tiny model for smoke tests.
 """
 import ml_collections
 
-from configs import common, dino_cifar10
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,8 +31,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     # --global_crops_scale 0.25 1 --local_crops_number 10 --local_crops_scale 0.05 0.25.
     config = common.base_config("ibot", batch_size=batch_size, total_steps=800 * epoch,  # --epochs 800
-                                views=dino_cifar10.views(32, 16, 10, global_scale=(0.25, 1.0),
-                                                         local_scale=(0.05, 0.25)),
+                                views=common.dino_views(32, 16, 10, global_scale=(0.25, 1.0),
+                                                        local_scale=(0.05, 0.25)),
                                 model=dict(common.VIT_TI4_CIFAR, mask_token=True), knn_every_steps=20 * epoch)
     # --pred_ratio 0 0.3 --pred_ratio_var 0 0.2: each image is masked with ratio 0 or U(0.1, 0.5),
     # i.e. probability 0.5; BEiT/iBOT blocks of at least (min(h, w) // 3)^2 = 4 patches on 8x8.
@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             separate_head=False, dino_loss_weight=1.0, ibot_loss_weight=1.0,
                             koleo_loss_weight=0.0, mask_ratio=(0.1, 0.5), mask_probability=0.5,
                             min_mask_patches=4, base_momentum=0.9995, freeze_last_layer_steps=epoch)
-    config.optimizer = dino_cifar10.vit_optimizer(epoch)
+    config.optimizer = common.dino_vit_optimizer(epoch)
     if arg.dinov2:
         config.method_kw.update(centering="sinkhorn", koleo_loss_weight=0.1, separate_head=True)
 

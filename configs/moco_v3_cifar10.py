@@ -24,7 +24,7 @@ Run it on an accelerator:
 """
 import ml_collections
 
-from configs import byol_cifar10, common
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     batch_size = 256  # solo-learn CIFAR: optimizer.batch_size 256.
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("moco_v3", batch_size=batch_size, total_steps=1000 * epoch,  # solo-learn: 1000 epochs.
-                                views=byol_cifar10.views(32), knn_every_steps=20 * epoch)
+                                views=common.byol_views(32), knn_every_steps=20 * epoch)
     # Official: --moco-dim 256 --moco-mlp-dim 4096 --moco-t 1.0 --moco-m 0.99 --moco-m-cos. The
     # momentum schedule's K follows config.total_steps (a reference, so overrides reach it).
     config.method_kw = dict(temperature=1.0, proj_hidden=(4096,), proj_dim=256, pred_hidden=(4096,),
@@ -40,5 +40,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Official ResNet recipe: LARS (trust 0.001, no weight decay or adaptation for biases and BN),
     # 10 warm-up epochs; solo-learn CIFAR: lr 0.3 x batch/256, weight decay 1e-6.
     config.optimizer = common.lars(0.3, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.001)
-    byol_cifar10.shrink_heads(config, arg)
+    common.shrink_heads(config, arg)
     return config

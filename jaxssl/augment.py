@@ -49,6 +49,20 @@ DEFAULT_VIEW: dict[str, Any] = {
     # normalize, only if both are given (per-channel tuples).
     "mean": None, "std": None,
 }
+# The type of every `DEFAULT_VIEW` key, as an annotation string (the config checks in
+# jaxssl/train/validate.py read it). Colour-jitter strengths may also be (low, high) ranges.
+VIEW_TYPES: dict[str, str] = {
+    "crop_size": "int | tuple[int, int] | None", "crop_scale": "tuple[float, float]",
+    "crop_ratio": "tuple[float, float]", "flip_p": "float",
+    **{k: "float | tuple[float, float]" for k in ("brightness", "contrast", "saturation", "hue")},
+    "jitter_p": "float", "grayscale_p": "float",
+    "blur_p": "float", "blur_sigma": "tuple[float, float]", "blur_kernel_size": "int | None",
+    "solarize_p": "float", "solarize_threshold": "float",
+    "mean": "tuple[float, float, float] | None", "std": "tuple[float, float, float] | None",
+}
+# The input size assumed where a view leaves crop_size unset and no images are at hand (a model
+# built before the data arrives): CIFAR-10's 32x32, the default dataset of configs/.
+DEFAULT_INPUT_SIZE = 32
 
 Array = jax.Array
 
@@ -348,6 +362,17 @@ def _check_images(images: Array) -> None:
                          f"got dtype {images.dtype}.")
 
 
+def view_size(view: Mapping[str, Any], input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE) -> tuple[int, int]:
+    """(height, width) of the images :func:`apply` makes from ``view`` for inputs of ``input_size``.
+
+    ``view["crop_size"]`` as an int (square) or an (h, w) pair; unset or None: the input size,
+    which is ``DEFAULT_INPUT_SIZE`` (32) where the caller does not know it, e.g. the example batch
+    that initialises a model: ``jnp.zeros((2, *view_size(config.input.views[0]), 3))``.
+    """
+    size = view.get("crop_size") or input_size
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def apply(rng: Array, images: Array, view: Mapping[str, Any]) -> Array:
     """One augmented view of a batch from a view dict (keys and defaults: :data:`DEFAULT_VIEW`).
 
@@ -371,8 +396,7 @@ def apply(rng: Array, images: Array, view: Mapping[str, Any]) -> Array:
     _check_images(images)
     x = to_float(images)
     _, height, width, _ = x.shape
-    size = cfg["crop_size"] or (height, width)
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = view_size(cfg, (height, width))
     scale, ratio = tuple(cfg["crop_scale"]), tuple(cfg["crop_ratio"])
     k_crop, k_flip, k_jitter, k_gray, k_blur, k_solarize = jax.random.split(rng, 6)
 

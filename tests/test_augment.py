@@ -355,3 +355,13 @@ def test_make_views_independent_and_multi_size():
     out = jax.jit(functools.partial(augment.make_views, views=views))(jax.random.key(0), x)
     assert [o.shape for o in out] == [(4, 16, 16, 3), (4, 16, 16, 3), (4, 8, 8, 3)]
     assert not np.allclose(np.asarray(out[0]), np.asarray(out[1]))
+
+
+def test_view_size_is_the_crop_size_else_the_input_size():
+    assert augment.view_size({"crop_size": 16}) == (16, 16)
+    assert augment.view_size({"crop_size": (8, 12)}) == (8, 12)
+    assert augment.view_size({}) == augment.view_size({"crop_size": None}) == (augment.DEFAULT_INPUT_SIZE,) * 2
+    assert augment.view_size({}, (20, 24)) == (20, 24)
+    x = jnp.zeros((2, 20, 24, 3), jnp.uint8)
+    for view in ({"crop_size": 8, "crop_scale": (0.5, 1.0)}, {"crop_size": (6, 10)}, {}):
+        assert augment.apply(jax.random.key(0), x, view).shape[1:3] == augment.view_size(view, (20, 24))

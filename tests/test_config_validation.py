@@ -26,6 +26,7 @@ import pytest
 import jaxssl.methods
 from configs import simclr_cifar10
 from jaxssl.data import sources
+from jaxssl import defaults
 from jaxssl.train import loop, optim, step as step_lib, validate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,8 +158,8 @@ def test_good_values_pass(key, data):
     validate.validate_config(_mutated(key, data.draw(GOOD[key], label="value")))
 
 
-SECTIONS = {"": validate.REQUIRED_KEYS + validate.OPTIONAL_KEYS, "method_kw": (), "model": (), "data": (),
-            "optimizer": (), "input.views[1]": (), "evals.knn": ()}
+SECTIONS = {"": validate.REQUIRED_KEYS + validate.OPTIONAL_KEYS, "method_kw": (), "model": (),
+            "data": tuple(defaults.DATA), "optimizer": (), "input.views[1]": (), "evals.knn": ()}
 
 
 @SETTINGS
@@ -170,7 +171,7 @@ def test_unknown_keys_raise_naming_the_key(section, name, value):
     hypothesis.assume(name not in SECTIONS[section] and name not in (known or {})
                       and name not in (BASE.input.views[1] if "views" in section else {}))
     hypothesis.assume(not (section == "method_kw" and name in ("backbone", "dtype")))
-    hypothesis.assume(not (section == "optimizer" and name in ("b1", "b2", "weight_decay_end", "fixed_lr_paths")))
+    hypothesis.assume(not (section == "optimizer" and name in optim.all_keys()))
     hypothesis.assume(not (section == "model" and name in ("dtype",)))
     msg = _raises_naming(_mutated(f"{section}.{name}" if section else name, value), repr(name), ValueError)
     assert "Unknown" in msg and ("config." + section if section else "config key") in msg

@@ -131,5 +131,4 @@ def example(config) -> np.ndarray:
         kw = _sequence_kw(config)
         return np.zeros((2, int(kw["clip_seconds"] * kw["sample_rate"])), np.float32)
     from jaxssl import augment  # pylint: disable=g-import-not-at-top
-    size = config["input"]["views"][0].get("crop_size") or 32  # TEMP until augment.view_size lands
-    return np.zeros((2, size, size, 3), np.float32)
+    return np.zeros((2, *augment.view_size(config["input"]["views"][0]), 3), np.float32)

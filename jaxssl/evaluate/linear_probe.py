@@ -315,7 +315,7 @@ class Evaluator:
                                              test_split=test_split, train_examples=train_examples,
                                              test_examples=test_examples, batch_size=batch_size, view=view)
         self.kw = dict(num_classes=num_classes, epochs=epochs, batch_size=probe_batch_size, optimizer=optimizer,
-                       base_lr=base_lr, weight_decay=weight_decay, seed=int(config.get("seed", 0)))
+                       base_lr=base_lr, weight_decay=weight_decay, seed=int(config["seed"]))
 
     def check(self) -> None:
         self.features.check()

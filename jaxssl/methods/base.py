@@ -129,8 +129,8 @@ def build(config: Mapping[str, Any]) -> Method:
     dtype=..., **config["method_kw"])` the method around it; `config["dtype"]` ("float32" or
     "bfloat16", default float32) is the compute dtype of both. Nothing is initialised here.
     """
-    from jaxssl import models  # the method modules import models too; here it only picks by name
-    dtype = jnp.dtype(config.get("dtype", "float32") or "float32")
+    from jaxssl import defaults, models  # pylint: disable=g-import-not-at-top
+    dtype = jnp.dtype(defaults.get(config, "dtype"))
     backbone = models.get(**{**dict(config["model"]), "dtype": dtype})
     return get(config["method"], backbone=backbone, dtype=dtype, **dict(config["method_kw"]))
 

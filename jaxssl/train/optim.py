@@ -1,14 +1,15 @@
 """The optimiser chain from config: clip -> (LARS | AdamW | SGD) with masked weight decay.
 
-`config.optimizer` fields: name ("lars", "adamw", "sgd"), base_lr (per 256 images),
-lr_scaling ("linear": lr = base_lr * batch / 256 as SimCLR B.1/Goyal et al. 2017; "sqrt":
-base_lr * sqrt(batch); "none"), warmup_steps, weight_decay, weight_decay_end (optional: cosine
-weight-decay schedule, DINO), momentum, b1, b2, grad_clip (None/0: off, else the max norm),
-grad_clip_mode ("global": one norm over all gradients, `optax.clip_by_global_norm`; "per_param":
-each parameter tensor's gradient clipped to its own norm, DINO's `clip_gradients`),
-end_lr_factor. Biases and normalisation parameters (every parameter of rank <= 1) get no
-weight decay and, for LARS, no trust-ratio adaptation (SimCLR B.1: "we exclude [...] batch
-normalization and bias parameters from LARS adaptation and weight decay").
+`config.optimizer` fields (defaults and types in `KEYS` and `OPTIMIZER_KEYS`): name ("lars",
+"adamw", "sgd"), base_lr (per 256 images), lr_scaling ("linear": lr = base_lr * batch / 256 as
+SimCLR B.1/Goyal et al. 2017; "sqrt": base_lr * sqrt(batch); "none"), warmup_steps,
+weight_decay, weight_decay_end (optional: cosine weight-decay schedule, DINO), momentum, b1, b2,
+grad_clip (None/0: off, else the max norm), grad_clip_mode ("global": one norm over all
+gradients, `optax.clip_by_global_norm`; "per_param": each parameter tensor's gradient clipped to
+its own norm, DINO's `clip_gradients`), end_lr_factor. Biases and normalisation parameters
+(every parameter of rank <= 1) get no weight decay and, for LARS, no trust-ratio adaptation
+(SimCLR B.1: "we exclude [...] batch normalization and bias parameters from LARS adaptation and
+weight decay").
 
 Optional `fixed_lr_paths`: a regular expression over parameter paths ("predictor/dense0/kernel");
 matching parameters get the same optimiser at the constant peak learning rate (no warm-up, no
@@ -27,9 +28,46 @@ import jax.numpy as jnp
 import optax
 
 from jaxssl import schedules
+from jaxssl.defaults import REQUIRED, Key
 
-OPTIMIZERS = ("lars", "adamw", "sgd")
+# Every key of `config.optimizer` with its default (REQUIRED: none) and type: `make` reads each one
+# through `option`, and jaxssl/train/validate.py checks configs against these tables (a key that
+# no optimiser reads is a typo; values must fit the types).
+KEYS = {
+    "name": Key(REQUIRED, "str"), "base_lr": Key(REQUIRED, "float"), "lr_scaling": Key("linear", "str"),
+    "warmup_steps": Key(0, "int"), "end_lr_factor": Key(0.0, "float"),
+    "weight_decay": Key(0.0, "float"), "weight_decay_end": Key(None, "float | None"),
+    "grad_clip": Key(None, "float | None"), "grad_clip_mode": Key("global", "str"),
+    "fixed_lr_paths": Key(None, "str | None"),
+}
+# The keys only one optimiser reads: LARS (`optax.lars`), AdamW (`optax.adamw`), SGD with momentum.
+OPTIMIZER_KEYS = {
+    "lars": {"momentum": Key(0.9, "float"), "trust_coefficient": Key(0.001, "float")},
+    "adamw": {"b1": Key(0.9, "float"), "b2": Key(0.999, "float")},
+    "sgd": {"momentum": Key(0.9, "float")},
+}
+OPTIMIZERS = tuple(OPTIMIZER_KEYS)
 GRAD_CLIP_MODES = ("global", "per_param")
+
+
+def all_keys() -> dict[str, Key]:
+    """Every key some optimiser reads: `KEYS` and each optimiser's own (a config may switch `name`)."""
+    out = dict(KEYS)
+    for keys in OPTIMIZER_KEYS.values():
+        out.update(keys)
+    return out
+
+
+def option(cfg, key: str):
+    """`cfg[key]` (config.optimizer, a ConfigDict or dict), else its default from `KEYS`/`OPTIMIZER_KEYS`."""
+    if key in cfg:
+        return cfg[key]
+    entry = all_keys().get(key)
+    if entry is None:
+        raise KeyError(f"optimizer.{key} is not a key of jaxssl.train.optim; valid keys: {sorted(all_keys())}.")
+    if entry.default is REQUIRED:
+        raise KeyError(f"optimizer.{key} is required: set config.optimizer.{key}.")
+    return entry.default
 
 
 def decay_mask(params):
@@ -39,13 +77,13 @@ def decay_mask(params):
 
 def peak_learning_rate(cfg, batch_size: int) -> float:
     """`cfg.base_lr` scaled by the batch size rule in `cfg.lr_scaling`."""
-    scaling = cfg.get("lr_scaling", "linear")
+    scaling = option(cfg, "lr_scaling")
     if scaling == "linear":
-        peak = cfg.base_lr * batch_size / 256
+        peak = option(cfg, "base_lr") * batch_size / 256
     elif scaling == "sqrt":
-        peak = cfg.base_lr * math.sqrt(batch_size)
+        peak = option(cfg, "base_lr") * math.sqrt(batch_size)
     elif scaling == "none":
-        peak = cfg.base_lr
+        peak = option(cfg, "base_lr")
     else:
         raise ValueError(f"optimizer.lr_scaling must be 'linear', 'sqrt' or 'none', got {scaling!r}.")
     return peak
@@ -54,21 +92,22 @@ def peak_learning_rate(cfg, batch_size: int) -> float:
 def learning_rate(cfg, batch_size: int, total_steps: int) -> optax.Schedule:
     """Warm-up + cosine schedule with the peak scaled by the batch size rule in `cfg.lr_scaling`."""
     peak = peak_learning_rate(cfg, batch_size)
-    return schedules.warmup_cosine(peak, total_steps, cfg.get("warmup_steps", 0),
-                                   end_value=peak * cfg.get("end_lr_factor", 0.0))
+    return schedules.warmup_cosine(peak, total_steps, option(cfg, "warmup_steps"),
+                                   end_value=peak * option(cfg, "end_lr_factor"))
 
 
 def make(cfg, batch_size: int, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Build (tx, lr_schedule) from `config.optimizer`."""
-    if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer.name {cfg.name!r}; choose one of {', '.join(OPTIMIZERS)}.")
+    name = option(cfg, "name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer.name {name!r}; choose one of {', '.join(OPTIMIZERS)}.")
     lr = learning_rate(cfg, batch_size, total_steps)
     tx = _optimizer(cfg, lr, total_steps)
-    pattern = cfg.get("fixed_lr_paths", None)
+    pattern = option(cfg, "fixed_lr_paths")
     if pattern:
         fixed = _optimizer(cfg, peak_learning_rate(cfg, batch_size), total_steps)
         tx = optax.multi_transform({"scheduled": tx, "fixed": fixed}, lambda p: fixed_lr_labels(p, pattern))
-    clip, mode = cfg.get("grad_clip", None), cfg.get("grad_clip_mode", "global")
+    clip, mode = option(cfg, "grad_clip"), option(cfg, "grad_clip_mode")
     if mode not in GRAD_CLIP_MODES:
         raise ValueError(f"optimizer.grad_clip_mode must be one of {GRAD_CLIP_MODES}, got {mode!r}.")
     if clip:
@@ -117,8 +156,8 @@ def weight_decay(cfg, total_steps: int):
     official `--weight_decay 0.04 --weight_decay_end 0.4`, `cosine_scheduler` per iteration).
     Unset (or equal to `weight_decay`): the constant, and the optimiser state is unchanged.
     """
-    wd = cfg.get("weight_decay", 0.0)
-    wd_end = cfg.get("weight_decay_end", None)
+    wd = option(cfg, "weight_decay")
+    wd_end = option(cfg, "weight_decay_end")
     if wd_end is None or wd_end == wd:
         return wd
     return schedules.warmup_cosine(wd, max(total_steps, 1), 0, init_value=wd, end_value=wd_end)
@@ -126,13 +165,13 @@ def weight_decay(cfg, total_steps: int):
 
 def _optimizer(cfg, lr, total_steps: int = 1) -> optax.GradientTransformation:
     """The optimiser named by `cfg.name` with learning rate `lr` (a schedule or a constant)."""
-    wd = weight_decay(cfg, total_steps)
-    if cfg.name == "lars":
+    wd, name = weight_decay(cfg, total_steps), option(cfg, "name")
+    if name == "lars":
         tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
-                        momentum=cfg.get("momentum", 0.9), trust_coefficient=cfg.get("trust_coefficient", 0.001))
-    elif cfg.name == "adamw":
-        tx = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), weight_decay=wd, mask=decay_mask)
+                        momentum=option(cfg, "momentum"), trust_coefficient=option(cfg, "trust_coefficient"))
+    elif name == "adamw":
+        tx = optax.adamw(lr, b1=option(cfg, "b1"), b2=option(cfg, "b2"), weight_decay=wd, mask=decay_mask)
     else:
         tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
-                         optax.sgd(lr, momentum=cfg.get("momentum", 0.9)))
+                         optax.sgd(lr, momentum=option(cfg, "momentum")))
     return tx

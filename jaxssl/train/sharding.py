@@ -18,11 +18,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxssl import defaults
+
 DATA = "data"
 FSDP = "fsdp"
-# Leaves with fewer elements stay replicated under FSDP: biases, norms and small kernels cost more
-# in collectives than they save in memory.
-FSDP_MIN_SIZE = 2**16
+# Leaves with fewer elements stay replicated under FSDP (the default of config.mesh.fsdp_min_size).
+FSDP_MIN_SIZE = defaults.FSDP_MIN_SIZE
 
 
 def make_mesh(devices=None, *, fsdp: int = 1) -> Mesh:

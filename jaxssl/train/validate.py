@@ -3,9 +3,12 @@
 `validate_config(config)` raises ValueError (unknown keys, values out of range, unknown names) or
 TypeError (a value of the wrong type), each naming `config.<key>`. The schema comes from the code
 where it can: a method's keywords and their types from its `make` signature, a model's from its
-`Model` fields, a view's from `augment.DEFAULT_VIEW`, the optimiser's keys from what
-`jaxssl.train.optim.make` reads. Ranges come from hyperparameter names (`_RANGES`: a temperature
-must be > 0 wherever it appears, a mask ratio in (0, 1), a probability in [0, 1], ...).
+`Model` fields, a view's from `augment.DEFAULT_VIEW` and `augment.VIEW_TYPES`, the optimiser's
+from the tables `jaxssl.train.optim.make` reads (`optim.KEYS`, `optim.OPTIMIZER_KEYS`), the
+top-level, `data` and `mesh` keys from `jaxssl.defaults`, the evaluators' from their `Evaluator`
+keyword arguments (`jaxssl.evaluate.common.options`). Ranges come from hyperparameter
+names (`_RANGES`: a temperature must be > 0 wherever it appears, a mask ratio in (0, 1), a
+probability in [0, 1], ...).
 """
 from __future__ import annotations
 
@@ -18,32 +21,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxssl import augment, methods, models
+from jaxssl import defaults
 from jaxssl.data import inputs
 from jaxssl.evaluate import common as eval_common
 from jaxssl.evaluate.linear_probe import online_probe
 from jaxssl.train import optim
 
-REQUIRED_KEYS = ("seed", "method", "method_kw", "model", "data", "input", "batch_size", "total_steps",
-                 "optimizer", "log_steps", "ckpt_steps", "keep_ckpts", "evals")
-# Optional: dtype ("float32"), progress_bar (True), nonfinite ("raise": stop at the first NaN/Inf;
-# "skip": drop such updates and go on) and nonfinite_patience (10: "skip" raises after this many in a row).
-# accum_steps (1): micro-batches per step, GradCache-style (jaxssl/train/accumulate.py).
-OPTIONAL_KEYS = ("dtype", "progress_bar", "nonfinite", "nonfinite_patience", "accum_steps", "mesh")
-# mesh ({fsdp: 1}): device layout, jaxssl/train/sharding.py; fsdp > 1 splits state leaves of at least
-# fsdp_min_size elements over a second mesh axis (FSDP).
-_MESH_SPEC = {"fsdp": (1, "int"), "fsdp_min_size": (2**16, "int")}
-# Types by example: {key: (default, annotation)} as for a function's keyword arguments.
-_DATA_SPEC = {"name": ("cifar10", "str"), "split": ("train", "str"), "data_dir": ("", "str | None"),
-              "prepare_offline": (True, "bool"), "worker_count": (0, "int"), "seq_len": (512, "int"),
-              "sample_rate": (16_000, "int"), "clip_seconds": (1.0, "float")}
-# Where `augment.DEFAULT_VIEW` has None as default, the type it stands for.
-# Colour-jitter strengths may also be (low, high) ranges.
-_VIEW_TYPES = {"crop_size": (0, "int | tuple | None"), "blur_kernel_size": (0, "int | None"),
-               "mean": ((0.0, 0.0, 0.0), "tuple | None"), "std": ((1.0, 1.0, 1.0), "tuple | None"),
-               **{k: (0.0, "float | tuple") for k in ("brightness", "contrast", "saturation", "hue")}}
-# Where `optim` reads a key without a default or with default None, the type it stands for.
-_OPTIMIZER_TYPES = {"base_lr": (0.0, "float"), "grad_clip": (0.0, "float | None"),
-                    "weight_decay_end": (0.0, "float | None"), "fixed_lr_paths": ("", "str | None")}
+# Top-level keys (meanings and defaults: jaxssl/defaults.py).
+REQUIRED_KEYS = defaults.required(defaults.TOP_LEVEL)
+OPTIONAL_KEYS = defaults.optional(defaults.TOP_LEVEL)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # Allowed values by hyperparameter name, wherever the name appears in the config (the whole key or
 # its last "_" part; first match wins): (low, high, low allowed, high allowed).
@@ -66,6 +52,26 @@ def lookup(config, dotted: str):
             return None
         config = config[part]
     return config
+
+
+# A value of each type, to judge values by where a table's default is None or REQUIRED.
+_EXAMPLES = {"int": 0, "float": 0.0, "str": "", "bool": False, "dict": {}}
+
+
+def _example(default, annotation: str):
+    """`default`, or where it is None/REQUIRED a value of the first type in `annotation`
+    ("tuple[float, float, float] | None" -> (0.0, 0.0, 0.0)), so that `_expect` can judge by it."""
+    if default is not None and default is not defaults.REQUIRED:
+        return default
+    first = annotation.split("|")[0].strip()
+    if first.startswith("tuple[") and first.endswith("]"):
+        return tuple(_EXAMPLES[t.strip()] for t in first[len("tuple["):-1].split(","))
+    return _EXAMPLES.get(first, default)
+
+
+def _spec(table) -> dict:
+    """{key: (example, annotation)} for `_check_kwargs` from a {key: (default, annotation)} table."""
+    return {k: (_example(d, a), a) for k, (d, a) in table.items()}
 
 
 def _leaves(obj, key: str = ""):
@@ -149,51 +155,20 @@ def _check_kwargs(where: str, given, spec: dict, what: str, required=(), fixed_l
             raise TypeError(f"config.{where}.{k} must be {want}{like}, got {value!r} ({type(value).__name__}).")
 
 
-class _Reads(dict):
-    """A dict that records the keys read from it (and their defaults): what `optim.make` knows."""
-
-    def __init__(self, items, seen: dict):
-        super().__init__(items)
-        self.seen = seen
-
-    def __getitem__(self, key):
-        self.seen.setdefault(key, inspect.Parameter.empty)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        if self.seen.get(key, inspect.Parameter.empty) is inspect.Parameter.empty:
-            self.seen[key] = default
-        return super().get(key, default)
-
-    def __getattr__(self, key):
-        if key.startswith("__"):
-            raise AttributeError(key)
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-
 def _check_optimizer(config) -> None:
-    """Keys that no optimiser reads are typos; types follow the defaults `optim` reads them with."""
+    """Keys that no optimiser reads are typos; types as in `optim.KEYS`/`optim.OPTIMIZER_KEYS`; then
+    `optim.make` itself judges the values (a learning-rate rule, a clipping mode, ...)."""
     opt = config.optimizer.to_dict() if hasattr(config.optimizer, "to_dict") else dict(config.optimizer)
     if opt.get("name") not in optim.OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {opt.get('name')!r} (config.optimizer.name); choose one of "
                          f"{', '.join(optim.OPTIMIZERS)}.")
-    seen: dict = {}
-    error = None
-    for name in optim.OPTIMIZERS:
-        try:
-            optim.make(_Reads({**opt, "name": name}, seen), config.batch_size, max(config.total_steps, 1))
-        except Exception as e:  # noqa: BLE001  (only the configured optimiser's errors count)
-            error = e if name == opt["name"] else error
-    spec = {k: (d, "float" if isinstance(d, float) else "") for k, d in seen.items()}
-    spec.update({k: v for k, v in _OPTIMIZER_TYPES.items() if k in spec})
-    _check_kwargs("optimizer", {k: v for k, v in opt.items() if k in spec}, spec, "jaxssl.train.optim")  # types
-    if error is not None:
-        msg = str(error)
-        raise ValueError(f"config.{msg}" if msg.startswith("optimizer.") else f"config.optimizer: {msg}") from error
-    _check_kwargs("optimizer", opt, spec, "jaxssl.train.optim")  # unknown keys, once every optimiser has run
+    keys = optim.all_keys()  # a config may switch `name` and keep the other optimisers' keys
+    _check_kwargs("optimizer", opt, _spec(keys), "jaxssl.train.optim", defaults.required(keys))
+    try:
+        optim.make(config.optimizer, config.batch_size, max(config.total_steps, 1))
+    except Exception as e:  # noqa: BLE001  (reported with the key it names)
+        msg = str(e)
+        raise ValueError(f"config.{msg}" if msg.startswith("optimizer.") else f"config.optimizer: {msg}") from e
 
 
 def _check_evals(config, view_spec: dict) -> None:
@@ -232,14 +207,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     unknown = sorted(set(config.keys()) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
         raise ValueError(f"Unknown config key(s) {unknown}; known keys: {sorted(REQUIRED_KEYS + OPTIONAL_KEYS)} "
-                         f"(a new top-level key must be added to OPTIONAL_KEYS in jaxssl/train/validate.py).")
+                         f"(a new top-level key must be added to TOP_LEVEL in jaxssl/defaults.py).")
     missing = [k for k in REQUIRED_KEYS if k not in config]
     if missing:
         raise ValueError(f"Config is missing key(s) {missing}; start from a file in configs/ "
                          f"(e.g. configs/simclr_cifar10.py).")
     for key, low in (("batch_size", 1), ("total_steps", 0), ("log_steps", 1), ("ckpt_steps", 1), ("keep_ckpts", 1),
                      ("seed", None), ("nonfinite_patience", 1), ("accum_steps", 1)):
-        value = config.get(key, 1)
+        value = defaults.get(config, key)
         if not isinstance(value, int) or isinstance(value, bool):
             raise TypeError(f"config.{key} must be an int, got {value!r} ({type(value).__name__}).")
         if low is not None and value < low:
@@ -250,10 +225,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("method_kw", "model", "data", "input", "optimizer", "evals"):
         if not hasattr(config[key], "keys"):
             raise TypeError(f"config.{key} must be a dict, got {config[key]!r}.")
-    _check_kwargs("data", config.data, _DATA_SPEC, "the data pipeline", required=("name",))
+    _check_kwargs("data", config.data, _spec(defaults.DATA), "the data pipeline", defaults.required(defaults.DATA))
     if config.get("mesh") is not None:
-        _check_kwargs("mesh", config.mesh, _MESH_SPEC, "jaxssl.train.sharding")
-        if config.mesh.get("fsdp", 1) < 1:
+        _check_kwargs("mesh", config.mesh, _spec(defaults.MESH), "jaxssl.train.sharding")
+        if defaults.get(config, "mesh.fsdp") < 1:
             raise ValueError(f"config.mesh.fsdp must be >= 1 (1: no FSDP), got {config.mesh.fsdp}.")
     if not config.data.name:
         raise ValueError("config.data.name is empty; name a TFDS dataset (e.g. 'cifar10').")
@@ -283,7 +258,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         want = ("a non-empty tuple of view dicts" if image else
                 f"() ({config.data.name} is {inputs.kind(config)}: its inputs reach the method unchanged)")
         raise ValueError(f"config.input.views must be {want}, got {views!r}.")
-    view_spec = {**{k: (v, "float") for k, v in augment.DEFAULT_VIEW.items()}, **_VIEW_TYPES}
+    view_spec = _spec({k: (v, augment.VIEW_TYPES[k]) for k, v in augment.DEFAULT_VIEW.items()})
     for i, view in enumerate(views):
         _check_kwargs(f"input.views[{i}]", view, view_spec, "augment.apply", fixed_len=True)
     _check_evals(config, view_spec)
@@ -296,7 +271,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _check_accumulation(config) -> None:
     """config.accum_steps > 1: the batch splits evenly over micro-batches and devices; the method has embed/objective."""
-    accum = config.get("accum_steps", 1)
+    accum = defaults.get(config, "accum_steps")
     if accum == 1:
         return
     devices = jax.device_count()  # every device splits the batch (data and FSDP axes alike)
