@@ -27,7 +27,9 @@ output resolution after that reduction (box height >= factor * output height and
 same for width); otherwise it is decoded at full size. The crop is then resized straight
 from the (drafted) decoded image with ``Image.resize(size, box=...)``: no cropped copy is
 materialised. Draft output differs from full decoding by a few grey levels (the scaled IDCT
-is a box-like prefilter), see :func:`draft_factor`.
+is a box-like prefilter), see :func:`draft_factor`. Pillow's ``reduce`` / ``reducing_gap`` is
+not used: after the draft the remaining downscale is below 2x (or the crop is small), and
+``reducing_gap`` would make the result differ from torchvision's single bilinear resize.
 """
 
 from __future__ import annotations
@@ -86,6 +88,8 @@ def _to_rgb(img: Image.Image, name_for_errors: str) -> Image.Image:
         high = (np.asarray(img).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
         return Image.fromarray(high, "L").convert("RGB")
     try:
+        if mode == "P" and "transparency" in img.info:  # Pillow wants RGBA first here.
+            img = img.convert("RGBA")
         return img.convert("RGB")
     except (ValueError, OSError) as e:
         raise ValueError(f"{name_for_errors}: unsupported image mode {mode!r} ({e}). {_FIX}") from e

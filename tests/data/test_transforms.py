@@ -109,6 +109,7 @@ def test_decode_modes_become_rgb_uint8():
     check(_encode(np.dstack([gray, alpha]), "PNG"), np.repeat(gray[..., None], 3, -1))
     pal = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
     check(_encode(pal, "PNG"), np.asarray(pal.convert("RGB")))
+    check(_encode(pal, "PNG", transparency=0), np.asarray(pal.convert("RGB")))  # tRNS: dropped.
     cmyk = Image.fromarray(rgb).convert("CMYK")
     check(_encode(cmyk, "TIFF"), np.asarray(cmyk.convert("RGB")))  # Lossless CMYK.
     cmyk_jpeg = _encode(cmyk)
