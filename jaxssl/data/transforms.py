@@ -28,8 +28,8 @@ same for width); otherwise it is decoded at full size. The crop is then resized 
 from the (drafted) decoded image with ``Image.resize(size, box=...)``: no cropped copy is
 materialised. Draft output differs from full decoding by a few grey levels (the scaled IDCT
 is a box-like prefilter), see :func:`draft_factor`. Pillow's ``reduce`` / ``reducing_gap`` is
-not used: after the draft the remaining downscale is below 2x (or the crop is small), and
-``reducing_gap`` would make the result differ from torchvision's single bilinear resize.
+not used: its two-step resize differs from torchvision's single bilinear resize, and the draft
+already takes the large factors out of the decode, where the time goes.
 """
 
 from __future__ import annotations
