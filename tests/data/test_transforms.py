@@ -289,3 +289,26 @@ def test_eval_view_map():
     out = ds[2]
     assert out["image"].shape == (24, 24, 3) and out["label"] == 2
     np.testing.assert_array_equal(out["image"], T.center_crop(records[2]["image"], 24))
+
+
+def test_real_grayscale_imagenette_jpeg_becomes_rgb():
+    """A one-channel JPEG of the shared Imagenette archive (173 of them) decodes and crops as RGB."""
+    import tarfile  # pylint: disable=g-import-not-at-top
+
+    from jaxssl.data import find_source_dir  # pylint: disable=g-import-not-at-top
+
+    tar_path = find_source_dir() / "imagenette2-112_train.tar"
+    if not tar_path.is_file():
+        pytest.fail(f"{tar_path} is missing (see shared/data/README.md).")
+    with tarfile.open(tar_path) as tar:
+        for member in tar:
+            data = tar.extractfile(member).read() if member.isfile() else b""
+            if data and Image.open(io.BytesIO(data)).mode == "L":
+                break
+        else:
+            pytest.fail("no grayscale JPEG in the archive")
+    image = T.decode(data, name_for_errors=member.name)
+    assert image.shape[-1] == 3 and min(image.shape[:2]) == 112
+    assert (image[..., :1] == image).all()
+    views = T.multi_crop(np.random.default_rng(0), data, [{"crop_size": 224}, {"crop_size": 96}])
+    assert [v.shape for v in views] == [(224, 224, 3), (96, 96, 3)]
