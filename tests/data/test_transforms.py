@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import pathlib
 
 import grain
 import numpy as np
@@ -297,7 +298,7 @@ def test_real_grayscale_imagenette_jpeg_becomes_rgb():
 
     from jaxssl.data import find_source_dir  # pylint: disable=g-import-not-at-top
 
-    tar_path = find_source_dir() / "imagenette2-112_train.tar"
+    tar_path = (find_source_dir() or pathlib.Path("../shared/data")) / "imagenette2-112_train.tar"
     if not tar_path.is_file():
         pytest.fail(f"{tar_path} is missing (see shared/data/README.md).")
     with tarfile.open(tar_path) as tar:
