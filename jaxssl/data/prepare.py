@@ -1,4 +1,4 @@
-"""Offline preparation of TFDS datasets from the shared ``.npz`` arrays.
+"""Offline preparation of TFDS datasets from the shared ``.npz`` arrays and image archives.
 
 TFDS's builders download their archives, which fails offline. Here the
 registered builder is subclassed (same name, version, splits, features) and fed
@@ -6,15 +6,17 @@ the local arrays, after which ``tfds.data_source(name, split=..., data_dir=D)``
 (or ``tfds.load``, see file formats below) works as if TFDS had downloaded it::
 
     python -m jaxssl.data.prepare cifar10 --data_dir ~/tensorflow_datasets
+    python -m jaxssl.data.prepare imagenette --data_dir ~/tensorflow_datasets  # imagenette/112px-v2
 
 Records are written as array_record (random access: ``tfds.data_source`` and
-grain) with images PNG-encoded by Pillow, so no TensorFlow is imported. TFDS
+grain) with images PNG-encoded by Pillow (Imagenette: the archive's JPEG bytes,
+unchanged; see :mod:`jaxssl.data._imagenette`), so no TensorFlow is imported. TFDS
 4.9.10 cannot read array_record through tf.data (``tfds.load`` raises
 NotImplementedError) nor, for a registered builder, an alternative format
 stored beside it; ``file_format="tfrecord"`` therefore prepares a data_dir for
 ``tfds.load`` instead (that writer imports TensorFlow).
 
-Subsets (``train_limit``/``test_limit``, for tests) are class-balanced first-N:
+Subsets (``train_limit``/``test_limit``/``holdout_limit``, for tests) are class-balanced first-N:
 the 1st example of every class, then the 2nd, ... in source order. A marker
 (``jaxssl_prepared.json``) records the limits. It is written in TFDS's tmp dir,
 which TFDS renames into place only once complete, so an interrupted run leaves
@@ -39,6 +41,8 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from jaxssl.data import _imagenette
+
 SOURCE_ENV = "JAXSSL_SOURCE_DIR"
 MARKER = "jaxssl_prepared.json"
 _SUBSET_RULE = "class-balanced first-N (1st of every class, then 2nd, ...), source order"
@@ -60,7 +64,10 @@ class _Spec(NamedTuple):
     builder: str  # "module:Class" of the registered TFDS builder
     files: Mapping[str, tuple[str, ...]]  # split -> npz files in the source dir
     sizes: Mapping[str, int]  # split -> number of examples of the full split
-    load: Callable[[Sequence[pathlib.Path], str], _Arrays]
+    load: Callable[[Sequence[pathlib.Path], str], _Arrays] | None
+    config: str | None = None  # TFDS builder config name, if the builder has configs
+    # (sources, limits, marker, marker file name) -> builder class; None: the npz builder.
+    make_builder: Callable[..., type] | None = None
 
 
 def _load_cifar10(paths: Sequence[pathlib.Path], split: str) -> _Arrays:
@@ -96,6 +103,9 @@ _SPECS: dict[str, _Spec] = {
     "mnist": _Spec("tensorflow_datasets.image_classification.mnist:MNIST",
                    {"train": ("mnist.npz",), "test": ("mnist.npz",)},
                    {"train": 60_000, "test": 10_000}, _load_mnist),
+    "imagenette": _Spec(_imagenette.BUILDER,
+                        {"train": (_imagenette.TAR,), "holdout": (_imagenette.TAR,)},
+                        _imagenette.SIZES, None, _imagenette.CONFIG, _imagenette.make_builder_cls),
 }
 
 
@@ -116,7 +126,7 @@ def _base_builder(name: str) -> type:
 
 
 def find_source_dir() -> pathlib.Path | None:
-    """Returns the folder holding the source ``.npz`` arrays, or None.
+    """Returns the folder holding the source ``.npz`` arrays (and archives), or None.
 
     ``$JAXSSL_SOURCE_DIR`` wins when set (returned even if it does not exist, so
     that errors name it); else ``<repo root>/../shared/data`` if it is a folder.
@@ -152,8 +162,12 @@ def _source_paths(name: str, source_dir: str | os.PathLike | None) -> dict[str, 
 
 def _normalize_limits(name: str, limits: Mapping[str, int | None]) -> dict[str, int | None]:
     """Validates limits; a limit at or above the full split size means 'full'."""
+    sizes = _spec(name).sizes
+    extra = sorted(s for s, n in limits.items() if n is not None and s not in sizes)
+    if extra:
+        raise ValueError(f"{name!r} has no split(s) {extra}; its splits are {list(sizes)}.")
     out: dict[str, int | None] = {}
-    for split, size in _spec(name).sizes.items():
+    for split, size in sizes.items():
         limit = limits.get(split)
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"{split}_limit must be a positive int or None, got {limit!r}.")
@@ -189,6 +203,8 @@ def _make_builder_cls(name: str, sources: Mapping[str, list[pathlib.Path]],
                       limits: Mapping[str, int | None], marker: Mapping[str, Any]) -> type:
     """Subclass of the registered builder that reads the local arrays."""
     spec, base = _spec(name), _base_builder(name)
+    if spec.make_builder is not None:
+        return spec.make_builder(sources, limits, marker, MARKER)
 
     class OfflineBuilder(base, skip_registration=True):  # type: ignore[misc, valid-type]
         """``base`` with its download replaced by the local npz arrays."""
@@ -236,8 +252,10 @@ def _make_builder_cls(name: str, sources: Mapping[str, list[pathlib.Path]],
 
 
 def dataset_path(name: str, data_dir: str | os.PathLike) -> pathlib.Path:
-    """``<data_dir>/<name>/<version>``, the variant dir TFDS reads."""
-    return pathlib.Path(data_dir).expanduser() / name / str(_base_builder(name).VERSION)
+    """``<data_dir>/<name>[/<config>]/<version>``, the variant dir TFDS reads."""
+    config = _spec(name).config
+    root = pathlib.Path(data_dir).expanduser() / name
+    return (root / config if config else root) / str(_base_builder(name).VERSION)
 
 
 def read_marker(name: str, data_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -287,15 +305,19 @@ def _lock(data_dir: pathlib.Path, name: str) -> Iterator[None]:
 
 def prepare(name: str, data_dir: str | os.PathLike, *, source_dir: str | os.PathLike | None = None,
             train_limit: int | None = None, test_limit: int | None = None,
-            overwrite: bool = False, file_format: str = "array_record") -> pathlib.Path:
-    """Prepares ``name`` from the local npz arrays into ``data_dir``; idempotent.
+            holdout_limit: int | None = None, overwrite: bool = False,
+            file_format: str = "array_record") -> pathlib.Path:
+    """Prepares ``name`` from the local npz arrays (or archive) into ``data_dir``; idempotent.
 
     Args:
-      name: a dataset of the table (``cifar10``, ``mnist``).
-      data_dir: TFDS data dir; the result lands in ``<data_dir>/<name>/<version>``.
+      name: a dataset of the table (``cifar10``, ``mnist``, ``imagenette``).
+      data_dir: TFDS data dir; the result lands in ``<data_dir>/<name>[/<config>]/<version>``
+        (``imagenette/112px-v2/1.0.0``; read it as ``tfds.data_source("imagenette/112px-v2",
+        split="train" | "holdout", data_dir=...)``).
       source_dir: folder with the npz files (default: :func:`find_source_dir`).
       train_limit: keep a class-balanced first-N subset of the train split.
-      test_limit: same for the test split.
+      test_limit: same for the test split (cifar10, mnist).
+      holdout_limit: same for imagenette's holdout split.
       overwrite: replace an existing dataset that differs from the request (one
         that matches is always reused).
       file_format: ``"array_record"`` (``tfds.data_source``, grain) or
@@ -309,7 +331,8 @@ def prepare(name: str, data_dir: str | os.PathLike, *, source_dir: str | os.Path
       ValueError: ``data_dir`` already holds a different subset/full set.
     """
     data_dir = pathlib.Path(data_dir).expanduser()
-    limits = _normalize_limits(name, {"train": train_limit, "test": test_limit})
+    limits = _normalize_limits(name, {"train": train_limit, "test": test_limit,
+                                      "holdout": holdout_limit})
     path = dataset_path(name, data_dir)
     with _lock(data_dir, name):
         if file_format not in ("array_record", "tfrecord"):
@@ -327,12 +350,13 @@ def prepare(name: str, data_dir: str | os.PathLike, *, source_dir: str | os.Path
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-        builder = _make_builder_cls(name, sources, limits, marker)(data_dir=str(data_dir))
-        config = tfds.download.DownloadConfig(
+        config = {"config": _spec(name).config} if _spec(name).config else {}
+        builder = _make_builder_cls(name, sources, limits, marker)(data_dir=str(data_dir), **config)
+        dl_config = tfds.download.DownloadConfig(
             try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP)
         # Nothing is downloaded; keep TFDS's empty downloads/ folder out of data_dir.
         with tempfile.TemporaryDirectory(prefix="jaxssl_dl_") as dl_dir:
-            builder.download_and_prepare(download_dir=dl_dir, download_config=config,
+            builder.download_and_prepare(download_dir=dl_dir, download_config=dl_config,
                                          file_format=file_format)
     return path
 
@@ -345,7 +369,7 @@ def ensure_prepared(name: str, data_dir: str | os.PathLike, **kw: Any) -> pathli
     source is a FileNotFoundError naming the files, ``$JAXSSL_SOURCE_DIR`` and
     the online alternative).
     """
-    limits = _normalize_limits(name, {"train": kw.get("train_limit"), "test": kw.get("test_limit")})
+    limits = _normalize_limits(name, {s: kw.get(f"{s}_limit") for s in ("train", "test", "holdout")})
     path = dataset_path(name, data_dir)
     if _check_existing(name, path, limits, kw.get("file_format", "array_record"),
                        bool(kw.get("overwrite"))):
@@ -361,9 +385,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data_dir", default=default_data_dir(),
                         help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     parser.add_argument("--source_dir", default=None,
-                        help=f"folder with the npz files (default: ${SOURCE_ENV} or "
+                        help=f"folder with the npz files / tar (default: ${SOURCE_ENV} or "
                         "<repo>/../shared/data)")
-    for split in ("train", "test"):
+    for split in ("train", "test", "holdout"):
         parser.add_argument(f"--{split}_limit", type=int, default=None,
                             help="class-balanced first-N subset (marked as such)")
     parser.add_argument("--overwrite", action="store_true",
@@ -375,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     path = prepare(args.name, args.data_dir, source_dir=args.source_dir,
                    train_limit=args.train_limit, test_limit=args.test_limit,
-                   overwrite=args.overwrite, file_format=args.file_format)
+                   holdout_limit=args.holdout_limit, overwrite=args.overwrite, file_format=args.file_format)
     info = json.loads((path / "dataset_info.json").read_text())
     sizes = ", ".join(f"{s['name']}={sum(int(n) for n in s['shardLengths']):,}"
                       for s in info["splits"])

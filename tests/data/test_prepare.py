@@ -129,8 +129,10 @@ def test_missing_sources_raise_helpful_error(tmp_path, monkeypatch):
 
 def test_unknown_dataset_lists_the_table(tmp_path):
     """Only table entries can be prepared offline; the error lists them."""
-    with pytest.raises(ValueError, match=r"\['cifar10', 'mnist'\]"):
+    with pytest.raises(ValueError, match=r"\['cifar10', 'imagenette', 'mnist'\]"):
         prep.prepare("imagenet2012", tmp_path)
+    with pytest.raises(ValueError, match=r"no split\(s\) \['holdout'\]"):
+        prep.prepare("cifar10", tmp_path, holdout_limit=5)
 
 
 def test_balanced_subset_round_robins_over_classes():
@@ -192,3 +194,104 @@ def test_mnist_cli_and_grayscale_to_rgb(tmp_path, capsys):
     assert (batch["image"][..., :1] == batch["image"]).all()  # Channel repeated.
     assert int(batch["mask"].sum()) == 20
     assert {_digest(x[..., :1]) for x in batch["image"][batch["mask"]]} <= first
+
+
+# ---------------------------------------------------------------- imagenette/112px-v2
+
+IMAGENETTE_TRAIN_LIMIT, IMAGENETTE_HOLDOUT_LIMIT = 100, 30
+IMAGENETTE = "imagenette/112px-v2"
+
+
+@pytest.fixture(scope="module")
+def imagenette_data_dir(tmp_path_factory) -> pathlib.Path:
+    """A class-balanced subset (100 train / 30 holdout) prepared by the CLI, offline."""
+    tar = _source_dir() / "imagenette2-112_train.tar"
+    if not tar.is_file():
+        pytest.fail(f"{tar} is missing (see shared/data/README.md).")
+    data_dir = tmp_path_factory.mktemp("tfds_imagenette")
+    prep.main(["imagenette", "--data_dir", str(data_dir),
+               "--train_limit", str(IMAGENETTE_TRAIN_LIMIT),
+               "--holdout_limit", str(IMAGENETTE_HOLDOUT_LIMIT)])
+    return data_dir
+
+
+def _tar_members() -> dict[str, tuple[str, str]]:
+    """sha256 of every JPEG in the tar -> (path in the tar, wnid)."""
+    import tarfile  # pylint: disable=g-import-not-at-top
+
+    with tarfile.open(_source_dir() / "imagenette2-112_train.tar") as tar:
+        return {hashlib.sha256(tar.extractfile(m).read()).hexdigest(): (m.name, m.name.split("/")[2])
+                for m in tar.getmembers() if m.isfile()}
+
+
+def test_imagenette_holdout_is_last_tenth_of_each_class_in_sorted_order(tmp_path):
+    """The split rule on the whole archive: 8,525 train / 944 holdout, disjoint, per class."""
+    tfds_builder = tfds.builder_cls("imagenette")(config="160px-v2", data_dir=tmp_path)
+    wnids = tfds_builder.info.features["label"].names  # TFDS's own label order.
+    members = importlib.import_module("jaxssl.data._imagenette").list_members(
+        _source_dir() / "imagenette2-112_train.tar", wnids)
+    assert len(members) == 9469 and len({m.path for m in members}) == 9469
+    counts = collections.Counter(m.split for m in members)
+    assert counts == {"train": 8525, "holdout": 944}
+    for wnid, n in zip(wnids, (963, 955, 993, 858, 941, 956, 961, 931, 951, 960)):
+        files = [m for m in members if m.wnid == wnid]
+        names = [m.path.rsplit("/", 1)[1] for m in files]
+        assert len(files) == n and names == sorted(names)
+        assert [m.split for m in files] == ["train"] * (n - n // 10) + ["holdout"] * (n // 10)
+
+
+def test_imagenette_splits_counts_features(imagenette_data_dir):
+    """tfds.builder / data_source read the 112px-v2 config with TFDS imagenette's features."""
+    builder = tfds.builder(IMAGENETTE, data_dir=imagenette_data_dir)
+    info = builder.info
+    assert builder.builder_config.name == "112px-v2" and str(info.version) == "1.0.0"
+    assert {s: info.splits[s].num_examples for s in info.splits} == {
+        "train": IMAGENETTE_TRAIN_LIMIT, "holdout": IMAGENETTE_HOLDOUT_LIMIT}
+    assert set(info.features) == {"image", "label"} and info.supervised_keys == ("image", "label")
+    assert info.features["label"].names[:2] == ["n01440764", "n02102040"]
+    assert prep.read_marker("imagenette", imagenette_data_dir)["limits"] == {
+        "train": IMAGENETTE_TRAIN_LIMIT, "holdout": IMAGENETTE_HOLDOUT_LIMIT}
+    assert prep.dataset_path("imagenette", imagenette_data_dir) == \
+        pathlib.Path(imagenette_data_dir) / "imagenette" / "112px-v2" / "1.0.0"
+    decoded = tfds.data_source(IMAGENETTE, split="train", data_dir=imagenette_data_dir)[0]
+    assert decoded["image"].dtype == np.uint8 and min(decoded["image"].shape[:2]) == 112
+
+
+@pytest.mark.parametrize("split, limit", [("train", IMAGENETTE_TRAIN_LIMIT),
+                                          ("holdout", IMAGENETTE_HOLDOUT_LIMIT)])
+def test_imagenette_records_are_the_tar_bytes(imagenette_data_dir, split, limit):
+    """Every record is a tar member's exact bytes, labelled with its folder's wnid, in the
+    right split (the first limit // 10 of each class of that split in sorted order)."""
+    members = _tar_members()
+    src = tfds.data_source(IMAGENETTE, split=split, data_dir=imagenette_data_dir,
+                           decoders={"image": tfds.decode.SkipDecoding()})
+    names = tfds.builder(IMAGENETTE, data_dir=imagenette_data_dir).info.features["label"].names
+    records = src.__getitems__(range(len(src)))
+    found = [members.get(hashlib.sha256(r["image"]).hexdigest()) for r in records]
+    assert None not in found, "a record's bytes are not a tar member's (re-encoded?)"
+    assert [w for _, w in found] == [names[int(r["label"])] for r in records]
+    rule = importlib.import_module("jaxssl.data._imagenette").list_members(
+        _source_dir() / "imagenette2-112_train.tar", names)
+    want = set()
+    for wnid in names:  # limit // 10 per class: the first ones of the split, sorted order.
+        in_split = [m.path for m in rule if m.wnid == wnid and m.split == split]
+        want |= set(in_split[:limit // 10])
+    assert {p for p, _ in found} == want
+
+
+def test_imagenette_through_host_views(imagenette_data_dir):
+    """data_source (undecoded) -> grain -> transforms.Views -> batch: fixed-size uint8 views."""
+    import grain  # pylint: disable=g-import-not-at-top
+
+    from jaxssl.data import transforms  # pylint: disable=g-import-not-at-top
+
+    src = tfds.data_source(IMAGENETTE, split="holdout", data_dir=imagenette_data_dir,
+                           decoders={"image": tfds.decode.SkipDecoding()})
+    views = transforms.Views([{"crop_size": 64, "crop_scale": (0.25, 1.0)}] * 2 +
+                             [{"crop_size": 32, "crop_scale": (0.05, 0.25)}])
+    ds = grain.MapDataset.source(src).seed(0).shuffle().random_map(views).batch(8)
+    batch = ds[0]
+    assert [v.shape for v in batch["views"]] == [(8, 64, 64, 3)] * 2 + [(8, 32, 32, 3)]
+    assert batch["views"][0].dtype == np.uint8 and batch["label"].shape == (8,)
+    evals = grain.MapDataset.source(src).map(transforms.EvalView(64)).batch(30)[0]
+    assert evals["image"].shape == (30, 64, 64, 3)
