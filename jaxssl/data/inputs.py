@@ -40,7 +40,7 @@ def input_key(config) -> str:
 
 def data_dir(config) -> str:
     """The TFDS data_dir of a run: `config.data.data_dir`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
-    from jaxssl.data.prepare import default_data_dir  # pylint: disable=g-import-not-at-top
+    from jaxssl.data.sources import default_data_dir  # pylint: disable=g-import-not-at-top
     return os.path.abspath(os.path.expanduser(defaults.get(config, "data.data_dir") or default_data_dir()))
 
 

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxssl.data import _imagenette
+from jaxssl.data.sources import default_data_dir
 
 SOURCE_ENV = "JAXSSL_SOURCE_DIR"
 MARKER = "jaxssl_prepared.json"
@@ -135,11 +136,6 @@ def find_source_dir() -> pathlib.Path | None:
         return pathlib.Path(os.environ[SOURCE_ENV]).expanduser()
     shared = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return shared if shared.is_dir() else None
-
-
-def default_data_dir() -> str:
-    """TFDS's default data_dir: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
-    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
 def _source_paths(name: str, source_dir: str | os.PathLike | None) -> dict[str, list[pathlib.Path]]:

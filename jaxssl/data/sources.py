@@ -19,6 +19,11 @@ _OFFLINE = ("cifar10", "mnist")  # Must match jaxssl.data.prepare._SPECS.
 _MARKER = "jaxssl_prepared.json"  # Same as jaxssl.data.prepare.MARKER.
 
 
+def default_data_dir() -> str:
+    """TFDS's default data_dir: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` (the one definition)."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
 def _fix_hint(name: str, data_dir: str) -> str:
     """The commands that prepare ``name`` into ``data_dir``."""
     online = (f"with internet: tfds.builder({name!r}, data_dir={data_dir!r})"
@@ -60,7 +65,7 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
 
     data_dir = None if data_dir is None else os.fspath(pathlib.Path(data_dir).expanduser())
     where = _searched(data_dir)
-    hint_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+    hint_dir = data_dir or default_data_dir()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
