@@ -9,7 +9,7 @@ CPU-sized model is `Model(variant="18", width=0.25)`.
 BatchNorm statistics are computed over whatever batch the module sees. Under `jax.jit` on a
 global array sharded over the mesh's "data" axis that is the **global** batch: XLA inserts the
 cross-device reductions, so this is synchronised BatchNorm without an `axis_name`
-(tested in tests/train/test_sharding.py: 8 devices == 1 device).
+(tested in tests/methods/test_every_method.py: 8 devices == 1 device).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 `make_train_step(method, tx, views, mesh)` returns `train_step(state, batch, rng) ->
 (state, metrics)`. The step is written on **global** arrays: the batch is sharded over the
 mesh's "data" axis, the state replicated, and XLA inserts the collectives, so every loss and
-every BatchNorm sees the global batch (the invariant tested in tests/train/test_sharding.py).
+every BatchNorm sees the global batch (the invariant tested in tests/methods/test_every_method.py).
 The input state is donated: its buffers are reused for the output state.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """BYOL, MoCo v2, MoCo v3, SimSiam: loss wiring, stop-gradients, EMA teacher, queue, shuffle-BN,
-8 devices == 1 device, and a short real CIFAR-10 run per method.
+and a short real CIFAR-10 run per method. (8 devices == 1 device, the queue's wrap-around
+included, is tests/methods/test_every_method.py.)
 
 Method-level checks use a tiny Conv-BN backbone (the methods are backbone-agnostic), so they
 compile in seconds; the real-data runs use each config's `:runlocal` ResNet-18.
@@ -17,7 +18,7 @@ import pytest
 
 from jaxssl import methods, models, ops, schedules
 from jaxssl.methods import moco_v2
-from jaxssl.train import loop, optim, sharding as shd, step as step_lib
+from jaxssl.train import loop, optim, step as step_lib
 from tests import multidevice
 
 NAMES = ("byol", "moco_v2", "moco_v3", "simsiam")
@@ -253,92 +254,6 @@ def test_configs_build(name, arg):
         assert set(jax.tree_util.tree_leaves(labels["predictor"])) == {"fixed"}
         assert set(jax.tree_util.tree_leaves(labels["backbone"])) == {"scheduled"}
         assert set(jax.tree_util.tree_leaves(labels["projector"])) == {"scheduled"}
-
-
-# ---------------------------------------------------------------------------------------------
-# 8 fake CPU devices == 1 device, all four methods in one subprocess.
-# ---------------------------------------------------------------------------------------------
-_CODE = r"""
-import os
-# Faster XLA:CPU compilation (LLVM optimisation level 0); the HLO, hence the maths, is unchanged.
-os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
-import json, jax, jax.numpy as jnp, numpy as np, optax, flax.linen as nn
-from jaxssl import methods
-from jaxssl.train import sharding as shd, step as step_lib
-assert len(jax.devices()) == 8, jax.devices()
-
-class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x, train=True):
-        x = nn.Conv(8, (3, 3), strides=(2, 2))(x)
-        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
-        return jnp.mean(x, axis=(1, 2))
-
-KW = json.loads('KW_JSON')
-KW["moco_v2"].update(queue_size=48, bn_groups=8)
-views = [dict(crop_size=8, crop_scale=(0.5, 1.0), flip_p=0.5, jitter_p=0.8, grayscale_p=0.2,
-              mean=(0.5,) * 3, std=(0.25,) * 3)] * 2
-images = np.random.default_rng(0).integers(0, 256, size=(32, 8, 8, 3), dtype=np.uint8)
-tx = optax.sgd(0.1, momentum=0.9)
-flat = lambda t: np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(t)])
-rel = lambda a, b: float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-12))
-
-def run(name, devices):
-    mesh = shd.make_mesh(devices)
-    method = methods.get(name, backbone=Tiny(), **KW[name])
-    # Eager init (a tiny net initialises faster than it compiles), then fresh replicated buffers
-    # (via numpy: the eager teacher aliases the params, and the step donates both).
-    state = step_lib.init_state(method, tx, jax.random.key(1), jnp.zeros((2, 8, 8, 3)))
-    state = jax.device_put(jax.tree_util.tree_map(np.asarray, state), shd.replicated(mesh))
-    step = step_lib.make_train_step(method, tx, views, mesh)
-    batch = shd.to_global({"image": images}, mesh)
-    out = {"loss": [], "ptr": [], "queue": [np.asarray(state.extra["queue"])] if name == "moco_v2" else []}
-    for _ in range(2):
-        state, metrics = step(state, batch, jax.random.key(0))
-        out["loss"].append(float(metrics["loss"]))
-        if name == "moco_v2":
-            out["ptr"].append(int(state.extra["ptr"]))
-            out["queue"].append(np.asarray(state.extra["queue"]))
-    no_teacher = state.teacher is None  # SimSiam
-    out.update(params=flat(state.params), bn=flat(state.model_state),
-               teacher=np.zeros(1) if no_teacher else flat(state.teacher))
-    return out
-
-result = {}
-for name in ["byol", "moco_v2", "moco_v3", "simsiam"]:
-    one, eight = run(name, jax.devices()[:1]), run(name, jax.devices())
-    r = dict(loss1=one["loss"], loss8=eight["loss"], params=rel(eight["params"], one["params"]),
-             bn=rel(eight["bn"], one["bn"]), teacher=rel(eight["teacher"], one["teacher"]))
-    if name == "moco_v2":
-        q0, q1, q2 = one["queue"]
-        r.update(ptr1=one["ptr"], ptr8=eight["ptr"],
-                 queue=max(rel(a, b) for a, b in zip(eight["queue"], one["queue"])),
-                 # step 1 wrote rows 0..31 (all 32 global keys); step 2 rows 32..47 then 0..15.
-                 step1_rows_written=int(np.sum(np.any(q1 != q0, axis=1))),
-                 step1_rows_kept=bool(np.array_equal(q1[32:], q0[32:])),
-                 step2_kept_16_31=bool(np.array_equal(q2[16:32], q1[16:32])),
-                 step2_rewrote_0_15=bool(np.all(np.any(q2[:16] != q1[:16], axis=1))),
-                 unit_rows=float(np.abs(np.linalg.norm(q2, axis=1) - 1).max()))
-    result[name] = r
-print("RESULT " + json.dumps(result))
-"""
-
-
-def test_all_four_methods_8_devices_equal_1_device():
-    r = multidevice.run(_CODE.replace("KW_JSON", json.dumps(KW)), devices=8)
-    for name in NAMES:
-        res = r[name]
-        for a, b in zip(res["loss8"], res["loss1"]):
-            assert abs(a - b) <= 1e-5 * abs(b) + 1e-6, (name, res)
-        assert res["params"] < 1e-5 and res["bn"] < 1e-5, (name, res)
-        assert res["teacher"] < 1e-5, (name, res)
-    q = r["moco_v2"]
-    # The queue grows by the GLOBAL batch (32), not the per-device 4, and wraps at K = 48.
-    assert q["ptr1"] == q["ptr8"] == [32, 16], q
-    assert q["queue"] < 1e-5, q
-    assert q["step1_rows_written"] == 32 and q["step1_rows_kept"], q
-    assert q["step2_kept_16_31"] and q["step2_rewrote_0_15"], q
-    assert q["unit_rows"] < 1e-5, q
 
 
 # ---------------------------------------------------------------------------------------------
