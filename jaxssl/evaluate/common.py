@@ -76,16 +76,18 @@ def blocks(config) -> list[tuple[str, str, dict]]:
     return out
 
 
-def from_config(config, net, mesh: Mesh, data_dir: str) -> list[Entry]:
-    """The evaluators of `config.evals`, built (not run): [(name, evaluator, every_steps)].
-
-    Raises ValueError when an evaluation batch does not split evenly over the devices.
-    """
+def check_batch_sizes(config, mesh: Mesh) -> None:
+    """ValueError naming the key when an evaluation batch does not split evenly over the devices."""
     devices = shd.batch_shards(mesh)
     for name, _, kw in blocks(config):
         if kw.get("batch_size", devices) % devices:
             raise ValueError(f"config.evals.{name}.batch_size ({kw['batch_size']}) must be divisible by the number of "
                              f"devices ({devices}); set it to a multiple of {devices}.")
+
+
+def from_config(config, net, mesh: Mesh, data_dir: str) -> list[Entry]:
+    """The evaluators of `config.evals`, built (not run): [(name, evaluator, every_steps)]."""
+    check_batch_sizes(config, mesh)
     return [Entry(name, evaluator_class(type_)(net, mesh, config=config, data_dir=data_dir, **kw),
                   int(dict(config.evals[name]).get("every_steps", 0)))
             for name, type_, kw in blocks(config)]

@@ -203,6 +203,7 @@ def _setup(config: ml_collections.ConfigDict) -> _Run:
     """Mesh, data, method, optimiser, sharded state, jitted step and evaluators of a validated config."""
     mesh = shd.make_mesh(fsdp=defaults.get(config, "mesh.fsdp"))
     shd.check_batch_size(config.batch_size, mesh)
+    evaluate.common.check_batch_sizes(config, mesh)  # before any data is read
     data_dir = inputs.data_dir(config)
     if jax.process_index() == 0:
         inputs.ensure_ready(config, data_dir)  # offline machines: prepares a missing TFDS dataset

@@ -171,7 +171,8 @@ def _tiny_config(data_dir, **overrides):
 
 
 def _use(monkeypatch, method):
-    monkeypatch.setattr(jaxssl.methods, "get", lambda name, **kw: method)
+    # The trainer builds its method through jaxssl.methods.build(config), the one builder.
+    monkeypatch.setattr(jaxssl.methods, "build", lambda config: method)
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad"])
