@@ -308,8 +308,8 @@ plt.show()
 SIM, STD, COV = 25.0, 25.0, 1.0  # lambda, mu, nu
 
 
-def loss_fn(params, model_state, teacher, extra, views, rng):
-    del teacher, rng  # no EMA teacher, no randomness in the loss
+def loss_fn(params, model_state, teacher, extra, views, rng, step):
+    del teacher, rng, step  # no EMA teacher, no randomness or schedule in the loss
     # One forward pass per view, so BatchNorm statistics are per view (VICReg's reference).
     outs, new_state = net.apply({"params": params, **model_state}, views, train=True,
                                 mutable=list(model_state), method="each")

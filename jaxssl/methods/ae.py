@@ -69,8 +69,8 @@ def make(*, backbone: nn.Module | None = None, variant: str = "ae", channels: Se
         raise ValueError(f"Unknown autoencoder variant {variant!r}; choose one of {VARIANTS}.")
     net = Net(variant, tuple(channels), latent, dtype=dtype)
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, step
         x = views[0]
         noise_rng, z_rng = jax.random.split(rng)
         x_in = x + noise_std * jax.random.normal(noise_rng, x.shape) if variant == "dae" else x

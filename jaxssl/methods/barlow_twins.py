@@ -39,8 +39,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
         raise ValueError(f"Barlow Twins needs lambd >= 0 and scale_loss > 0, got {lambd} and {scale_loss}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # The standardisation and C are statistics of the whole (global, or accumulated) batch.
         terms = losses.barlow_twins_terms(emb["z1"], emb["z2"], eps=eps)
         loss = scale_loss * (terms["on_diagonal"] + lambd * terms["off_diagonal"])

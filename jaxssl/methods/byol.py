@@ -48,8 +48,8 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
                         predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del rng
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del rng, step
         base.check_two_views("BYOL", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The target forward's BatchNorm updates are discarded (see the module docstring).

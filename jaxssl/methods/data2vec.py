@@ -250,7 +250,8 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         # v1: mask embeddings replace the masked tokens; v2: the masked tokens are dropped (keep).
         return x, mask, (mask if keep is None else None), keep
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del step
         if len(views) != 1:
             raise ValueError(f"data2vec takes one view, got {len(views)}; set config.input.views to one dict.")
         x = views[0]

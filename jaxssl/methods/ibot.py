@@ -105,23 +105,22 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
 
     def init_extra(rng):
         del rng
-        extra = {"step": jnp.zeros((), jnp.int32)}
         if centering == "ema":
-            extra.update(center=jnp.zeros((out_dim,), jnp.float32), patch_center=jnp.zeros((out_dim,), jnp.float32))
-        return extra
+            return {"center": jnp.zeros((out_dim,), jnp.float32), "patch_center": jnp.zeros((out_dim,), jnp.float32)}
+        return {}
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
         num_views, b = dino.check_views(views, global_views, "iBOT")
         mask_rng, drop_rng = jax.random.split(rng)
-        step = extra["step"]
         tau_t = temperature(step)
         grid = (views[0].shape[1] // patch, views[0].shape[2] // patch)
         masks = ops.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
                                       probability=mask_probability, min_patches=min_mask_patches)
         masks = masks.reshape(global_views, b, -1)
 
+        frozen = step < freeze_last_layer_steps
         for path in last_layers:
-            params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, path)
+            params = ops.stop_gradient_where(frozen, params, path)
         out, new_state = student.apply({"params": params, **model_state}, views, train=True,
                                        masks=list(masks) + [None] * (num_views - global_views),
                                        patch_views=global_views, mutable=list(model_state),
@@ -132,7 +131,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         s_cls = out["projection"].reshape(num_views, b, out_dim)
         s_patch = jnp.stack(out["patch_projection"])
 
-        new_extra = {"step": step + 1}
+        new_extra = {}
         if centering == "ema":
             cls_targets = losses.centered_softmax(t_cls, extra["center"], tau_t)
             patch_targets = losses.centered_softmax(t_patch, extra["patch_center"], tau_t)
@@ -157,7 +156,8 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
                    "teacher_entropy": collapse.entropy(jnp.log(cls_targets)),
                    "teacher_kl": collapse.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
                                                         q_temperature=student_temperature),
-                   "teacher_temperature": tau_t, "h_std": collapse.feature_std(feats[0])}
+                   "teacher_temperature": tau_t, "last_layer_frozen": frozen.astype(jnp.float32),
+                   "h_std": collapse.feature_std(feats[0])}
         return loss, (new_state, new_extra, metrics)
 
     return base.Method(student, loss_fn, init_extra=init_extra,

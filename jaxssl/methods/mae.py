@@ -99,8 +99,8 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
     net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, dtype=dtype)
     p = backbone.patch_size
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, step
         if len(views) != 1:
             raise ValueError(f"MAE takes one view, got {len(views)}; set config.input.views to one dict.")
         x = views[0]

@@ -121,7 +121,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         queue = ops.l2_normalize(jax.random.normal(rng, (queue_size, proj_dim), jnp.float32))
         return {"queue": queue, "ptr": jnp.zeros((), jnp.int32)}
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del step
         base.check_two_views("MoCo v2", views)
         q_out, new_state = grouped_apply(net, {"params": params, **model_state}, views[0], bn_groups)
         perm = jax.random.permutation(rng, views[1].shape[0])

@@ -63,8 +63,8 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
         # cross entropy's gradient w.r.t. the cosine similarities scales as 1 / tau; tau cancels it.
         return 2.0 * temperature * jnp.mean(losses.infonce(q, k, None, temperature))
 
-    def embed(params, model_state, teacher, extra, views, rng):
-        del extra, rng
+    def embed(params, model_state, teacher, extra, views, rng, step):
+        del extra, rng, step
         base.check_two_views("MoCo v3", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The momentum encoder's BatchNorm updates are discarded: the step keeps the teacher's
@@ -74,8 +74,8 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
                "z1": o1["projection"], "h1": o1["features"]}
         return emb, new_state
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # stop_gradient: the keys are constants (the momentum encoder gets no gradient). Redundant
         # with the step differentiating `params` only, kept so the loss is correct on its own.
         k1, k2 = jax.lax.stop_gradient(emb["k1"]), jax.lax.stop_gradient(emb["k2"])

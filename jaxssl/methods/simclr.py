@@ -33,8 +33,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def embed(params, model_state, teacher, extra, views, rng):
-        del teacher, extra, rng
+    def embed(params, model_state, teacher, extra, views, rng, step):
+        del teacher, extra, rng, step
         base.check_two_views("SimCLR", views)
         # Both views in one forward pass: BatchNorm statistics cover the 2N images, as one
         # concatenated batch does in the reference implementation.
@@ -44,8 +44,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         z = out["projection"]
         return {"z1": z[:n], "z2": z[n:], "h1": out["features"][:n]}, new_state
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # NT-Xent over the whole (global, or accumulated) batch: every other view is a negative.
         loss = jnp.mean(losses.nt_xent(emb["z1"], emb["z2"], temperature))
         metrics = {"z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}

@@ -42,8 +42,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
                         predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, rng, step
         base.check_two_views("SimSiam", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # stop_gradient is the whole method: the target branch z is a constant, so the encoder

@@ -40,8 +40,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
             raise ValueError(f"VICReg {name} must be >= 0, got {value}.")
     net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # Variance and covariance are statistics of the whole (global, or accumulated) batch.
         terms = losses.vicreg_terms(emb["z1"], emb["z2"], eps=eps)
         loss = sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]

@@ -32,7 +32,8 @@ def run(devices):
         r = jax.random.fold_in(rng, state.step)
         aug, loss_rng = jax.random.split(r)
         v = augment.make_views(aug, batch["image"], views)
-        f = lambda p: method.loss_fn(p, state.model_state, state.teacher, state.extra, v, loss_rng)
+        f = lambda p: method.loss_fn(p, state.model_state, state.teacher, state.extra, v, loss_rng,
+                                   state.step)
         return jax.grad(f, has_aux=True)(state.params)[0]
     g = jax.jit(grads, in_shardings=(shd.replicated(mesh), shd.data_sharded(mesh)))(state, batch)
     train_step = step_lib.make_train_step(method, tx, views, mesh)
