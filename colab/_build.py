@@ -268,7 +268,7 @@ import numpy as np
 import optax
 from configs import common
 from jaxssl import augment, evaluate, losses, models
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 from jaxssl.train import sharding, step as step_lib
@@ -316,7 +316,7 @@ def loss_fn(params, model_state, teacher, extra, views, rng, step):
     z1, z2 = outs[0]["projection"], outs[1]["projection"]
     terms = losses.vicreg_terms(z1, z2)  # invariance, variance, covariance over the GLOBAL batch
     loss = SIM * terms["invariance"] + STD * terms["variance"] + COV * terms["covariance"]
-    return loss, (new_state, extra, {**terms, "z_std": collapse.feature_std(z1)})
+    return loss, (new_state, extra, {**terms, "z_std": monitors.feature_std(z1)})
 
 
 method = base.Method(net, loss_fn)  # no init_extra, no teacher_momentum

@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from jaxssl import embed as embed_lib
-from jaxssl import evaluate
+from jaxssl import evaluate, monitors
 
 _KNN_PROTOCOLS = ((20, 0.07), (200, 0.1))
 
@@ -58,7 +58,7 @@ def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test
         res = evaluate.linear_probe(train_features, train_labels, test_features, test_labels, **(linear_kw or {}))
         out.update({f"linear_{k}": v for k, v in res.items()})
     if "collapse" in evals:
-        out.update(evaluate.collapse.monitors(test_features))
+        out.update(monitors.monitors(test_features))
     return out
 
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import conv_ae
 
@@ -79,6 +79,6 @@ def make(*, backbone: nn.Module | None = None, variant: str = "ae", channels: Se
             per = losses.vae_elbo(out["reconstruction"], x, out["mean"], out["logvar"], beta=beta)
         else:
             per = losses.reconstruction(out["reconstruction"], x)  # DAE: the CLEAN x is the target
-        return jnp.mean(per), (model_state, extra, {"h_std": collapse.feature_std(out["mean"])})
+        return jnp.mean(per), (model_state, extra, {"h_std": monitors.feature_std(out["mean"])})
 
     return base.Method(net, loss_fn)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -44,7 +44,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
         # The standardisation and C are statistics of the whole (global, or accumulated) batch.
         terms = losses.barlow_twins_terms(emb["z1"], emb["z2"], eps=eps)
         loss = scale_loss * (terms["on_diagonal"] + lambd * terms["off_diagonal"])
-        metrics = {**terms, "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {**terms, "z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     return base.two_stage(net, base.embed_each(net, "Barlow Twins"), objective)

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -61,8 +61,8 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
         p1, p2 = o1["prediction"], o2["prediction"]
         normalised_mse = lambda p, z: jnp.mean(2.0 + 2.0 * losses.negative_cosine(p, z))
         loss = normalised_mse(p1, z2) + normalised_mse(p2, z1)
-        metrics = {"z_std": collapse.feature_std(o1["projection"]), "p_std": collapse.feature_std(p1),
-                   "target_std": collapse.feature_std(z1), "h_std": collapse.feature_std(o1["features"])}
+        metrics = {"z_std": monitors.feature_std(o1["projection"]), "p_std": monitors.feature_std(p1),
+                   "target_std": monitors.feature_std(z1), "h_std": monitors.feature_std(o1["features"])}
         return loss, (new_state, extra, metrics)
 
     return base.Method(net, loss_fn, teacher_momentum=schedules.cosine_momentum(base_momentum, total_steps))

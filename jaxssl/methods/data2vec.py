@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxssl import losses, masking, ops
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 
 
@@ -274,9 +274,9 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         scale = 1.0 / math.sqrt(ys.shape[-1]) if loss_scale is None else loss_scale
         loss = masked_loss(out["prediction"], ys, mask, beta) * scale
         m = mask.astype(jnp.float32)
-        metrics = {"mask_ratio": jnp.mean(m), "h_std": collapse.feature_std(out["features"]),
-                   "target_std": collapse.feature_std(y.reshape(-1, y.shape[-1])),
-                   "pred_std": collapse.feature_std(out["prediction"].reshape(-1, y.shape[-1])),
+        metrics = {"mask_ratio": jnp.mean(m), "h_std": monitors.feature_std(out["features"]),
+                   "target_std": monitors.feature_std(y.reshape(-1, y.shape[-1])),
+                   "pred_std": monitors.feature_std(out["prediction"].reshape(-1, y.shape[-1])),
                    # Tokens the student encoder saw per sample: T (v1) or T_keep (student_visible_only).
                    "student_tokens": jnp.asarray(m.shape[1] if keep is None else keep.shape[1], jnp.float32)}
         return loss, (model_state, extra, metrics)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses, ops, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -117,11 +117,11 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 65536, hidden_
         loss = jnp.mean(losses.dino(s_logits, targets, student_temperature=student_temperature))
         new_center = losses.update_center(extra["center"], t_logits, center_momentum)
         centered = t_logits - extra["center"]
-        metrics = {"teacher_entropy": collapse.entropy(centered, temperature=tau_t),
-                   "teacher_kl": collapse.kl_divergence(centered, s_logits[:global_views], p_temperature=tau_t,
+        metrics = {"teacher_entropy": monitors.entropy(centered, temperature=tau_t),
+                   "teacher_kl": monitors.kl_divergence(centered, s_logits[:global_views], p_temperature=tau_t,
                                                         q_temperature=student_temperature),
                    "teacher_temperature": tau_t, "last_layer_frozen": frozen.astype(jnp.float32),
-                   "h_std": collapse.feature_std(out["features"][:b])}
+                   "h_std": monitors.feature_std(out["features"][:b])}
         return loss, (new_state, {"center": new_center}, metrics)
 
     return base.Method(student, loss_fn, init_extra=init_extra,

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses, ops, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base, dino
 from jaxssl.models import heads
 
@@ -153,11 +153,11 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         metrics = {"cls_loss": cls_loss, "patch_loss": patch_loss, "koleo": koleo,
                    "mask_ratio": jnp.mean(masks.astype(jnp.float32)),
                    # Of the [CLS] targets themselves (centred softmax or Sinkhorn codes; log 0 = -inf is fine).
-                   "teacher_entropy": collapse.entropy(jnp.log(cls_targets)),
-                   "teacher_kl": collapse.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
+                   "teacher_entropy": monitors.entropy(jnp.log(cls_targets)),
+                   "teacher_kl": monitors.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
                                                         q_temperature=student_temperature),
                    "teacher_temperature": tau_t, "last_layer_frozen": frozen.astype(jnp.float32),
-                   "h_std": collapse.feature_std(feats[0])}
+                   "h_std": monitors.feature_std(feats[0])}
         return loss, (new_state, new_extra, metrics)
 
     return base.Method(student, loss_fn, init_extra=init_extra,

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxssl import losses, masking
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import transformer
 
@@ -109,7 +109,7 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
         out = net.apply({"params": params, **model_state}, x, train=True, keep=keep, rngs={"dropout": drop_rng})
         # Loss on the masked patches only (Sec. 3, "similar to BERT").
         loss = jnp.mean(losses.masked_mse(out["prediction"], pixel_targets(x, p, norm_pix_loss), mask))
-        metrics = {"h_std": collapse.feature_std(out["features"]), "mask_ratio": jnp.mean(mask)}
+        metrics = {"h_std": monitors.feature_std(out["features"]), "mask_ratio": jnp.mean(mask)}
         return loss, (model_state, extra, metrics)
 
     return base.Method(net, loss_fn)

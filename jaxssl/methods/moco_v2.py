@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxssl import losses, ops
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -136,8 +136,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         q = q_out["projection"]
         loss = jnp.mean(losses.infonce(q, k, extra["queue"], temperature))
         queue, ptr = enqueue(extra["queue"], extra["ptr"], k)
-        metrics = {"z_std": collapse.feature_std(q), "k_std": collapse.feature_std(k),
-                   "h_std": collapse.feature_std(q_out["features"])}
+        metrics = {"z_std": monitors.feature_std(q), "k_std": monitors.feature_std(k),
+                   "h_std": monitors.feature_std(q_out["features"])}
         return loss, (new_state, {"queue": queue, "ptr": ptr}, metrics)
 
     return base.Method(net, loss_fn, init_extra=init_extra, teacher_momentum=optax.constant_schedule(momentum))

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxssl import losses, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -81,8 +81,8 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
         k1, k2 = jax.lax.stop_gradient(emb["k1"]), jax.lax.stop_gradient(emb["k2"])
         # In-batch keys of the whole (global, or accumulated) batch are the negatives.
         loss = ctr(emb["q1"], k2) + ctr(emb["q2"], k1)
-        metrics = {"z_std": collapse.feature_std(emb["z1"]), "q_std": collapse.feature_std(emb["q1"]),
-                   "k_std": collapse.feature_std(k1), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {"z_std": monitors.feature_std(emb["z1"]), "q_std": monitors.feature_std(emb["q1"]),
+                   "k_std": monitors.feature_std(k1), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     momentum = (schedules.cosine_momentum(base_momentum, total_steps) if momentum_cosine

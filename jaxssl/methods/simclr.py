@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -48,7 +48,7 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         del params, rng, step
         # NT-Xent over the whole (global, or accumulated) batch: every other view is a negative.
         loss = jnp.mean(losses.nt_xent(emb["z1"], emb["z2"], temperature))
-        metrics = {"z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {"z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     return base.two_stage(net, embed, objective)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -53,8 +53,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         p1, p2 = o1["prediction"], o2["prediction"]
         loss = 0.5 * (jnp.mean(losses.negative_cosine(p1, z2)) + jnp.mean(losses.negative_cosine(p2, z1)))
         # Sec. 4.1 monitors "the std of the l2-normalized output z": 0 means collapse.
-        metrics = {"z_std": collapse.feature_std(z1), "p_std": collapse.feature_std(p1),
-                   "h_std": collapse.feature_std(o1["features"])}
+        metrics = {"z_std": monitors.feature_std(z1), "p_std": monitors.feature_std(p1),
+                   "h_std": monitors.feature_std(o1["features"])}
         return loss, (new_state, extra, metrics)
 
     return base.Method(net, loss_fn)

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import losses, ops
-from jaxssl.evaluate import collapse
+from jaxssl import monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -120,9 +120,9 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
             # stop_gradient: the queue holds constants, as the reference's detached `queue` tensor.
             z = jax.lax.stop_gradient(ops.l2_normalize(jnp.stack(emb["z_assign"])))
             new_extra["queue"] = jnp.concatenate([z, extra["queue"]], axis=1)[:, :queue_size]
-        usage = collapse.prototype_usage(codes[0], from_logits=False)
+        usage = monitors.prototype_usage(codes[0], from_logits=False)
         metrics = {"prototype_usage": usage["usage"], "code_entropy": usage["entropy"],
-                   "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"]),
+                   "z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"]),
                    "queue_used": use_queue.astype(jnp.float32),
                    "prototypes_frozen": (step < freeze_prototypes_steps).astype(jnp.float32)}
         return loss, (new_extra, metrics)

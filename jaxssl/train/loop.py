@@ -31,7 +31,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxssl import data as jdata
-from jaxssl import evaluate, methods, models
+from jaxssl import evaluate, methods, models, monitors
 from jaxssl.train import checkpoint as ckpt_lib
 from jaxssl.train import optim, sharding as shd, step as step_lib, validate
 from jaxssl.train.validate import validate_config
@@ -130,7 +130,7 @@ def run_knn(config, method, state, mesh, data_dir) -> dict[str, float]:
     out = evaluate.knn_protocols(ftr, ytr, fte, yte, protocols=protocols, num_classes=cfg.get("num_classes", None))
     # Collapse monitors of the backbone features, the same for every method: RankMe (Garrido et
     # al., 2023) and the std of the L2-normalised features (SimSiam Sec. 4.1), on the test split.
-    out.update(evaluate.collapse.monitors(fte))
+    out.update(monitors.monitors(fte))
     return out
 
 

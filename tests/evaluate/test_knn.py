@@ -160,7 +160,7 @@ def test_public_surface():
 
     assert jaxssl.evaluate.knn is knn
     assert importlib.import_module("jaxssl.evaluate.knn").knn is knn
-    assert callable(jaxssl.evaluate.collapse.feature_std)
+    assert callable(jaxssl.monitors.feature_std)
 
 
 _SHARDED_CODE = textwrap.dedent(
