@@ -267,8 +267,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from configs import common
-from jaxssl import augment, evaluate, losses, models
-from jaxssl import monitors
+from jaxssl import augment, evaluate, losses, models, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 from jaxssl.train import sharding, step as step_lib

@@ -16,8 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl import monitors
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import conv_ae
 

@@ -25,8 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, schedules
-from jaxssl import monitors
+from jaxssl import losses, monitors, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 

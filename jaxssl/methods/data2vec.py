@@ -9,7 +9,7 @@ partial view of the input" (Sec. 3). One method for three modalities: the backbo
 `jaxssl.models.transformer.Model(modality=...)`, a modality-specific input encoder and one
 shared Transformer body; only the masking differs:
 
-* image: BEiT block-wise masking of ~60% of the patches (`ops.random_block_mask`), with the
+* image: BEiT block-wise masking of ~60% of the patches (`masking.random_block_mask`), with the
   learned mask embedding;
 * text: RoBERTa dynamic masking, 15% of the tokens, 80/10/10 (`masking.bert_mask`); `views` is
   `[int tokens (B, T)]`;
@@ -48,8 +48,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, masking, ops
-from jaxssl import monitors
+from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
 
 
@@ -115,7 +114,7 @@ def student_mask(rng: jax.Array, backbone: nn.Module, x: jax.Array, *, mask_rati
     b, t = x.shape[0], backbone.num_tokens(x.shape)
     if backbone.modality == "image":
         grid = (x.shape[1] // backbone.patch_size, x.shape[2] // backbone.patch_size)
-        mask = ops.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
+        mask = masking.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
                                      min_patches=min(min_mask_patches, max(1, int(mask_ratio * t) // 2)))
         fraction = mask_ratio
     else:

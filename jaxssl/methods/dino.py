@@ -31,8 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops, schedules
-from jaxssl import monitors
+from jaxssl import losses, monitors, ops, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 

@@ -10,7 +10,7 @@ at the masked positions, the teacher's output for the unmasked crop.
   in `heads.MultiCrop`. `separate_head=True`: two heads of the same shape, one for [CLS] and one
   for patch tokens (DINOv2's `ibot.separate_head`, arXiv:2304.07193 Sec. 4: "Untying head
   weights between both objectives"; iBOT's `--shared_head false` unties only the last layer).
-* Masks: `ops.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
+* Masks: `masking.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
   `pred_ratio 0.3 +- 0.2`; each image masked with probability `mask_probability`).
 * Loss: `dino_loss_weight * mean(losses.dino)` + `ibot_loss_weight * mean(losses.ibot_patch)`
   (the patch term averaged over the global crops, each crop supervised by the teacher's output
@@ -32,8 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops, schedules
-from jaxssl import monitors
+from jaxssl import losses, masking, monitors, ops, schedules
 from jaxssl.methods import base, dino
 from jaxssl.models import heads
 
@@ -82,7 +81,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
       dino_loss_weight, ibot_loss_weight: lambda_1 ([CLS]) and lambda_2 (masked patches) of iBOT (1, 1).
       koleo_loss_weight: weight of the KoLeo regulariser on the student's global [CLS] features
         (DINOv2: 0.1; 0 = off, the term is still logged).
-      mask_ratio, mask_probability, min_mask_patches: block masking (see `ops.random_block_mask`).
+      mask_ratio, mask_probability, min_mask_patches: block masking (see `masking.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
       dtype: compute dtype of the head.
@@ -114,7 +113,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         mask_rng, drop_rng = jax.random.split(rng)
         tau_t = temperature(step)
         grid = (views[0].shape[1] // patch, views[0].shape[2] // patch)
-        masks = ops.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
+        masks = masking.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
                                       probability=mask_probability, min_patches=min_mask_patches)
         masks = masks.reshape(global_views, b, -1)
 

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl import losses, masking
-from jaxssl import monitors
+from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
 from jaxssl.models import transformer
 

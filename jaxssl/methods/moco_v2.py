@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, ops
-from jaxssl import monitors
+from jaxssl import losses, monitors, ops
 from jaxssl.methods import base
 from jaxssl.models import heads
 

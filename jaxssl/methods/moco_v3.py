@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, schedules
-from jaxssl import monitors
+from jaxssl import losses, monitors, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 

@@ -12,8 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl import monitors
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 

@@ -31,8 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops
-from jaxssl import monitors
+from jaxssl import losses, monitors, ops
 from jaxssl.methods import base
 from jaxssl.models import heads
 
