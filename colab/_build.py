@@ -278,7 +278,7 @@ if SMALL:  # one ViT block: compiles in seconds on a CPU
 else:  # a ResNet-18 with the CIFAR stem
     backbone = models.get("resnet", variant="18", cifar_stem=True, width=1.0 if ACCELERATOR else 0.125)
     BATCH, STEPS, LR, KNN_TRAIN, KNN_TEST = 256, 2000 if ACCELERATOR else 200, 2e-3, 50_000, 10_000
-net = heads.Encoder(backbone, projector=heads.MLP(hidden=(256, 256), out=256))
+net = heads.BackboneWithHeads(backbone, projector=heads.MLP(hidden=(256, 256), out=256))
 
 # Two views of each image, described as dicts (see jaxssl.augment.DEFAULT_VIEW for every key).
 view = dict(crop_size=32, crop_scale=(0.2, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,

@@ -36,7 +36,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
     """
     if lambd < 0 or scale_loss <= 0:
         raise ValueError(f"Barlow Twins needs lambd >= 0 and scale_loss > 0, got {lambd} and {scale_loss}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
     def objective(params, emb, extra, rng, step):
         del params, rng, step

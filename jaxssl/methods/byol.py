@@ -4,7 +4,7 @@
 network representation of the same image under a different augmented view. At the same time,
 we update the target network with a slow-moving average of the online network" (abstract).
 
-* Online network: backbone -> projector -> predictor (`heads.Encoder`); target network: the
+* Online network: backbone -> projector -> predictor (`heads.BackboneWithHeads`); target network: the
   EMA teacher `{"params", **model_state}` that the train step keeps with
   `optax.incremental_update` and the momentum `schedules.cosine_momentum(base_momentum,
   total_steps)` (Sec. 3.3: tau from 0.996 to 1).
@@ -44,8 +44,8 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
       base_momentum: tau_base (0.996 for ImageNet, Sec. 3.3; 0.99 in solo-learn's CIFAR recipe).
       dtype: compute dtype of the heads.
     """
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del rng, step

@@ -113,7 +113,7 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         raise ValueError(f"MoCo v2 temperature must be > 0, got {temperature}.")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"MoCo v2 momentum must be in [0, 1], got {momentum}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype))
 
     def init_extra(rng):
         # The official code starts from random unit vectors (`randn` then `normalize`).

@@ -54,8 +54,9 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
     """
     if not temperature > 0:
         raise ValueError(f"MoCo v3 temperature must be > 0, got {temperature}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone,
+                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
     def ctr(q, k):
         # Algorithm 1 / official code: `nn.CrossEntropyLoss()(logits, labels) * (2 * self.T)`. The

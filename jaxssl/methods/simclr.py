@@ -30,7 +30,7 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
     """
     if not temperature > 0:
         raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
     def embed(params, model_state, teacher, extra, views, rng, step):
         del teacher, extra, rng, step

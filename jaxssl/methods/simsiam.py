@@ -38,8 +38,9 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         does not have BN or ReLU. This MLP has 2 layers [...] h's hidden layer's dimension is 512".
       dtype: compute dtype of the heads.
     """
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone,
+                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, rng, step
