@@ -55,8 +55,6 @@ class MLP(nn.Module):
 class BackboneWithHeads(nn.Module):
     """backbone -> [projector] -> [predictor], the network of every joint-embedding method.
 
-    (Not an "encoder": `jaxssl.models.conv_ae.Encoder` is the autoencoder's conv encoder.)
-
     `__call__(x, train)` returns a dict: "features" (B, F) backbone output (what evaluation
     uses), "projection" (B, P) and, when a predictor is set, "prediction" (B, P). The method
     `features(x, train=False)` runs the backbone alone (embedding export, kNN).

@@ -171,7 +171,10 @@ def test_train_steps_on_8_devices_equal_1_device(multi, name):
     # teacher softmax / Sinkhorn (tau_t = 0.07) and KoLeo's -log(distance) amplify a little.
     for a, b, tol in zip(r["loss8"], r["loss1"], (1e-5, 1e-4)):
         assert abs(a - b) <= tol * abs(b), r
-    assert r["params"] < 1e-4 and r["teacher"] < 1e-4 and r["extra"] < 1e-4, r
+    # `extra` is relative to its largest entry: SwAV's queue of unit vectors (1), DINO's centre. It
+    # held a step counter (2) until the step became a loss argument, which halved this ratio, so
+    # 2e-4 is the bound the queue had before (1.1e-4 measured, after the amplified second step).
+    assert r["params"] < 1e-4 and r["teacher"] < 1e-4 and r["extra"] < 2e-4, r
     assert {"loss", "grad_norm"} <= set(r["metrics"])
 
 
