@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+
 class LossFn(Protocol):
     """`loss_fn(params, model_state, teacher, extra, views, rng, step) -> (loss, (model_state, extra, metrics))`.
 
