@@ -102,7 +102,7 @@ class BYOL(nn.Module):
         from lightly.models.utils import update_momentum
         update_momentum(self.backbone, self.backbone_momentum, m=momentum)
         update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
-        # One forward per view (BN per view), as jaxssl's BYOL (`Encoder.each`) and lightly's example.
+        # One forward per view (BN per view), as jaxssl's BYOL (`BackboneWithHeads.each`) and lightly's example.
         p0 = self.prediction_head(self.projection_head(self.backbone(x0)))
         p1 = self.prediction_head(self.projection_head(self.backbone(x1)))
         with torch.no_grad():

@@ -267,8 +267,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from configs import common
-from jaxssl import augment, evaluate, losses, models
-from jaxssl.evaluate import collapse
+from jaxssl import augment, evaluate, losses, models, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 from jaxssl.train import sharding, step as step_lib
@@ -279,7 +278,7 @@ if SMALL:  # one ViT block: compiles in seconds on a CPU
 else:  # a ResNet-18 with the CIFAR stem
     backbone = models.get("resnet", variant="18", cifar_stem=True, width=1.0 if ACCELERATOR else 0.125)
     BATCH, STEPS, LR, KNN_TRAIN, KNN_TEST = 256, 2000 if ACCELERATOR else 200, 2e-3, 50_000, 10_000
-net = heads.Encoder(backbone, projector=heads.MLP(hidden=(256, 256), out=256))
+net = heads.BackboneWithHeads(backbone, projector=heads.MLP(hidden=(256, 256), out=256))
 
 # Two views of each image, described as dicts (see jaxssl.augment.DEFAULT_VIEW for every key).
 view = dict(crop_size=32, crop_scale=(0.2, 1.0), flip_p=0.5, jitter_p=0.8, brightness=0.4, contrast=0.4,
@@ -308,15 +307,15 @@ plt.show()
 SIM, STD, COV = 25.0, 25.0, 1.0  # lambda, mu, nu
 
 
-def loss_fn(params, model_state, teacher, extra, views, rng):
-    del teacher, rng  # no EMA teacher, no randomness in the loss
+def loss_fn(params, model_state, teacher, extra, views, rng, step):
+    del teacher, rng, step  # no EMA teacher, no randomness or schedule in the loss
     # One forward pass per view, so BatchNorm statistics are per view (VICReg's reference).
     outs, new_state = net.apply({"params": params, **model_state}, views, train=True,
                                 mutable=list(model_state), method="each")
     z1, z2 = outs[0]["projection"], outs[1]["projection"]
     terms = losses.vicreg_terms(z1, z2)  # invariance, variance, covariance over the GLOBAL batch
     loss = SIM * terms["invariance"] + STD * terms["variance"] + COV * terms["covariance"]
-    return loss, (new_state, extra, {**terms, "z_std": collapse.feature_std(z1)})
+    return loss, (new_state, extra, {**terms, "z_std": monitors.feature_std(z1)})
 
 
 method = base.Method(net, loss_fn)  # no init_extra, no teacher_momentum

@@ -1,9 +1,9 @@
 """jaxssl: accelerator-native self-supervised representation learning in JAX/Flax."""
 __version__ = "0.1.0"
 
-from jaxssl import augment, data, evaluate, losses, methods, models, ops, schedules, train  # noqa: E402
+from jaxssl import augment, data, evaluate, losses, methods, models, monitors, ops, schedules, train  # noqa: E402
 
-__all__ = ["augment", "data", "evaluate", "losses", "methods", "models", "ops", "schedules", "train",
+__all__ = ["augment", "data", "evaluate", "losses", "methods", "models", "monitors", "ops", "schedules", "train",
            "__version__", "viz"]
 
 _LAZY = ("viz",)  # matplotlib: imported on first use

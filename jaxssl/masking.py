@@ -1,7 +1,6 @@
 """Mask generators for masked prediction, all on device, pure and deterministic given the key.
 
-* `random_block_mask` (BEiT/iBOT block-wise image masks) lives in `jaxssl.ops` and is reused by
-  data2vec image;
+* `random_block_mask` -- BEiT/iBOT block-wise image masks (iBOT, DINOv2, data2vec image);
 * `random_mask` -- a uniformly random fixed-size subset per sample (MAE, arXiv:2111.06377), with
   the permutation needed to keep only the visible tokens;
 * `with_count` -- any mask made to hold exactly n masked tokens per sample, with the indices of
@@ -21,6 +20,65 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+
+def random_block_mask(rng: jax.Array, batch: int, grid: tuple[int, int], *,
+                      ratio: tuple[float, float] = (0.1, 0.5), probability: float = 1.0,
+                      min_patches: int = 4, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+                      attempts: int = 64) -> jax.Array:
+    r"""BEiT/iBOT block-wise patch masks, generated on device: (B, h * w) bool, True = masked.
+
+    BEiT (arXiv:2106.08254, Algorithm 1), used by iBOT (arXiv:2111.07832, "blockwise masking") and
+    DINOv2: per image, a masking ratio r ~ U(ratio) sets the target count round(r h w); blocks of
+    area s ~ U(min_patches, remaining) and aspect a ~ logU(aspect), h_b = round(sqrt(s a)),
+    w_b = round(sqrt(s / a)), at a uniform position, are added while each adds between 1 and the
+    remaining number of new patches. The reference's data-dependent while-loop becomes a fixed
+    number of `attempts` proposals in a `fori_loop` (rejected proposals change nothing), so the
+    result never exceeds the target and reaches it in practice for attempts >= 4 * target / min_patches.
+    Each image is masked at all with probability `probability` (1 in iBOT; 0.5 in DINOv2).
+
+    Args:
+      rng: PRNG key; image i uses `split(rng, batch)[i]`.
+      batch: number of masks B.
+      grid: (h, w) patch grid.
+      ratio: range of the per-image masking ratio (iBOT: 0.3 +- 0.2; DINOv2: (0.1, 0.5)).
+      probability: probability that an image is masked at all.
+      min_patches: smallest block area (BEiT: 4; 16 at 14x14 in DINOv2).
+      aspect: aspect-ratio range of the blocks (BEiT: 0.3 to 1 / 0.3).
+      attempts: block proposals per image.
+
+    Returns:
+      (B, h * w) bool masks in row-major patch order (the ViT's token order).
+    """
+    h, w = grid
+    log_lo, log_hi = jnp.log(aspect[0]), jnp.log(aspect[1])
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+
+    def one(key):
+        k_ratio, k_use, k_loop = jax.random.split(key, 3)
+        r = jax.random.uniform(k_ratio, (), minval=ratio[0], maxval=ratio[1])
+        target = jnp.where(jax.random.uniform(k_use) < probability, jnp.round(r * h * w), 0.0).astype(jnp.int32)
+
+        def propose(i, mask):
+            u = jax.random.uniform(jax.random.fold_in(k_loop, i), (4,))
+            remaining = target - jnp.sum(mask)
+            lo = jnp.minimum(min_patches, remaining).astype(jnp.float32)
+            hi = jnp.maximum(min_patches, remaining).astype(jnp.float32)
+            area = lo + (hi - lo) * u[0]
+            a = jnp.exp(log_lo + (log_hi - log_lo) * u[1])
+            bh = jnp.round(jnp.sqrt(area * a)).astype(jnp.int32)
+            bw = jnp.round(jnp.sqrt(area / a)).astype(jnp.int32)
+            top = jnp.floor(u[2] * (h - bh + 1)).astype(jnp.int32)
+            left = jnp.floor(u[3] * (w - bw + 1)).astype(jnp.int32)
+            block = (rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)
+            new = jnp.sum(block & ~mask)
+            # BEiT keeps blocks strictly smaller than the grid and adding 1..remaining new patches.
+            accept = (bh < h) & (bw < w) & (new > 0) & (new <= remaining)
+            return mask | (block & accept)
+
+        return jax.lax.fori_loop(0, attempts, propose, jnp.zeros((h, w), bool)).reshape(h * w)
+
+    return jax.vmap(one)(jax.random.split(rng, batch))
 
 
 def random_mask(rng: jax.Array, batch: int, num_tokens: int, ratio: float) -> tuple[jax.Array, jax.Array]:

@@ -1,4 +1,4 @@
-"""ops.sinkhorn_knopp, random_block_mask, cross_view_cross_entropy and stop_gradient_where.
+"""ops.sinkhorn_knopp, cross_view_cross_entropy and stop_gradient_where.
 
 The sharded == unsharded checks of Sinkhorn-Knopp (jit on a mesh of 8 devices and a shard_map +
 psum version) run in the single multi-device subprocess of tests/methods/test_distillation_methods.py.
@@ -84,29 +84,3 @@ def test_stop_gradient_where():
     np.testing.assert_array_equal(g["head"]["last"], 0.0)
     np.testing.assert_array_equal(g["head"]["mlp"], 2.0)
     np.testing.assert_array_equal(g["backbone"], 2.0)
-
-
-def test_random_block_mask_counts_and_blocks():
-    # One compilation: the ratio range and the probability are traced arguments, B and the grid fixed.
-    grid, b = (14, 14), 256
-    masks_fn = jax.jit(lambda key, ratio, p: ops.random_block_mask(key, b, grid, ratio=ratio, probability=p))
-    masks = masks_fn(jax.random.key(0), (0.1, 0.5), 1.0)
-    assert masks.shape == (b, 196) and masks.dtype == jnp.bool_
-    counts = np.asarray(masks.sum(1))
-    assert counts.min() >= 4 and counts.max() <= round(0.5 * 196)
-    # Per image the target round(r * 196) is reached or nearly (a last block may not fit).
-    fixed = masks_fn(jax.random.key(1), (0.4, 0.4), 1.0)
-    np.testing.assert_array_less(np.asarray(fixed.sum(1)), 79)  # never above the target 78
-    assert np.asarray(fixed.sum(1)).mean() > 0.9 * 78
-    # Masks are blocks: almost every masked patch has a masked 4-neighbour (only a last block
-    # filling fewer than `min_patches` remaining patches can be 1x1); i.i.d. masking at 40% gives
-    # about 1 - 0.6^4 = 87%.
-    m = np.asarray(fixed).reshape(b, 14, 14)
-    pad = np.pad(m, ((0, 0), (1, 1), (1, 1)))
-    neighbours = pad[:, :-2, 1:-1] | pad[:, 2:, 1:-1] | pad[:, 1:-1, :-2] | pad[:, 1:-1, 2:]
-    assert neighbours[m].mean() > 0.97
-    # Different keys per image; probability 0 masks nothing; per-image probability (0.5 +- 3 sd).
-    assert len({tuple(r) for r in np.asarray(masks)}) == b
-    assert not masks_fn(jax.random.key(2), (0.1, 0.5), 0.0).any()
-    half = masks_fn(jax.random.key(3), (0.1, 0.5), 0.5)
-    assert 0.4 < float(half.any(1).mean()) < 0.6

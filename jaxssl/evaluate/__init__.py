@@ -1,4 +1,5 @@
-"""Evaluation of frozen features: kNN, linear probe, attention maps, and the evaluators of a run.
+"""Evaluation of frozen features: kNN, linear probe, attention maps, and the evaluators of a run
+(the training-time monitors are `jaxssl.monitors`).
 
 Modules, each with one meaning (no function shadows its module):
 
@@ -11,6 +12,6 @@ Modules, each with one meaning (no function shadows its module):
 * ``jaxssl.evaluate.common``: evaluators picked by name from `config.evals` (`from_config`).
 """
 
-from jaxssl.evaluate import attention, collapse, common, features, knn, linear_probe
+from jaxssl.evaluate import attention, common, features, knn, linear_probe
 
-__all__ = ["attention", "collapse", "common", "features", "knn", "linear_probe"]
+__all__ = ["attention", "common", "features", "knn", "linear_probe"]

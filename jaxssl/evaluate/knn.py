@@ -421,10 +421,10 @@ class Evaluator:
         self.features.check()
 
     def evaluate_features(self, train_features, train_labels, test_features, test_labels) -> dict[str, float]:
-        from jaxssl.evaluate import collapse  # pylint: disable=g-import-not-at-top
+        from jaxssl import monitors  # pylint: disable=g-import-not-at-top
         out = knn_protocols(train_features, train_labels, test_features, test_labels, protocols=self.protocols,
                             num_classes=self.num_classes)
-        out.update(collapse.monitors(test_features))
+        out.update(monitors.monitors(test_features))
         return out
 
     def run(self, variables) -> dict[str, float]:

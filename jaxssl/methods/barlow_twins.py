@@ -14,8 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -37,14 +36,14 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
     """
     if lambd < 0 or scale_loss <= 0:
         raise ValueError(f"Barlow Twins needs lambd >= 0 and scale_loss > 0, got {lambd} and {scale_loss}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # The standardisation and C are statistics of the whole (global, or accumulated) batch.
         terms = losses.barlow_twins_terms(emb["z1"], emb["z2"], eps=eps)
         loss = scale_loss * (terms["on_diagonal"] + lambd * terms["off_diagonal"])
-        metrics = {**terms, "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {**terms, "z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     return base.two_stage(net, base.embed_each(net, "Barlow Twins"), objective)

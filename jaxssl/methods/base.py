@@ -10,31 +10,89 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-# loss_fn(params, model_state, teacher, extra, views, rng) -> (loss, (model_state, extra, metrics))
-#   params:      the student's trainable parameters (the pytree being differentiated).
-#   model_state: non-trained collections, e.g. {"batch_stats": ...}; returned updated.
-#   teacher:     EMA variables {"params", ...} or None.
-#   extra:       method state that is not a parameter (MoCo queue, DINO centre); returned updated.
-#   views:       list of augmented views, float32 (B, H, W, 3) global arrays.
-LossFn = Callable[..., tuple[jax.Array, tuple[Any, Any, dict]]]
 
-# Optional two-stage form (GradCache, Gao et al., 2021, arXiv:2101.06983), for gradient
-# accumulation that equals the large batch (`jaxssl.train.accumulate`):
-# embed(params, model_state, teacher, extra, views, rng) -> (embeddings, model_state)
-#   the per-example forward: every leaf of `embeddings` has the batch as its leading axis, and
-#   row n depends on example n only (up to BatchNorm statistics). `extra` is read, not updated.
-# objective(params, embeddings, extra, rng) -> (loss, (extra, metrics))
-#   everything that needs the whole batch (negatives, Sinkhorn, batch statistics). `params` is
-#   there for parameters used outside the per-example forward (SwAV scores its queue with them).
-EmbedFn = Callable[..., tuple[Any, Any]]
-ObjectiveFn = Callable[..., tuple[jax.Array, tuple[Any, dict]]]
+class LossFn(Protocol):
+    """`loss_fn(params, model_state, teacher, extra, views, rng, step) -> (loss, (model_state, extra, metrics))`.
+
+    The method's whole training objective for one step on the GLOBAL batch (under `jax.jit` a
+    batch mean covers every device). The step differentiates it with respect to `params` only.
+
+    Args:
+      params: the student's trainable parameters, the pytree being differentiated.
+      model_state: the student's non-trained collections, e.g. {"batch_stats": ...} ({} if none).
+      teacher: the EMA teacher's variables {"params", **model_state}, or None when
+        `Method.teacher_momentum` is None.
+      extra: the method's non-parameter state (MoCo queue, DINO centre; {} if none), as
+        `Method.init_extra` made it and the previous step returned it.
+      views: the augmented views, a list of V float arrays (B, H, W, 3) (or (B, ...) non-image
+        inputs); views may differ in size (multi-crop).
+      rng: PRNG key for the loss's randomness (dropout, masks, shuffles), or None in tests that
+        need none.
+      step: int32 scalar, the 0-based index of the step being taken (`state.step` before its
+        increment). Schedules inside the loss (teacher temperature, frozen layers, queue start)
+        read it, so they follow `state.step` and `Method.teacher_momentum` even when the step
+        skips a non-finite update (`skip_nonfinite`), which advances `state.step` only.
+
+    Returns:
+      (loss, (model_state, extra, metrics)): loss a float32 scalar; model_state and extra the
+      updated pytrees of the same structure as the inputs; metrics a dict of scalar arrays.
+    """
+
+    def __call__(self, params: Any, model_state: Any, teacher: Any, extra: Any, views: Sequence[jax.Array],
+                 rng: jax.Array | None, step: jax.Array) -> tuple[jax.Array, tuple[Any, Any, dict]]:
+        ...
+
+
+class EmbedFn(Protocol):
+    """`embed(params, model_state, teacher, extra, views, rng, step) -> (embeddings, model_state)`.
+
+    The per-example forward of the optional two-stage form (GradCache, Gao et al., 2021,
+    arXiv:2101.06983), for gradient accumulation that equals the large batch
+    (`jaxssl.train.accumulate`, which calls it once per micro-batch).
+
+    Args:
+      params, model_state, teacher, extra, views, rng, step: as `LossFn`. `extra` is read, not
+        updated; `views` may be a micro-batch (B / M rows each); `rng` is per micro-batch. `step`
+        is there for schedules of the forward itself (SwAV freezes its prototypes by it).
+
+    Returns:
+      (embeddings, model_state): every leaf of `embeddings` (a pytree) has the batch B as its
+      leading axis, and row n depends on example n only (up to BatchNorm statistics); model_state
+      the updated non-trained collections.
+    """
+
+    def __call__(self, params: Any, model_state: Any, teacher: Any, extra: Any, views: Sequence[jax.Array],
+                 rng: jax.Array | None, step: jax.Array) -> tuple[Any, Any]:
+        ...
+
+
+class ObjectiveFn(Protocol):
+    """`objective(params, embeddings, extra, rng, step) -> (loss, (extra, metrics))`.
+
+    The batch-level stage of the two-stage form: everything that needs the whole batch
+    (negatives, Sinkhorn, batch statistics), computed once on the whole (accumulated) batch.
+
+    Args:
+      params: the student's trainable parameters, for those used outside the per-example forward
+        (SwAV scores its queue with its prototypes); differentiated as in `LossFn`.
+      embeddings: the output of `EmbedFn` on the whole batch (leaves (B, ...)).
+      extra, step: as `LossFn`.
+      rng: PRNG key of this stage, or None.
+
+    Returns:
+      (loss, (extra, metrics)): a float32 scalar, the updated `extra`, a dict of scalar metrics.
+    """
+
+    def __call__(self, params: Any, embeddings: Any, extra: Any, rng: jax.Array | None,
+                 step: jax.Array) -> tuple[jax.Array, tuple[Any, dict]]:
+        ...
 
 
 class Method(NamedTuple):
@@ -43,7 +101,7 @@ class Method(NamedTuple):
     Attributes:
       net: the flax module; `net.init(rng, views[0], train=True)` creates its variables and
         `net.apply(variables, x, train=False, method="features")` gives backbone features.
-      loss_fn: see `LossFn` above.
+      loss_fn: a `LossFn` (the contract with the train step, above).
       init_extra: `init_extra(rng) -> extra` (the method's non-parameter state; {} if none).
       teacher_momentum: EMA momentum schedule step -> m for the teacher, or None (no teacher).
       embed, objective: the optional two-stage form (see `EmbedFn`, `ObjectiveFn`); when set,
@@ -69,10 +127,10 @@ def split_rng(rng: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None
 def two_stage_loss(embed: EmbedFn, objective: ObjectiveFn) -> LossFn:
     """The `LossFn` that is `objective(embed(...))` on the whole batch."""
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
         embed_rng, objective_rng = split_rng(rng)
-        embeddings, model_state = embed(params, model_state, teacher, extra, views, embed_rng)
-        loss, (extra, metrics) = objective(params, embeddings, extra, objective_rng)
+        embeddings, model_state = embed(params, model_state, teacher, extra, views, embed_rng, step)
+        loss, (extra, metrics) = objective(params, embeddings, extra, objective_rng, step)
         return loss, (model_state, extra, metrics)
 
     return loss_fn
@@ -101,8 +159,8 @@ def embed_each(net: nn.Module, name: str) -> EmbedFn:
     (for the collapse monitors)}. BatchNorm statistics are per view, as in those references.
     """
 
-    def embed(params, model_state, teacher, extra, views, rng):
-        del teacher, extra, rng
+    def embed(params, model_state, teacher, extra, views, rng, step):
+        del teacher, extra, rng, step
         check_two_views(name, views)
         (o1, o2), new_state = apply_each(net, {"params": params, **model_state}, views)
         return {"z1": o1["projection"], "z2": o2["projection"], "h1": o1["features"]}, new_state

@@ -4,7 +4,7 @@
 network representation of the same image under a different augmented view. At the same time,
 we update the target network with a slow-moving average of the online network" (abstract).
 
-* Online network: backbone -> projector -> predictor (`heads.Encoder`); target network: the
+* Online network: backbone -> projector -> predictor (`heads.BackboneWithHeads`); target network: the
   EMA teacher `{"params", **model_state}` that the train step keeps with
   `optax.incremental_update` and the momentum `schedules.cosine_momentum(base_momentum,
   total_steps)` (Sec. 3.3: tau from 0.996 to 1).
@@ -25,8 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -45,11 +44,11 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
       base_momentum: tau_base (0.996 for ImageNet, Sec. 3.3; 0.99 in solo-learn's CIFAR recipe).
       dtype: compute dtype of the heads.
     """
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del rng
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del rng, step
         base.check_two_views("BYOL", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The target forward's BatchNorm updates are discarded (see the module docstring).
@@ -61,8 +60,8 @@ def make(*, backbone: nn.Module, total_steps: int, proj_hidden: Sequence[int] = 
         p1, p2 = o1["prediction"], o2["prediction"]
         normalised_mse = lambda p, z: jnp.mean(2.0 + 2.0 * losses.negative_cosine(p, z))
         loss = normalised_mse(p1, z2) + normalised_mse(p2, z1)
-        metrics = {"z_std": collapse.feature_std(o1["projection"]), "p_std": collapse.feature_std(p1),
-                   "target_std": collapse.feature_std(z1), "h_std": collapse.feature_std(o1["features"])}
+        metrics = {"z_std": monitors.feature_std(o1["projection"]), "p_std": monitors.feature_std(p1),
+                   "target_std": monitors.feature_std(z1), "h_std": monitors.feature_std(o1["features"])}
         return loss, (new_state, extra, metrics)
 
     return base.Method(net, loss_fn, teacher_momentum=schedules.cosine_momentum(base_momentum, total_steps))

@@ -9,7 +9,7 @@ partial view of the input" (Sec. 3). One method for three modalities: the backbo
 `jaxssl.models.transformer.Model(modality=...)`, a modality-specific input encoder and one
 shared Transformer body; only the masking differs:
 
-* image: BEiT block-wise masking of ~60% of the patches (`ops.random_block_mask`), with the
+* image: BEiT block-wise masking of ~60% of the patches (`masking.random_block_mask`), with the
   learned mask embedding;
 * text: RoBERTa dynamic masking, 15% of the tokens, 80/10/10 (`masking.bert_mask`); `views` is
   `[int tokens (B, T)]`;
@@ -48,8 +48,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, masking, ops
-from jaxssl.evaluate import collapse
+from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
 
 
@@ -115,7 +114,7 @@ def student_mask(rng: jax.Array, backbone: nn.Module, x: jax.Array, *, mask_rati
     b, t = x.shape[0], backbone.num_tokens(x.shape)
     if backbone.modality == "image":
         grid = (x.shape[1] // backbone.patch_size, x.shape[2] // backbone.patch_size)
-        mask = ops.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
+        mask = masking.random_block_mask(rng, b, grid, ratio=(mask_ratio, mask_ratio),
                                      min_patches=min(min_mask_patches, max(1, int(mask_ratio * t) // 2)))
         fraction = mask_ratio
     else:
@@ -250,7 +249,8 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         # v1: mask embeddings replace the masked tokens; v2: the masked tokens are dropped (keep).
         return x, mask, (mask if keep is None else None), keep
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del step
         if len(views) != 1:
             raise ValueError(f"data2vec takes one view, got {len(views)}; set config.input.views to one dict.")
         x = views[0]
@@ -273,9 +273,9 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         scale = 1.0 / math.sqrt(ys.shape[-1]) if loss_scale is None else loss_scale
         loss = masked_loss(out["prediction"], ys, mask, beta) * scale
         m = mask.astype(jnp.float32)
-        metrics = {"mask_ratio": jnp.mean(m), "h_std": collapse.feature_std(out["features"]),
-                   "target_std": collapse.feature_std(y.reshape(-1, y.shape[-1])),
-                   "pred_std": collapse.feature_std(out["prediction"].reshape(-1, y.shape[-1])),
+        metrics = {"mask_ratio": jnp.mean(m), "h_std": monitors.feature_std(out["features"]),
+                   "target_std": monitors.feature_std(y.reshape(-1, y.shape[-1])),
+                   "pred_std": monitors.feature_std(out["prediction"].reshape(-1, y.shape[-1])),
                    # Tokens the student encoder saw per sample: T (v1) or T_keep (student_visible_only).
                    "student_tokens": jnp.asarray(m.shape[1] if keep is None else keep.shape[1], jnp.float32)}
         return loss, (model_state, extra, metrics)

@@ -19,8 +19,9 @@ iterations of the student network [...] an exponential moving average (EMA)" (Se
   cut (`ops.stop_gradient_where`), the reference's `cancel_gradients_last_layer` (first epoch).
   Its weight decay still applies, but the layer is weight-normalised (w = g v / ||v||) and decay
   only rescales v, so the function the layer computes does not change while it is frozen.
-* `extra["step"]` counts steps (the loss function does not receive the step): it drives the
-  temperature schedule and the freeze, and is checkpointed with the state.
+* The temperature schedule and the freeze read the loss's `step` argument (`state.step`), so they
+  follow the EMA schedule's counter, also across a skipped non-finite step. Both are logged
+  (`teacher_temperature`, `last_layer_frozen`).
 * Gradient clipping and the weight-decay schedule (0.04 -> 0.4) are optimiser settings
   (`config.optimizer.grad_clip`, `weight_decay_end`).
 """
@@ -30,8 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors, ops, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -100,12 +100,12 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 65536, hidden_
 
     def init_extra(rng):
         del rng
-        return {"step": jnp.zeros((), jnp.int32), "center": jnp.zeros((out_dim,), jnp.float32)}
+        return {"center": jnp.zeros((out_dim,), jnp.float32)}
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
         num_views, b = check_views(views, global_views, "DINO")
-        step = extra["step"]
-        params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, ("head", "last_layer"))
+        frozen = step < freeze_last_layer_steps
+        params = ops.stop_gradient_where(frozen, params, ("head", "last_layer"))
         out, new_state = student.apply({"params": params, **model_state}, views, train=True,
                                        mutable=list(model_state), rngs={"dropout": rng})
         t_logits = apply_teacher(teacher_net, teacher, views[:global_views])["projection"]
@@ -116,11 +116,12 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 65536, hidden_
         loss = jnp.mean(losses.dino(s_logits, targets, student_temperature=student_temperature))
         new_center = losses.update_center(extra["center"], t_logits, center_momentum)
         centered = t_logits - extra["center"]
-        metrics = {"teacher_entropy": collapse.entropy(centered, temperature=tau_t),
-                   "teacher_kl": collapse.kl_divergence(centered, s_logits[:global_views], p_temperature=tau_t,
+        metrics = {"teacher_entropy": monitors.entropy(centered, temperature=tau_t),
+                   "teacher_kl": monitors.kl_divergence(centered, s_logits[:global_views], p_temperature=tau_t,
                                                         q_temperature=student_temperature),
-                   "teacher_temperature": tau_t, "h_std": collapse.feature_std(out["features"][:b])}
-        return loss, (new_state, {"step": step + 1, "center": new_center}, metrics)
+                   "teacher_temperature": tau_t, "last_layer_frozen": frozen.astype(jnp.float32),
+                   "h_std": monitors.feature_std(out["features"][:b])}
+        return loss, (new_state, {"center": new_center}, metrics)
 
     return base.Method(student, loss_fn, init_extra=init_extra,
                        teacher_momentum=schedules.cosine_momentum(base_momentum, total_steps))

@@ -10,7 +10,7 @@ at the masked positions, the teacher's output for the unmasked crop.
   in `heads.MultiCrop`. `separate_head=True`: two heads of the same shape, one for [CLS] and one
   for patch tokens (DINOv2's `ibot.separate_head`, arXiv:2304.07193 Sec. 4: "Untying head
   weights between both objectives"; iBOT's `--shared_head false` unties only the last layer).
-* Masks: `ops.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
+* Masks: `masking.random_block_mask` on device for every global crop (ratio U(0.1, 0.5), iBOT's
   `pred_ratio 0.3 +- 0.2`; each image masked with probability `mask_probability`).
 * Loss: `dino_loss_weight * mean(losses.dino)` + `ibot_loss_weight * mean(losses.ibot_patch)`
   (the patch term averaged over the global crops, each crop supervised by the teacher's output
@@ -32,8 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import losses, masking, monitors, ops, schedules
 from jaxssl.methods import base, dino
 from jaxssl.models import heads
 
@@ -82,7 +81,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
       dino_loss_weight, ibot_loss_weight: lambda_1 ([CLS]) and lambda_2 (masked patches) of iBOT (1, 1).
       koleo_loss_weight: weight of the KoLeo regulariser on the student's global [CLS] features
         (DINOv2: 0.1; 0 = off, the term is still logged).
-      mask_ratio, mask_probability, min_mask_patches: block masking (see `ops.random_block_mask`).
+      mask_ratio, mask_probability, min_mask_patches: block masking (see `masking.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
       dtype: compute dtype of the head.
@@ -105,23 +104,22 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
 
     def init_extra(rng):
         del rng
-        extra = {"step": jnp.zeros((), jnp.int32)}
         if centering == "ema":
-            extra.update(center=jnp.zeros((out_dim,), jnp.float32), patch_center=jnp.zeros((out_dim,), jnp.float32))
-        return extra
+            return {"center": jnp.zeros((out_dim,), jnp.float32), "patch_center": jnp.zeros((out_dim,), jnp.float32)}
+        return {}
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
         num_views, b = dino.check_views(views, global_views, "iBOT")
         mask_rng, drop_rng = jax.random.split(rng)
-        step = extra["step"]
         tau_t = temperature(step)
         grid = (views[0].shape[1] // patch, views[0].shape[2] // patch)
-        masks = ops.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
+        masks = masking.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
                                       probability=mask_probability, min_patches=min_mask_patches)
         masks = masks.reshape(global_views, b, -1)
 
+        frozen = step < freeze_last_layer_steps
         for path in last_layers:
-            params = ops.stop_gradient_where(step < freeze_last_layer_steps, params, path)
+            params = ops.stop_gradient_where(frozen, params, path)
         out, new_state = student.apply({"params": params, **model_state}, views, train=True,
                                        masks=list(masks) + [None] * (num_views - global_views),
                                        patch_views=global_views, mutable=list(model_state),
@@ -132,7 +130,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         s_cls = out["projection"].reshape(num_views, b, out_dim)
         s_patch = jnp.stack(out["patch_projection"])
 
-        new_extra = {"step": step + 1}
+        new_extra = {}
         if centering == "ema":
             cls_targets = losses.centered_softmax(t_cls, extra["center"], tau_t)
             patch_targets = losses.centered_softmax(t_patch, extra["patch_center"], tau_t)
@@ -154,10 +152,11 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         metrics = {"cls_loss": cls_loss, "patch_loss": patch_loss, "koleo": koleo,
                    "mask_ratio": jnp.mean(masks.astype(jnp.float32)),
                    # Of the [CLS] targets themselves (centred softmax or Sinkhorn codes; log 0 = -inf is fine).
-                   "teacher_entropy": collapse.entropy(jnp.log(cls_targets)),
-                   "teacher_kl": collapse.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
+                   "teacher_entropy": monitors.entropy(jnp.log(cls_targets)),
+                   "teacher_kl": monitors.kl_divergence(jnp.log(cls_targets), s_cls[:global_views],
                                                         q_temperature=student_temperature),
-                   "teacher_temperature": tau_t, "h_std": collapse.feature_std(feats[0])}
+                   "teacher_temperature": tau_t, "last_layer_frozen": frozen.astype(jnp.float32),
+                   "h_std": monitors.feature_std(feats[0])}
         return loss, (new_state, new_extra, metrics)
 
     return base.Method(student, loss_fn, init_extra=init_extra,

@@ -25,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxssl import losses, masking
-from jaxssl.evaluate import collapse
+from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
 from jaxssl.models import transformer
 
@@ -99,8 +98,8 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
     net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, dtype=dtype)
     p = backbone.patch_size
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, step
         if len(views) != 1:
             raise ValueError(f"MAE takes one view, got {len(views)}; set config.input.views to one dict.")
         x = views[0]
@@ -109,7 +108,7 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
         out = net.apply({"params": params, **model_state}, x, train=True, keep=keep, rngs={"dropout": drop_rng})
         # Loss on the masked patches only (Sec. 3, "similar to BERT").
         loss = jnp.mean(losses.masked_mse(out["prediction"], pixel_targets(x, p, norm_pix_loss), mask))
-        metrics = {"h_std": collapse.feature_std(out["features"]), "mask_ratio": jnp.mean(mask)}
+        metrics = {"h_std": monitors.feature_std(out["features"]), "mask_ratio": jnp.mean(mask)}
         return loss, (model_state, extra, metrics)
 
     return base.Method(net, loss_fn)

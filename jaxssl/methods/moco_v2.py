@@ -40,8 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, ops
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors, ops
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -114,14 +113,15 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         raise ValueError(f"MoCo v2 temperature must be > 0, got {temperature}.")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"MoCo v2 momentum must be in [0, 1], got {momentum}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype))
 
     def init_extra(rng):
         # The official code starts from random unit vectors (`randn` then `normalize`).
         queue = ops.l2_normalize(jax.random.normal(rng, (queue_size, proj_dim), jnp.float32))
         return {"queue": queue, "ptr": jnp.zeros((), jnp.int32)}
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del step
         base.check_two_views("MoCo v2", views)
         q_out, new_state = grouped_apply(net, {"params": params, **model_state}, views[0], bn_groups)
         perm = jax.random.permutation(rng, views[1].shape[0])
@@ -135,8 +135,8 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
         q = q_out["projection"]
         loss = jnp.mean(losses.infonce(q, k, extra["queue"], temperature))
         queue, ptr = enqueue(extra["queue"], extra["ptr"], k)
-        metrics = {"z_std": collapse.feature_std(q), "k_std": collapse.feature_std(k),
-                   "h_std": collapse.feature_std(q_out["features"])}
+        metrics = {"z_std": monitors.feature_std(q), "k_std": monitors.feature_std(k),
+                   "h_std": monitors.feature_std(q_out["features"])}
         return loss, (new_state, {"queue": queue, "ptr": ptr}, metrics)
 
     return base.Method(net, loss_fn, init_extra=init_extra, teacher_momentum=optax.constant_schedule(momentum))

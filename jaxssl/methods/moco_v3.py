@@ -30,8 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxssl import losses, schedules
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors, schedules
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -55,16 +54,17 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
     """
     if not temperature > 0:
         raise ValueError(f"MoCo v3 temperature must be > 0, got {temperature}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone,
+                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
     def ctr(q, k):
         # Algorithm 1 / official code: `nn.CrossEntropyLoss()(logits, labels) * (2 * self.T)`. The
         # cross entropy's gradient w.r.t. the cosine similarities scales as 1 / tau; tau cancels it.
         return 2.0 * temperature * jnp.mean(losses.infonce(q, k, None, temperature))
 
-    def embed(params, model_state, teacher, extra, views, rng):
-        del extra, rng
+    def embed(params, model_state, teacher, extra, views, rng, step):
+        del extra, rng, step
         base.check_two_views("MoCo v3", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # The momentum encoder's BatchNorm updates are discarded: the step keeps the teacher's
@@ -74,15 +74,15 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
                "z1": o1["projection"], "h1": o1["features"]}
         return emb, new_state
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # stop_gradient: the keys are constants (the momentum encoder gets no gradient). Redundant
         # with the step differentiating `params` only, kept so the loss is correct on its own.
         k1, k2 = jax.lax.stop_gradient(emb["k1"]), jax.lax.stop_gradient(emb["k2"])
         # In-batch keys of the whole (global, or accumulated) batch are the negatives.
         loss = ctr(emb["q1"], k2) + ctr(emb["q2"], k1)
-        metrics = {"z_std": collapse.feature_std(emb["z1"]), "q_std": collapse.feature_std(emb["q1"]),
-                   "k_std": collapse.feature_std(k1), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {"z_std": monitors.feature_std(emb["z1"]), "q_std": monitors.feature_std(emb["q1"]),
+                   "k_std": monitors.feature_std(k1), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     momentum = (schedules.cosine_momentum(base_momentum, total_steps) if momentum_cosine

@@ -12,8 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -31,10 +30,10 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
     """
     if not temperature > 0:
         raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def embed(params, model_state, teacher, extra, views, rng):
-        del teacher, extra, rng
+    def embed(params, model_state, teacher, extra, views, rng, step):
+        del teacher, extra, rng, step
         base.check_two_views("SimCLR", views)
         # Both views in one forward pass: BatchNorm statistics cover the 2N images, as one
         # concatenated batch does in the reference implementation.
@@ -44,11 +43,11 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
         z = out["projection"]
         return {"z1": z[:n], "z2": z[n:], "h1": out["features"][:n]}, new_state
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # NT-Xent over the whole (global, or accumulated) batch: every other view is a negative.
         loss = jnp.mean(losses.nt_xent(emb["z1"], emb["z2"], temperature))
-        metrics = {"z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {"z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     return base.two_stage(net, embed, objective)

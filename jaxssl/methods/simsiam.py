@@ -19,8 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -39,11 +38,12 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         does not have BN or ReLU. This MLP has 2 layers [...] h's hidden layer's dimension is 512".
       dtype: compute dtype of the heads.
     """
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                        predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone,
+                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
+                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, rng, step
         base.check_two_views("SimSiam", views)
         (o1, o2), new_state = base.apply_each(net, {"params": params, **model_state}, views)
         # stop_gradient is the whole method: the target branch z is a constant, so the encoder
@@ -53,8 +53,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         p1, p2 = o1["prediction"], o2["prediction"]
         loss = 0.5 * (jnp.mean(losses.negative_cosine(p1, z2)) + jnp.mean(losses.negative_cosine(p2, z1)))
         # Sec. 4.1 monitors "the std of the l2-normalized output z": 0 means collapse.
-        metrics = {"z_std": collapse.feature_std(z1), "p_std": collapse.feature_std(p1),
-                   "h_std": collapse.feature_std(o1["features"])}
+        metrics = {"z_std": monitors.feature_std(z1), "p_std": monitors.feature_std(p1),
+                   "h_std": monitors.feature_std(o1["features"])}
         return loss, (new_state, extra, metrics)
 
     return base.Method(net, loss_fn)

@@ -14,23 +14,24 @@ batch" (Sec. 3.1), here the GLOBAL batch.
 * Loss: `losses.swav`, temperature 0.1, every other crop predicts each assigned crop's code.
 * Queue (optional, `queue_size > 0`, for small batches, Sec. 4 / App. A.1): `extra["queue"]`
   (A, Q, D) holds the projections of the last Q images of each assigned crop; from
-  `queue_start_step` on, once full, their scores against the current prototypes are stacked
-  under the batch's for the Sinkhorn and only the batch's codes are kept. The queue is updated
-  every step (solo-learn's variant; the reference starts filling it at `epoch_queue_starts`).
+  `queue_start_step` on, once full (its last row is non-zero, the reference's test), their
+  scores against the current prototypes are stacked under the batch's for the Sinkhorn and
+  only the batch's codes are kept. The queue is updated every step (solo-learn's variant; the
+  reference starts filling it at `epoch_queue_starts`). Logged as `queue_used`.
 * Frozen prototypes: for `step < freeze_prototypes_steps` the prototypes' gradient is cut
-  (the reference's `freeze_prototypes_niters`; `extra["step"]` counts steps).
+  (the reference's `freeze_prototypes_niters`). Logged as `prototypes_frozen`.
+* Both schedules read the `step` argument (`state.step`), so a skipped non-finite step does not
+  shift them.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl import losses, ops
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors, ops
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -63,22 +64,26 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
 
     def init_extra(rng):
         del rng
-        extra = {"step": jnp.zeros((), jnp.int32)}
         if queue_size:
-            extra["queue"] = jnp.zeros((len(crops_for_assign), queue_size, proj_dim), jnp.float32)
-        return extra
+            return {"queue": jnp.zeros((len(crops_for_assign), queue_size, proj_dim), jnp.float32)}
+        return {}
 
-    def codes_of(params, extra, scores, batch):
-        """Sinkhorn codes (A, B, K) of the assigned crops, with the queue when it is in use."""
+    def queue_used(extra, step):
+        """Whether the queue joins the Sinkhorn this step: from `queue_start_step` on, once full."""
+        # Full once its last (oldest) rows were written: L2-normalised projections are non-zero.
+        full = jnp.all(jnp.any(extra["queue"][:, -1] != 0, axis=-1))
+        return (step >= queue_start_step) & full
+
+    def codes_of(params, extra, scores, batch, use_queue):
+        """Sinkhorn codes (A, B, K) of the assigned crops, with the queue when `use_queue`."""
         sinkhorn = lambda s: ops.sinkhorn_knopp(s, epsilon=epsilon, num_iters=sinkhorn_iters)
         codes = []
         for a, crop in enumerate(crops_for_assign):
             s = scores[crop]
             if queue_size:
                 queued = net.apply({"params": params}, extra["queue"][a], method=score)
-                # Full once ceil(Q / B) batches went in (it is filled from step 0).
-                use = (extra["step"] >= queue_start_step) & (extra["step"] >= math.ceil(queue_size / batch))
-                q = jax.lax.cond(use, lambda: sinkhorn(jnp.concatenate([s, queued]))[:batch], lambda: sinkhorn(s))
+                q = jax.lax.cond(use_queue, lambda: sinkhorn(jnp.concatenate([s, queued]))[:batch],
+                                 lambda: sinkhorn(s))
             else:
                 q = sinkhorn(s)
             codes.append(q)
@@ -86,13 +91,13 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
         # computes them under torch.no_grad()).
         return jax.lax.stop_gradient(jnp.stack(codes))
 
-    def embed(params, model_state, teacher, extra, views, rng):
+    def embed(params, model_state, teacher, extra, views, rng, step):
         del teacher
         num_views, b = len(views), views[0].shape[0]
         if num_views < 2 or any(not 0 <= c < num_views for c in crops_for_assign):
             raise ValueError(f"SwAV needs >= 2 views and crops_for_assign {crops_for_assign} indexing them, got "
                              f"{num_views} views; set config.input.views.")
-        params = ops.stop_gradient_where(extra["step"] < freeze_prototypes_steps, params, ("prototypes",))
+        params = ops.stop_gradient_where(step < freeze_prototypes_steps, params, ("prototypes",))
         out, new_state = net.apply({"params": params, **model_state}, views, train=True,
                                    mutable=list(model_state), rngs={"dropout": rng})
         scores = out["scores"].reshape(num_views, b, num_prototypes)
@@ -102,20 +107,23 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
                "h1": out["features"][:b]}
         return emb, new_state
 
-    def objective(params, emb, extra, rng):
+    def objective(params, emb, extra, rng, step):
         del rng
         scores, b = jnp.stack(emb["scores"]), emb["z1"].shape[0]
+        use_queue = queue_used(extra, step) if queue_size else jnp.bool_(False)
         # Sinkhorn over the whole (global, or accumulated) batch; codes are stop_gradient targets.
-        codes = codes_of(params, extra, jax.lax.stop_gradient(scores), b)
+        codes = codes_of(params, extra, jax.lax.stop_gradient(scores), b, use_queue)
         loss = jnp.mean(losses.swav(scores, codes, crops_for_assign, temperature=temperature))
-        new_extra = {"step": extra["step"] + 1}
+        new_extra = {}
         if queue_size:
             # stop_gradient: the queue holds constants, as the reference's detached `queue` tensor.
             z = jax.lax.stop_gradient(ops.l2_normalize(jnp.stack(emb["z_assign"])))
             new_extra["queue"] = jnp.concatenate([z, extra["queue"]], axis=1)[:, :queue_size]
-        usage = collapse.prototype_usage(codes[0], from_logits=False)
+        usage = monitors.prototype_usage(codes[0], from_logits=False)
         metrics = {"prototype_usage": usage["usage"], "code_entropy": usage["entropy"],
-                   "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+                   "z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"]),
+                   "queue_used": use_queue.astype(jnp.float32),
+                   "prototypes_frozen": (step < freeze_prototypes_steps).astype(jnp.float32)}
         return loss, (new_extra, metrics)
 
     return base.two_stage(net, embed, objective, init_extra=init_extra)

@@ -14,8 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxssl import losses
-from jaxssl.evaluate import collapse
+from jaxssl import losses, monitors
 from jaxssl.methods import base
 from jaxssl.models import heads
 
@@ -38,14 +37,14 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
     for name, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
         if value < 0:
             raise ValueError(f"VICReg {name} must be >= 0, got {value}.")
-    net = heads.Encoder(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
 
-    def objective(params, emb, extra, rng):
-        del params, rng
+    def objective(params, emb, extra, rng, step):
+        del params, rng, step
         # Variance and covariance are statistics of the whole (global, or accumulated) batch.
         terms = losses.vicreg_terms(emb["z1"], emb["z2"], eps=eps)
         loss = sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]
-        metrics = {**terms, "z_std": collapse.feature_std(emb["z1"]), "h_std": collapse.feature_std(emb["h1"])}
+        metrics = {**terms, "z_std": monitors.feature_std(emb["z1"]), "h_std": monitors.feature_std(emb["h1"])}
         return loss, (extra, metrics)
 
     return base.two_stage(net, base.embed_each(net, "VICReg"), objective)

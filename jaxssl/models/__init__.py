@@ -5,10 +5,10 @@ import importlib
 
 import flax.linen as nn
 
-from jaxssl.models import heads, resnet, vit
+from jaxssl.models import conv_ae, heads, resnet, vit
 from jaxssl.models import encoders, transformer
 
-BACKBONES = ("resnet", "vit", "transformer")
+BACKBONES = ("resnet", "vit", "transformer", "conv_ae")
 
 
 def get(name: str, **kw) -> nn.Module:
@@ -24,4 +24,4 @@ def get(name: str, **kw) -> nn.Module:
     return module.Model(**kw)
 
 
-__all__ = ["get", "heads", "resnet", "vit", "encoders", "transformer"]
+__all__ = ["get", "heads", "resnet", "vit", "encoders", "transformer", "conv_ae"]

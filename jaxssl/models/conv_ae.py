@@ -1,8 +1,10 @@
 """Small convolutional encoder/decoder for the autoencoder baselines (32x32 or 16x16 images).
 
-Encoder: `len(channels)` stride-2 3x3 convolutions with ReLU, then Dense to `latent` (or to
-2 * latent for a VAE: mean and log-variance). Decoder: the mirror image with transposed
-convolutions back to (H, W, 3), linear output (the inputs are normalised, not in [0, 1]).
+Model (the backbone `models.get("conv_ae", channels=(32, 64, 128))`): `len(channels)` stride-2
+3x3 convolutions with ReLU, flattened to features (B, h * w * channels[-1]); the autoencoder
+method (`jaxssl.methods.ae`) maps them to its code with one Dense layer. Decoder: the mirror
+image with transposed convolutions back to (H, W, 3), linear output (the inputs are normalised,
+not in [0, 1]).
 """
 from __future__ import annotations
 
@@ -12,16 +14,18 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 
-class Encoder(nn.Module):
+class Model(nn.Module):
+    """The conv encoder as a backbone: images (B, H, W, 3) -> features (B, H/2^n * W/2^n * channels[-1])."""
+
     channels: Sequence[int] = (32, 64, 128)
-    latent: int = 128
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train: bool = True):
+        del train  # no BatchNorm, no dropout
         for i, c in enumerate(self.channels):
             x = nn.relu(nn.Conv(c, (3, 3), strides=(2, 2), dtype=self.dtype, name=f"conv{i}")(x.astype(self.dtype)))
-        return nn.Dense(self.latent, dtype=self.dtype, name="out")(x.reshape(x.shape[0], -1)).astype(jnp.float32)
+        return x.reshape(x.shape[0], -1).astype(jnp.float32)
 
 
 class Decoder(nn.Module):

@@ -52,7 +52,7 @@ class MLP(nn.Module):
         return x.astype(jnp.float32)
 
 
-class Encoder(nn.Module):
+class BackboneWithHeads(nn.Module):
     """backbone -> [projector] -> [predictor], the network of every joint-embedding method.
 
     `__call__(x, train)` returns a dict: "features" (B, F) backbone output (what evaluation

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from jaxssl.evaluate import collapse, knn, linear_probe, restore
+from jaxssl import monitors
+from jaxssl.evaluate import knn, linear_probe, restore
 
 _KNN_PROTOCOLS = ((20, 0.07), (200, 0.1))
 
@@ -57,7 +58,7 @@ def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test
         res = linear_probe.linear_probe(train_features, train_labels, test_features, test_labels, **(linear_kw or {}))
         out.update({f"linear_{k}": v for k, v in res.items()})
     if "collapse" in evals:
-        out.update(collapse.monitors(test_features))
+        out.update(monitors.monitors(test_features))
     return out
 
 

@@ -64,7 +64,7 @@ def _merge(x: jax.Array) -> jax.Array:
 def value_and_grad(method: base.Method, accum_steps: int) -> Callable:
     """`jax.value_and_grad(method.loss_fn, has_aux=True)` computed over `accum_steps` micro-batches.
 
-    Returns f(params, model_state, teacher, extra, views, rng) ->
+    Returns f(params, model_state, teacher, extra, views, rng, step) ->
     ((loss, (model_state, extra, metrics)), grads), the signature and meaning of
     `jax.value_and_grad(method.loss_fn, has_aux=True)` (the step swaps one for the other). Every
     view's batch size must be divisible by `accum_steps` (ValueError otherwise).
@@ -72,7 +72,7 @@ def value_and_grad(method: base.Method, accum_steps: int) -> Callable:
     check(method, accum_steps)
     m = accum_steps
 
-    def fn(params, model_state, teacher, extra, views, rng):
+    def fn(params, model_state, teacher, extra, views, rng, step):
         b = views[0].shape[0]
         if any(v.shape[0] != b for v in views) or b % m:
             raise ValueError(f"Every view's batch ({[v.shape[0] for v in views]}) must be divisible by "
@@ -86,7 +86,7 @@ def value_and_grad(method: base.Method, accum_steps: int) -> Callable:
         # (1) Forward every micro-batch; BatchNorm running averages are threaded through in order.
         def forward(state, xs):
             i, vs = xs
-            emb, state = method.embed(params, state, teacher, extra, list(vs), micro_rng(i))
+            emb, state = method.embed(params, state, teacher, extra, list(vs), micro_rng(i), step)
             return state, emb
 
         new_model_state, emb = jax.lax.scan(forward, model_state, (index, micro_views))
@@ -96,12 +96,12 @@ def value_and_grad(method: base.Method, accum_steps: int) -> Callable:
         # (2) The objective on the whole batch: its value, d/dparams (direct use, e.g. SwAV's queue
         # scores) and d/dembeddings.
         (loss, (new_extra, metrics)), (grads, emb_grads) = jax.value_and_grad(
-            method.objective, argnums=(0, 1), has_aux=True)(params, emb, extra, objective_rng)
+            method.objective, argnums=(0, 1), has_aux=True)(params, emb, extra, objective_rng, step)
 
         # (3) Pull each micro-batch's rows of d/dembeddings back through its recomputed forward.
         def backward(grads, xs):
             i, vs, cotangent = xs
-            _, pull = jax.vjp(lambda p: method.embed(p, model_state, teacher, extra, list(vs), micro_rng(i))[0],
+            _, pull = jax.vjp(lambda p: method.embed(p, model_state, teacher, extra, list(vs), micro_rng(i), step)[0],
                               params)
             return jax.tree_util.tree_map(jnp.add, grads, pull(cotangent)[0]), None
 

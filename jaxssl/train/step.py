@@ -47,7 +47,9 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
     keys of an uninterrupted one. `probe`: an optional online linear probe
     (`jaxssl.evaluate.linear_probe.OnlineProbe`, state in `state.probe`, needs batch["label"]).
     `skip_nonfinite`: a step whose loss, gradients or new state hold NaN/Inf changes nothing but
-    the step counter; metrics["nonfinite_skipped"] is 1 for it (0 otherwise).
+    the step counter; metrics["nonfinite_skipped"] is 1 for it (0 otherwise). The method's loss
+    receives `state.step` (the index of the step being taken), so its schedules stay those of the
+    counter, as the teacher momentum does, across a skipped step.
     `accum_steps` > 1: the gradient of the whole batch from that many micro-batches, GradCache-style
     (`jaxssl.train.accumulate`; needs the method's embed/objective form).
     """
@@ -65,12 +67,12 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
             images = [batch["inputs"]]
 
         def loss_fn(params):
-            return method.loss_fn(params, state.model_state, state.teacher, state.extra, images, loss_rng)
+            return method.loss_fn(params, state.model_state, state.teacher, state.extra, images, loss_rng, state.step)
 
         if accum_steps > 1:
             # Same loss and gradient as the whole batch, at the activation memory of one micro-batch.
             (loss, (model_state, extra, metrics)), grads = accumulate.value_and_grad(method, accum_steps)(
-                state.params, state.model_state, state.teacher, state.extra, images, loss_rng)
+                state.params, state.model_state, state.teacher, state.extra, images, loss_rng, state.step)
         else:
             (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)

@@ -163,6 +163,7 @@ def test_public_surface():
     assert jaxssl.evaluate.knn is importlib.import_module("jaxssl.evaluate.knn")
     assert jaxssl.evaluate.knn.knn is knn
     assert jaxssl.evaluate.common.available() == ["knn", "linear_probe"]
+    assert callable(jaxssl.monitors.feature_std)
 
 
 _SHARDED_CODE = textwrap.dedent(

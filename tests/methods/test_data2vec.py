@@ -62,7 +62,7 @@ def test_no_gradient_reaches_teacher():
     teacher = {"params": jax.tree_util.tree_map(lambda p: p + 0.01, params)}
 
     def loss(p, t):
-        return method.loss_fn(p, {}, t, {}, [x], jax.random.key(1))[0]
+        return method.loss_fn(p, {}, t, {}, [x], jax.random.key(1), jnp.int32(0))[0]
 
     g_student, g_teacher = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, teacher)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(g_teacher))
@@ -135,7 +135,7 @@ def test_student_visible_only_image():
 
     @jax.jit
     def run(params, x, x2):
-        loss = lambda p, v: method.loss_fn(p, {}, teacher, {}, [v], rng)
+        loss = lambda p, v: method.loss_fn(p, {}, teacher, {}, [v], rng, jnp.int32(0))
         (l1, (_, _, metrics)), g = jax.value_and_grad(loss, has_aux=True)(params, x)
         student = lambda v: method.net.apply({"params": params}, v, train=False, keep=keep)["prediction"]
         return l1, loss(params, x2)[0], metrics, optax.tree.norm(g["mask_token"]), student(x), student(x2)

@@ -114,7 +114,7 @@ for name, (method, views, path) in cases.items():
     one, eight = (run(method, views, path, devices, init) for devices in (jax.devices()[:1], jax.devices()))
     out[name] = dict(loss1=one["loss"], loss8=eight["loss"], params=rel(eight["params"], one["params"]),
                      teacher=rel(eight["teacher"], one["teacher"]) if one["teacher"].size else 0.0,
-                     extra=rel(eight["extra"], one["extra"]), frozen=one["frozen"], unfrozen=one["unfrozen"],
+                     extra=rel(eight["extra"], one["extra"]) if one["extra"].size else 0.0, frozen=one["frozen"], unfrozen=one["unfrozen"],
                      metrics=one["metrics"], finite=bool(np.all(np.isfinite(one["params"]))), seconds=time.time() - t0)
 print("RESULT " + json.dumps(out))
 """
@@ -171,7 +171,10 @@ def test_train_steps_on_8_devices_equal_1_device(multi, name):
     # teacher softmax / Sinkhorn (tau_t = 0.07) and KoLeo's -log(distance) amplify a little.
     for a, b, tol in zip(r["loss8"], r["loss1"], (1e-5, 1e-4)):
         assert abs(a - b) <= tol * abs(b), r
-    assert r["params"] < 1e-4 and r["teacher"] < 1e-4 and r["extra"] < 1e-4, r
+    # `extra` is relative to its largest entry: SwAV's queue of unit vectors (1), DINO's centre. It
+    # held a step counter (2) until the step became a loss argument, which halved this ratio, so
+    # 2e-4 is the bound the queue had before (1.1e-4 measured, after the amplified second step).
+    assert r["params"] < 1e-4 and r["teacher"] < 1e-4 and r["extra"] < 2e-4, r
     assert {"loss", "grad_norm"} <= set(r["metrics"])
 
 
@@ -283,7 +286,7 @@ def test_dino_vits16_imagenet_initialises_at_224():
     # The 2 x 224 + 8 x 96 views go through the model (abstractly) and give a scalar loss.
     views = [jax.ShapeDtypeStruct((2, s, s, 3), jnp.float32) for s in [224] * 2 + [96] * 8]
     loss = jax.eval_shape(lambda st, v: method.loss_fn(st.params, st.model_state, st.teacher, st.extra, v,
-                                                       jax.random.key(0))[0], state, views)
+                                                       jax.random.key(0), st.step)[0], state, views)
     assert loss.shape == ()
 
 

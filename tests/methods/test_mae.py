@@ -43,7 +43,7 @@ def test_loss_only_on_masked_patches():
     np.testing.assert_array_equal(g[~np.asarray(mask)], 0.0)
     assert np.all(g[np.asarray(mask)] > 0)
     # The method's loss equals the masked mean computed by hand with the same mask.
-    loss, _ = jax.jit(method.loss_fn)(params, {}, None, {}, [x], rng)
+    loss, _ = jax.jit(method.loss_fn)(params, {}, None, {}, [x], rng, jnp.int32(0))
     np.testing.assert_allclose(float(loss), float(jax.jit(loss_of_target)(x)), rtol=1e-5)
 
 

@@ -29,6 +29,7 @@ KW = {
     "simsiam": dict(proj_hidden=(16,), proj_dim=8, pred_hidden=(16,)),
 }
 N = 16  # batch
+STEP = jnp.int32(0)  # the step index every direct loss call passes (none of these methods reads it)
 
 
 class _Tiny(nn.Module):
@@ -79,7 +80,7 @@ def test_loss_matches_float64_formula_of_the_outputs(name):
     overrides = {"bn_groups": 1} if name == "moco_v2" else {}  # one BN group: a plain forward
     method, params, model_state, teacher, extra, views = _setup(name, **overrides)
     loss, (new_state, new_extra, metrics) = method.loss_fn(params, model_state, teacher, extra, views,
-                                                           jax.random.key(5))
+                                                           jax.random.key(5), STEP)
     s = [_apply(method.net, {"params": params, **model_state}, v) for v in views]
     t = [_apply(method.net, teacher, v) for v in views]
     cos = lambda a, b: np.sum(_unit(a) * _unit(b), axis=1)
@@ -106,7 +107,7 @@ def test_loss_matches_float64_formula_of_the_outputs(name):
 @pytest.mark.parametrize("name", ["byol", "moco_v2", "moco_v3"])
 def test_gradient_with_respect_to_the_teacher_is_exactly_zero(name):
     method, params, model_state, teacher, extra, views = _setup(name)
-    f = lambda p, t: method.loss_fn(p, model_state, t, extra, views, jax.random.key(5))[0]
+    f = lambda p, t: method.loss_fn(p, model_state, t, extra, views, jax.random.key(5), STEP)[0]
     g_student, g_teacher = jax.grad(f, argnums=(0, 1))(params, teacher)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree_util.tree_leaves(g_teacher))
     assert float(optax.tree.norm(g_student)) > 0.0
@@ -115,7 +116,7 @@ def test_gradient_with_respect_to_the_teacher_is_exactly_zero(name):
 def test_simsiam_gradient_flows_only_through_the_predictor_branch():
     method, params, model_state, _, extra, views = _setup("simsiam")
     net, mutable = method.net, list(model_state)
-    grad_method = jax.grad(lambda p: method.loss_fn(p, model_state, None, extra, views, None)[0])(params)
+    grad_method = jax.grad(lambda p: method.loss_fn(p, model_state, None, extra, views, None, STEP)[0])(params)
     # The same loss with the targets replaced by constants computed beforehand.
     (o1, o2), _ = net.apply({"params": params, **model_state}, views, train=True, mutable=mutable, method="each")
     z1, z2 = o1["projection"], o2["projection"]
@@ -178,7 +179,7 @@ def test_enqueue_wraps_around_the_ring_buffer():
 def test_moco_v2_enqueues_this_batchs_normalised_keys_after_the_loss():
     method, params, model_state, teacher, extra, views = _setup("moco_v2", bn_groups=1)
     extra = {**extra, "ptr": jnp.asarray(20, jnp.int32)}  # 20 + 16 wraps past K = 24
-    _, (_, new_extra, _) = method.loss_fn(params, model_state, teacher, extra, views, jax.random.key(5))
+    _, (_, new_extra, _) = method.loss_fn(params, model_state, teacher, extra, views, jax.random.key(5), STEP)
     keys = _unit(_apply(method.net, teacher, views[1])["projection"])
     rows = (20 + np.arange(N)) % 24
     np.testing.assert_allclose(np.asarray(new_extra["queue"])[rows], keys, rtol=1e-5, atol=1e-6)
@@ -224,7 +225,7 @@ def test_moco_v3_needs_no_shuffle_bn_under_synchronised_bn():
     keys = _apply(method.net, teacher, views[1])["projection"]
     shuffled = _apply(method.net, teacher, views[1][perm])["projection"][np.argsort(perm)]
     np.testing.assert_allclose(shuffled, keys, rtol=1e-4, atol=1e-4)  # float32 reduction order only
-    f = lambda v: method.loss_fn(params, model_state, teacher, extra, v, jax.random.key(0))[0]
+    f = lambda v: method.loss_fn(params, model_state, teacher, extra, v, jax.random.key(0), STEP)[0]
     np.testing.assert_allclose(f(views), f([v[perm] for v in views]), rtol=1e-5)
 
 

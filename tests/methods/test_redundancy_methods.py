@@ -109,7 +109,8 @@ def test_method_loss_is_the_public_loss_on_separate_view_passes(name):
     views = [jnp.asarray(rng.normal(size=(16, 8, 8, 3)), jnp.float32) for _ in range(2)]
     variables = method.net.init(jax.random.key(0), views[0], train=True)
     params, state = variables["params"], {"batch_stats": variables["batch_stats"]}
-    loss, (new_state, _, metrics) = jax.jit(method.loss_fn)(params, state, None, {}, views, jax.random.key(1))
+    loss, (new_state, _, metrics) = jax.jit(method.loss_fn)(params, state, None, {}, views, jax.random.key(1),
+                                                                 jnp.int32(0))
     # Each view alone through the network (its own BatchNorm statistics), then the public loss.
     z = [method.net.apply(variables, v, train=True, mutable=["batch_stats"])[0]["projection"] for v in views]
     if name == "vicreg":
@@ -122,7 +123,7 @@ def test_method_loss_is_the_public_loss_on_separate_view_passes(name):
     # Running statistics were updated once per view (two BatchNorm passes).
     assert not np.allclose(jax.tree_util.tree_leaves(new_state)[0], jax.tree_util.tree_leaves(state)[0])
     with pytest.raises(ValueError, match="exactly 2 views"):
-        method.loss_fn(params, state, None, {}, views * 2, jax.random.key(1))
+        method.loss_fn(params, state, None, {}, views * 2, jax.random.key(1), jnp.int32(0))
 
 
 @pytest.mark.parametrize("config_module", [vicreg_cifar10, barlow_twins_cifar10])

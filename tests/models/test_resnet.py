@@ -49,8 +49,8 @@ def test_unknown_variant_and_keyword():
 
 
 def test_mlp_head_and_encoder():
-    enc = heads.Encoder(models.get("resnet", variant="18", width=0.0625, cifar_stem=True),
-                        projector=heads.MLP((16,), 8), predictor=heads.MLP((16,), 8, norm="none"))
+    enc = heads.BackboneWithHeads(models.get("resnet", variant="18", width=0.0625, cifar_stem=True),
+                                  projector=heads.MLP((16,), 8), predictor=heads.MLP((16,), 8, norm="none"))
     x = jnp.ones((3, 8, 8, 3))
     v = enc.init(jax.random.key(0), x, train=False)
     out = enc.apply(v, x, train=False)

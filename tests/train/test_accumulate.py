@@ -20,6 +20,7 @@ from jaxssl.train import accumulate, step as step_lib
 from jaxssl.train.validate import validate_config
 
 B, M = 16, 4  # batch, micro-batches
+STEP = jnp.int32(5)  # the index of the step taken (SwAV: past queue_start_step, its filled queue is used)
 
 
 class PixelMLP(nn.Module):
@@ -58,8 +59,8 @@ def _setup(name, kw, sizes):
     params = variables["params"]
     model_state = {k: v for k, v in variables.items() if k != "params"}
     extra = method.init_extra(jax.random.key(1))
-    if "queue" in extra:  # a filled queue, in use from this step on
-        extra = {"step": jnp.asarray(5, jnp.int32), "queue": jax.random.normal(jax.random.key(2), extra["queue"].shape)}
+    if "queue" in extra:  # a filled queue (no zero rows), in use at STEP
+        extra = {"queue": jax.random.normal(jax.random.key(2), extra["queue"].shape)}
     return method, params, model_state, extra, views
 
 
@@ -77,9 +78,9 @@ def test_accumulated_loss_and_gradient_equal_the_large_batch(name):
     method, params, model_state, extra, views = _setup(name, *_NO_BN[name])
     rng = jax.random.key(3)
     large = jax.jit(jax.value_and_grad(method.loss_fn, has_aux=True))
-    (loss, (_, extra1, metrics1)), grads1 = large(params, model_state, None, extra, views, rng)
+    (loss, (_, extra1, metrics1)), grads1 = large(params, model_state, None, extra, views, rng, STEP)
     acc = jax.jit(accumulate.value_and_grad(method, M))
-    (loss_m, (_, extra_m, metrics_m)), grads_m = acc(params, model_state, None, extra, views, rng)
+    (loss_m, (_, extra_m, metrics_m)), grads_m = acc(params, model_state, None, extra, views, rng, STEP)
     assert np.isfinite(float(loss)) and _rel(grads1, jax.tree_util.tree_map(jnp.zeros_like, grads1)) > 0
     assert abs(float(loss_m) - float(loss)) <= 1e-5 * abs(float(loss)) + 1e-6, (loss_m, loss)
     assert _rel(grads_m, grads1) < 1e-4, _rel(grads_m, grads1)
@@ -89,7 +90,7 @@ def test_accumulated_loss_and_gradient_equal_the_large_batch(name):
         return
     # A per-micro-batch loss (plain accumulation) is a different objective: the test can tell.
     small = jax.jit(jax.vmap(lambda vs: jax.grad(method.loss_fn, has_aux=True)(params, model_state, None, extra, vs,
-                                                                                rng)[0]))
+                                                                                rng, STEP)[0]))
     naive = jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), small([accumulate._split(v, M) for v in views]))
     assert _rel(naive, grads1) > 1e-2
 
@@ -108,18 +109,18 @@ def test_with_batchnorm_each_micro_batch_uses_its_own_statistics():
 
     def reference(p):  # micro-batch i = rows i, i + M, ...; embeddings re-interleaved to the original order
         parts = [method.embed(p, model_state, teacher, {}, [v[i::M] for v in views],
-                              jax.random.fold_in(embed_rng, i))[0] for i in range(M)]
+                              jax.random.fold_in(embed_rng, i), STEP)[0] for i in range(M)]
         emb = jax.tree_util.tree_map(lambda *x: jnp.stack(x, axis=1).reshape(B, *x[0].shape[1:]), *parts)
-        return method.objective(p, emb, {}, objective_rng)[0]
+        return method.objective(p, emb, {}, objective_rng, STEP)[0]
 
     loss_ref, grads_ref = jax.jit(jax.value_and_grad(reference))(params)
     (loss, (new_state, _, _)), grads = jax.jit(accumulate.value_and_grad(method, M))(
-        params, model_state, teacher, {}, views, rng)
+        params, model_state, teacher, {}, views, rng, STEP)
     assert abs(float(loss) - float(loss_ref)) <= 1e-5 * abs(float(loss_ref)), (loss, loss_ref)
     assert _rel(grads, grads_ref) < 1e-4
     # BatchNorm running averages were updated (M times, in order) and the teacher got no gradient.
     assert _rel(new_state, model_state) > 0
-    loss_large = method.loss_fn(params, model_state, teacher, {}, views, rng)[0]
+    loss_large = method.loss_fn(params, model_state, teacher, {}, views, rng, STEP)[0]
     assert abs(float(loss_large) - float(loss)) > 1e-6  # different BN statistics: not the large batch
 
 
@@ -150,7 +151,7 @@ def test_clear_errors():
         step_lib.make_step_fn(byol, optax.sgd(0.1), [{}], accum_steps=2)
     simclr = methods.get("simclr", backbone=PixelMLP(), proj_hidden=(), proj_dim=8)
     with pytest.raises(ValueError, match="divisible by accum_steps"):
-        accumulate.value_and_grad(simclr, 3)(None, {}, None, {}, _views((8, 8)), None)
+        accumulate.value_and_grad(simclr, 3)(None, {}, None, {}, _views((8, 8)), None, STEP)
     with pytest.raises(ValueError, match="accum_steps must be an int"):
         accumulate.check(simclr, 0)
 

@@ -142,8 +142,8 @@ def _tiny_method(poison):
     """SimCLR's loss on a one-conv net; `poison(extra, views) -> (kind or None, bad)` injects NaN/Inf."""
     net = _TinyNet()
 
-    def loss_fn(params, model_state, teacher, extra, views, rng):
-        del teacher, rng
+    def loss_fn(params, model_state, teacher, extra, views, rng, step):
+        del teacher, rng, step
         n = views[0].shape[0]
         out, model_state = net.apply({"params": params, **model_state}, jnp.concatenate(views), train=True,
                                      mutable=["batch_stats"])

@@ -1,10 +1,12 @@
-"""Collapse monitors: cheap, jittable statistics logged from inside the train step.
+"""Training-time collapse monitors: cheap, jittable statistics logged from inside the train step.
 
 Every function takes global arrays (under ``jit`` the reductions cover the whole batch
 on all devices, no ``axis_name``), computes in float32 and returns scalars (or a dict
 of scalars). They are monitors, not objectives: inputs pass through
 ``jax.lax.stop_gradient``, so putting them in a loss's aux output is always safe (the
 SVD in ``effective_rank`` has undefined gradients at repeated singular values).
+``monitors(z)`` gives the method-independent ones (RankMe, feature std) of frozen features, as
+host floats, for the trainer's and the probe tool's evaluations.
 """
 
 from __future__ import annotations
