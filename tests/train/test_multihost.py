@@ -109,6 +109,22 @@ def _start(code, args, devices, extra_env):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _finish(procs, timeout: float = 420) -> None:
+    """Wait for every process (each bounded by `timeout`) and require exit code 0; never leave one
+    waiting for its peer."""
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, f"process {p.args[:4]} failed ({p.returncode}):\n{log[-5000:]}"
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, cifar10_data_dir):
     """Results of the 2-process x 2-device run (both processes) and the 1-process x 4-device run."""
@@ -119,17 +135,7 @@ def runs(tmp_path_factory, cifar10_data_dir):
                                        distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: str(i)})
              for i in range(2)]
     procs.append(_start(_WORKER, args, 4, {}))
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=420)[0])
-    finally:
-        for p in procs:  # never leave a process waiting for its peer
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, f"worker failed ({p.returncode}):\n{log[-5000:]}"
+    _finish(procs)
     load = lambda name: json.load(open(os.path.join(out, f"result_{name}.json")))
     return load(0), load(1), load("ref")
 
@@ -200,22 +206,9 @@ def test_speech_config_two_processes_equal_one_process(tmp_path):
     kNN evaluator embeds each process's slice of the clips then gathers: losses, kNN and weights all agree."""
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
     coordinator = f"127.0.0.1:{_free_port()}"  # loopback only
-    procs = [_start_main(two, 2, {distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: "2",
-                                  distributed.ENV_PROCESS_ID: str(i)}) for i in range(2)]
-    logs = []
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=420)[0])
-        ref = _start_main(one, 4, {})
-        logs.append(ref.communicate(timeout=420)[0])
-        procs.append(ref)
-    finally:
-        for p in procs:  # never leave a process waiting for its peer
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, log in zip(procs, logs):
-        assert p.returncode == 0, f"jaxssl.main failed ({p.returncode}):\n{log[-5000:]}"
+    _finish([_start_main(two, 2, {distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: "2",
+                                  distributed.ENV_PROCESS_ID: str(i)}) for i in range(2)])
+    _finish([_start_main(one, 4, {})])  # after the pair: two jax processes at a time on 2 cores are enough
     rows = lambda w: [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
     two_rows, one_rows = rows(two), rows(one)
     losses = lambda rs: [r["loss"] for r in rs if "loss" in r]
