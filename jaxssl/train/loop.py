@@ -267,6 +267,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # --- Setup -----------------------------------------------------------------------------
     validate_config(config)
     workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: pass a directory for the run's "
+                                 f"checkpoints and logs (it is created if missing).")
     _check_workdir_config(workdir, config)
     run = _setup(config)
     state, guard, train_iter = run.state, run.guard, run.train_iter
