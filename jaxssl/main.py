@@ -38,6 +38,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # SIGTERM (preemption): the run checkpointed its step; 128 + 15, as a process killed by the signal.
 EXIT_PREEMPTED = 143
+# Another run holds the workdir's lock (EX_TEMPFAIL: try again when it has ended).
+EXIT_LOCKED = 75
 
 
 def _config_error(argv: list[str]) -> str | None:
@@ -95,7 +97,7 @@ def main(argv):
     # Before anything touches a device: afterwards jax.devices() spans every process.
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_DISTRIBUTED.value)
     import jax
-    from jaxssl.train import loop
+    from jaxssl.train import lock, loop
 
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
     try:
@@ -103,6 +105,9 @@ def main(argv):
     except loop.Preempted as e:  # expected on preemption: one line, no traceback, a distinct exit code
         print(f"Preempted: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_PREEMPTED)
+    except lock.WorkdirLockedError as e:  # another run writes to this workdir: nothing was touched
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED)
     if jax.process_index() == 0:
         if "loss" in results:
             print(f"loss: {results['loss']:.4f} (last logged step)")

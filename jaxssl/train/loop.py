@@ -32,6 +32,7 @@ from jax.experimental import multihost_utils
 from jaxssl import defaults, evaluate, methods
 from jaxssl.data import inputs
 from jaxssl.train import checkpoint as ckpt_lib
+from jaxssl.train import lock as lock_lib
 from jaxssl.train import optim, sharding as shd, step as step_lib, validate
 from jaxssl.train.validate import validate_config
 
@@ -262,7 +263,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     Returns the final metrics (last logged training metrics and the final evaluation).
     Raises ValueError, TypeError or FileNotFoundError for a bad config, dataset or workdir (before
-    anything compiles), FloatingPointError at a NaN/Inf, and `Preempted` after SIGTERM.
+    anything compiles), `lock.WorkdirLockedError` while another run writes to `workdir`,
+    FloatingPointError at a NaN/Inf, and `Preempted` after SIGTERM.
     """
     # --- Setup -----------------------------------------------------------------------------
     validate_config(config)
@@ -270,6 +272,30 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: pass a directory for the run's "
                                  f"checkpoints and logs (it is created if missing).")
+    held = _lock(workdir)  # one writer per workdir (jaxssl/train/lock.py)
+    try:
+        return _train(config, workdir)
+    finally:
+        held.release()
+
+
+def _lock(workdir: str) -> lock_lib.WorkdirLock:
+    """Process 0 locks the workdir; every process raises WorkdirLockedError if it could not."""
+    held, error = lock_lib.WorkdirLock(workdir, None), ""
+    if jax.process_index() == 0:
+        try:
+            held = lock_lib.acquire(workdir)
+        except lock_lib.WorkdirLockedError as e:
+            error = str(e)
+    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.int32(error == "")):
+        error = error or f"Process 0 could not lock the workdir {workdir} (see its log): another run holds it."
+    if error:
+        raise lock_lib.WorkdirLockedError(error)
+    return held
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """`train` once the config is valid and the workdir locked."""
     _check_workdir_config(workdir, config)
     run = _setup(config)
     state, guard, train_iter = run.state, run.guard, run.train_iter
