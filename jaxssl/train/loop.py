@@ -181,6 +181,10 @@ def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFi
         return state
     if restored.data is not None:
         data_iter.set_state(restored.data)
+    else:  # a step saved without the iterator state (not by this trainer): continuing is still useful
+        log.warning("THE DATA ORDER RESTARTS: the checkpoint of step %d holds no data-iterator state, so the input "
+                    "pipeline starts again from its first batch and this run is no longer exact (not equal to an "
+                    "uninterrupted run).", restored.step)
     guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
     log.info("Resumed from step %d in %s", restored.step, os.path.dirname(checkpointer.directory))
     return restored.state
@@ -321,6 +325,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         last_logged, checked, t0 = start, start, time.time()
         for step in range(start + 1, config.total_steps + 1):
             state, metrics = run.train_step(state, shd.to_global(next(train_iter), run.mesh), run.rng)
+            checkpointer.check_saves(now=step)  # a failed async save (disk full) stops the run now
             pending.append(metrics)
             if pbar is not None:
                 pbar.update(1)
@@ -342,6 +347,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 save(step, force=step == config.total_steps or stopping)
                 last_saved = step
             if stopping:
+                checkpointer.wait()  # "which is checkpointed" must be true
                 raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is checkpointed "
                                 f"in {checkpointer.directory}. Rerun the same command to resume.")
         finished = True
@@ -358,7 +364,12 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         stop.restore()
         if pbar is not None:
             pbar.close()
-        checkpointer.close()
+        try:
+            checkpointer.close()
+        except ckpt_lib.SaveFailedError as e:
+            if finished:
+                raise
+            log.error("%s", e)  # another exception is on its way out: report this one beside it
         if not finished:
             writer.close()
 

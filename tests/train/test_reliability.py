@@ -255,3 +255,24 @@ def test_batch_not_divisible_by_devices_is_reported_before_anything_runs():
     assert "--config.batch_size to a multiple of 8" in r["batch"]
     assert r["knn"].startswith("ValueError: config.evals.knn.batch_size (60) must be divisible by the number "
                                "of devices (8)"), r
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 20, item 7: a failed asynchronous save stops the run at once, with one message.
+# ----------------------------------------------------------------------------------------------
+def test_failed_async_save_stops_the_run_within_a_few_steps(cifar10_data_dir, tmp_path, monkeypatch):
+    from jaxssl.train import checkpoint as ckpt_lib, sharding
+    from tests.train.test_checkpoint import _fail_json_save
+    workdir = str(tmp_path / "run")
+    _fail_json_save(monkeypatch, 8)  # "disk full" while step 8 is written in the background
+    _use(monkeypatch, _tiny_method(lambda extra, views: (None, jnp.bool_(False))))
+    to_global = sharding.to_global  # ~50 ms of input time per step: the background write fails meanwhile
+    monkeypatch.setattr(loop.shd, "to_global", lambda *a: (time.sleep(0.05), to_global(*a))[1])
+    config = _tiny_config(cifar10_data_dir, total_steps=40, log_steps=40, ckpt_steps=4, keep_ckpts=10)
+    with pytest.raises(ckpt_lib.SaveFailedError) as e:
+        loop.train(config, workdir)
+    msg = str(e.value)
+    found = int(re.search(r"step 8 in .* failed \(found at step (\d+)\): OSError: \[Errno 28\] No space left on "
+                          r"device\. Training stopped; the newest good checkpoint is step 4", msg).group(1))
+    assert 8 < found < 12, msg  # before the next save (step 12), not 1,000 steps later
+    assert _steps(workdir) == [4]
