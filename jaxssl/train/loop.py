@@ -58,6 +58,13 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
             old = json.load(f)
         get = lambda d, key: validate.lookup(d, key) if isinstance(d, dict) else None
         diff = [k for k in _STRUCTURAL_KEYS if get(old, k) != get(new, k)]
+        if "batch_size" in diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise ValueError(
+                f"The workdir {workdir} holds a run with global batch {old.get('batch_size')}, now "
+                f"{new.get('batch_size')}. A resume may change the number of devices or processes (elastic "
+                f"resume: the global batch is split over whatever devices there are), but not the global "
+                f"batch, which sets the data order and the learning rate: resume with "
+                f"--config.batch_size={old.get('batch_size')}, or start a new --workdir.")
         if diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(
                 f"The workdir {workdir} holds a run with a different config for {diff} "
