@@ -182,6 +182,7 @@ def _tiny_config(data_dir, **overrides):
 
 def _use(monkeypatch, method):
     monkeypatch.setattr(jaxssl.methods, "get", lambda name, **kw: method)
+    monkeypatch.setattr(jaxssl.methods, "build", lambda config: method)  # what the trainer calls
 
 
 @pytest.mark.parametrize("kind", ["loss", "grad"])
