@@ -287,3 +287,23 @@ def test_failed_async_save_stops_the_run_within_a_few_steps(cifar10_data_dir, tm
                           r"device\. Training stopped; the newest good checkpoint is step 4", msg).group(1))
     assert 8 < found < 12, msg  # before the next save (step 12), not 1,000 steps later
     assert _steps(workdir) == [4]
+
+
+def test_checkpoint_without_iterator_state_resumes_with_a_loud_warning(cifar10_data_dir, tmp_path, monkeypatch,
+                                                                        caplog):
+    """A step saved without a data/ item (not by this trainer, which always saves it) continues, saying
+    that the data order restarts; a step that lists data/ but lacks it is corrupt (tests/train/test_checkpoint.py)."""
+    import shutil
+    workdir = str(tmp_path / "run")
+    _use(monkeypatch, _tiny_method(lambda extra, views: (None, jnp.bool_(False))))
+    loop.train(_tiny_config(cifar10_data_dir, total_steps=2, log_steps=2, ckpt_steps=2), workdir)
+    step_dir = os.path.join(workdir, "checkpoints", "2")
+    shutil.rmtree(os.path.join(step_dir, "data"))
+    meta_path = os.path.join(step_dir, "_CHECKPOINT_METADATA")
+    meta = json.load(open(meta_path))
+    del meta["item_handlers"]["data"]
+    json.dump(meta, open(meta_path, "w"))
+    with caplog.at_level(logging.INFO, logger="jaxssl.train.loop"):
+        loop.train(_tiny_config(cifar10_data_dir, total_steps=4, log_steps=2, ckpt_steps=2), workdir)
+    assert "THE DATA ORDER RESTARTS: the checkpoint of step 2 holds no data-iterator state" in caplog.text
+    assert "Resumed from step 2" in caplog.text and _steps(workdir) == [2, 4]
