@@ -7,6 +7,11 @@ method runs through this file; it never branches on the method.
 Files written in `workdir`: `config.json` (the run's config), `metrics.jsonl` (one JSON object
 per logged step or evaluation), `tb/` (TensorBoard events), `checkpoints/<step>/`.
 
+One writer per workdir: `train` holds `<workdir>/lock` (jaxssl/train/lock.py) while it runs and
+refuses a second run with `WorkdirLockedError`. A failed asynchronous save (disk full) raises
+`checkpoint.SaveFailedError` at the next step. A checkpoint restores onto any number of devices or
+processes with the same global batch (elastic resume); a changed `batch_size` is refused.
+
 Stopping safely: a run killed at any point and restarted with the same command continues from
 its newest good checkpoint and ends bit-identical to an uninterrupted run. SIGTERM (preemption)
 finishes the current step, checkpoints it and raises `Preempted`. A NaN/Inf in any step metric
