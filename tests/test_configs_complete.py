@@ -47,3 +47,11 @@ def test_command_line_sets_nonfinite_and_one_view(monkeypatch):
     c = fv.config
     assert (c.nonfinite, c.nonfinite_patience) == ("skip", 3)
     assert c.input.views[1]["flip_p"] == 0.0 and c.input.views[0]["flip_p"] == 0.5
+
+
+def test_readme_names_every_optional_key():
+    import os
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    for prefix, table in defaults.TABLES.items():
+        for key in defaults.optional(table):
+            assert (f"{prefix}.{key}" if prefix else key) in readme, f"README.md does not mention {prefix}.{key}"
