@@ -91,7 +91,8 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
                 log_steps: int = 50, ckpt_steps: int = 1000, knn_kw: dict | None = None) -> ml_collections.ConfigDict:
     """The run skeleton shared by the image configs: seed 0, data, views, steps, logs, checkpoints, kNN.
 
-    The caller adds `method_kw` and `optimizer`. `knn_kw` goes to `knn_eval` (e.g. ImageNet's
+    The caller adds `method_kw` and `optimizer`. Every optional key (progress_bar, nonfinite,
+    accum_steps, mesh, ...) is present at its jaxssl/defaults.py default (`with_defaults`). `knn_kw` goes to `knn_eval` (e.g. ImageNet's
     mean/std). `method_kw` may refer to `config.get_ref("total_steps")` so that a command-line
     override of `total_steps` reaches the method's schedules.
     """
@@ -104,19 +105,15 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
     config.dtype = dtype
     config.data = dict(data)
     config.input = ml_collections.ConfigDict()
-    config.input.views = tuple(views)
+    # Independent copies: `--config.input.views[1].<key>=...` must change view 1 only, even where
+    # the caller passed one dict twice (`views=(view, view)`).
+    config.input.views = tuple(dict(v) for v in views)
     config.log_steps = log_steps
     config.ckpt_steps = ckpt_steps
     config.keep_ckpts = 3
-    config.progress_bar = True
-    # Scale knobs (issue 8), present so that `--config.accum_steps=4` / `--config.mesh.fsdp=4` work
-    # on the command line: GradCache-style micro-batches (jaxssl/train/accumulate.py) and the size
-    # of the FSDP axis of the mesh (jaxssl/train/sharding.py); 1 = off.
-    config.accum_steps = 1
-    config.mesh = ml_collections.ConfigDict(defaults.default("mesh"))  # {fsdp: 1, fsdp_min_size: 2**16}
     config.evals = ml_collections.ConfigDict()
     config.evals.knn = knn_eval(every_steps=knn_every_steps, **(knn_kw or {}))
-    return config
+    return with_defaults(config)
 
 
 def sequence_config(method: str, *, batch_size: int, total_steps: int, model: dict, data: dict,
@@ -137,12 +134,28 @@ def sequence_config(method: str, *, batch_size: int, total_steps: int, model: di
     config.input.views = ()  # tokens/waveforms go to the method unchanged
     config.batch_size = batch_size
     config.log_steps = log_steps
-    config.progress_bar = True
     config.ckpt_steps = 1000
     config.keep_ckpts = 3
-    config.accum_steps = 1
-    config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
     config.evals = ml_collections.ConfigDict(evals or {})
+    return with_defaults(config)
+
+
+def with_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config` with every optional key of jaxssl/defaults.py that it does not set, at its default.
+
+    So that every option the trainer reads is visible in the config and settable on the command
+    line (`--config.nonfinite=skip`, `--config.data.worker_count=4`, `--config.mesh.fsdp=4`).
+    """
+    for prefix, table in defaults.TABLES.items():
+        node = config
+        for part in filter(None, prefix.split(".")):
+            if node.get(part) is None:
+                node[part] = ml_collections.ConfigDict()
+            node = node[part]
+        for key in defaults.optional(table):
+            if key not in node:
+                value = defaults.default(f"{prefix}.{key}" if prefix else key)
+                node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     return config
 
 

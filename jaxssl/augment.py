@@ -161,6 +161,9 @@ def random_resized_crop(rng: Array, images: Array, *, size: int | tuple[int, int
     ``scale`` bounds the crop area as a fraction of ``H * W``; ``ratio`` bounds ``w / h``.
     """
     size = (size, size) if isinstance(size, int) else tuple(size)
+    if not (0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"Need 0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1] (ordered (low, high) "
+                         f"pairs), got scale={tuple(scale)}, ratio={tuple(ratio)}.")
     _, height, width, _ = images.shape
     images = images.astype(jnp.float32)
     keys = jax.random.split(rng, images.shape[0])
@@ -360,6 +363,17 @@ def _check_images(images: Array) -> None:
     if not (images.dtype == jnp.uint8 or jnp.issubdtype(images.dtype, jnp.floating)):
         raise ValueError(f"Expected uint8 images in [0, 255] or float images in [0, 1], "
                          f"got dtype {images.dtype}.")
+    if jnp.issubdtype(images.dtype, jnp.floating) and not isinstance(images, jax.core.Tracer) and images.size:
+        # Concrete floats only (under jit the values are unknown): [0, 255] floats would saturate silently.
+        lo, hi = (float(v) for v in jax.device_get(_min_max(images)))
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"Float images must be in [0, 1], got values in [{lo:g}, {hi:g}]: pass uint8 images "
+                             f"in [0, 255] as they are, or divide float images in [0, 255] by 255.")
+
+
+@jax.jit
+def _min_max(images: Array) -> Array:
+    return jnp.stack([jnp.min(images), jnp.max(images)]).astype(jnp.float32)
 
 
 def view_size(view: Mapping[str, Any], input_size: int | tuple[int, int] = DEFAULT_INPUT_SIZE) -> tuple[int, int]:

@@ -8,8 +8,10 @@ Several processes (hosts): start the same command on each with `--coordinator_ad
 --num_processes=N --process_id=I` (or JAXSSL_COORDINATOR / JAXSSL_NUM_PROCESSES / JAXSSL_PROCESS_ID);
 on Cloud TPU pods and SLURM nothing is needed (JAX reads the cluster). See jaxssl/train/distributed.py.
 """
+import importlib.util
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -34,6 +36,57 @@ _DISTRIBUTED = flags.DEFINE_enum("distributed", None, ["auto", "on", "off"], "au
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+# SIGTERM (preemption): the run checkpointed its step; 128 + 15, as a process killed by the signal.
+EXIT_PREEMPTED = 143
+# Another run holds the workdir's lock (EX_TEMPFAIL: try again when it has ended).
+EXIT_LOCKED = 75
+
+
+def _config_error(argv: list[str]) -> str | None:
+    """What is wrong with `--config` and the `--config.<key>` overrides in `argv`, as one line (else None).
+
+    Checked before absl parses the flags, whose own messages for these cases are a traceback ending
+    in "Failed loading config file config_config" or `AttributeError: "'lr'"`.
+    """
+    path, overrides = None, []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-config") and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif arg.startswith(("--config=", "-config=")):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith(("--config.", "-config.")):
+            overrides.append(arg.lstrip("-").split("=", 1)[0][len("config."):])
+    if path is None:
+        return None
+    file, _, config_arg = path.partition(":")
+    if not os.path.isfile(file):
+        return f"--config: the config file {file} does not exist (cwd {os.getcwd()}); e.g. configs/simclr_cifar10.py."
+    if not overrides:
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location("_jaxssl_config_check", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(config_arg) if config_arg else module.get_config()
+    except Exception:  # noqa: BLE001  (config_flags reports a broken config file with its traceback)
+        return None
+    for dotted in overrides:
+        node, where = config, "config"
+        for part in dotted.split("."):
+            name, *indices = re.split(r"[\[\]]+", part.rstrip("]"))
+            if not hasattr(node, "keys") or name not in node:
+                valid = sorted(node.keys()) if hasattr(node, "keys") else []
+                return (f"--config.{dotted}: {where} has no key {name!r}; valid keys of {where}: {valid}."
+                        if valid else f"--config.{dotted}: {where} is {node!r}, not a dict.")
+            node, where = node[name], f"{where}.{name}"
+            for index in indices:
+                if not isinstance(node, (tuple, list)) or not index.isdigit() or int(index) >= len(node):
+                    size = f"{len(node)} elements" if isinstance(node, (tuple, list)) else repr(node)
+                    return f"--config.{dotted}: {where} has no element [{index}] ({where} has {size})."
+                node, where = node[int(index)], f"{where}[{index}]"
+    return None
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -44,10 +97,17 @@ def main(argv):
     # Before anything touches a device: afterwards jax.devices() spans every process.
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, mode=_DISTRIBUTED.value)
     import jax
-    from jaxssl.train import loop
+    from jaxssl.train import lock, loop
 
     logging.info("JAX devices: %s (process %d of %d)", jax.devices(), jax.process_index(), jax.process_count())
-    results = loop.train(_CONFIG.value, _WORKDIR.value)
+    try:
+        results = loop.train(_CONFIG.value, _WORKDIR.value)
+    except loop.Preempted as e:  # expected on preemption: one line, no traceback, a distinct exit code
+        print(f"Preempted: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_PREEMPTED)
+    except lock.WorkdirLockedError as e:  # another run writes to this workdir: nothing was touched
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_LOCKED)
     if jax.process_index() == 0:
         if "loss" in results:
             print(f"loss: {results['loss']:.4f} (last logged step)")
@@ -58,5 +118,13 @@ def main(argv):
             print(f"rankme: {results['rankme']:.2f}  feature_std: {results['feature_std']:.4f}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    error = _config_error(sys.argv)
+    if error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

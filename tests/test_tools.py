@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def workdir(cifar10_data_dir, tmp_path_factory):
-    config = _config(cifar10_data_dir, total_steps=2)
+    config = _config(cifar10_data_dir, total_steps=2, ckpt_steps=1)  # steps 1 and 2: a fallback exists
     config.evals.knn.enabled = False
     config.model.width = 0.0625  # 32 features; CPU compile time dominates this module
     config.evals.online_probe = ml_collections.ConfigDict(dict(num_classes=10, lr=0.1))
@@ -121,3 +121,47 @@ def test_eval_cli_reports_knn_linear_and_collapse(workdir, cifar10_data_dir, tmp
     assert 1.0 <= record["rankme"] <= 32.0  # 32-d features
     assert probe.main(["--workdir", workdir, "--evals", "knn,bogus", "--data_dir", cifar10_data_dir,
                        "--train_limit", "8", "--test_limit", "8"]) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 20, item 3: the tools read through the trainer's verification and fallback.
+# ----------------------------------------------------------------------------------------------
+def _damaged_copy(workdir, tmp_path, damage):
+    import glob
+    import shutil
+    run = str(tmp_path / "run")
+    shutil.copytree(workdir, run)
+    step2 = os.path.join(run, "checkpoints", "2")
+    if damage == "checksum":  # what a flipped byte looks like to the reader: a leaf that does not match
+        path = os.path.join(step2, "meta", "metadata")
+        meta = json.load(open(path))
+        key = next(k for k in meta["checksums"] if k.startswith(".params"))
+        meta["checksums"][key] = (meta["checksums"][key] + 1) % 2**32
+        json.dump(meta, open(path, "w"))
+    elif damage == "data_file":
+        for f in glob.glob(os.path.join(step2, "state", "ocdbt.process_*", "d", "*")):
+            os.remove(f)
+    elif damage == "manifest":
+        for f in glob.glob(os.path.join(step2, "state", "**", "manifest.ocdbt"), recursive=True):
+            os.remove(f)
+    else:
+        import shutil as sh
+        sh.rmtree(os.path.join(step2, "meta"))
+    return run
+
+
+@pytest.mark.parametrize("damage, says", [("checksum", "checksum mismatch in .params"), ("data_file", "step 2: "),
+                                          ("manifest", "step 2: "), ("meta", "its meta/ item is missing")])
+def test_tools_verify_checkpoints_and_fall_back(workdir, tmp_path, caplog, capsys, damage, says):
+    import logging
+    from jaxssl.tools import features as features_tool
+    run = _damaged_copy(workdir, tmp_path, damage)
+    with caplog.at_level(logging.WARNING, logger="jaxssl.train.checkpoint"):
+        loaded = restore.load(run)  # the newest step is unusable: the next older one, with a warning
+    assert loaded.step == 1
+    assert "Checkpoint at step 2" in caplog.text and "falling back to step 1" in caplog.text
+    assert sorted(os.listdir(os.path.join(run, "checkpoints"))) == ["1", "2"]  # a reader moves nothing
+    # Asked for that step explicitly: one line naming the step and the cause, exit code 2.
+    assert features_tool.main(["--workdir", run, "--output", str(tmp_path / "f.npz"), "--step", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: None of the checkpoints [2]") and says in err, err

@@ -175,6 +175,12 @@ def _make_chunk_fn(*, k: int, train_chunk: int, protocols, num_classes: int, mes
     return jax.jit(sharded)
 
 
+@jax.jit
+def _nonfinite_rows(features):
+    """How many rows of `features` hold a NaN or an Inf (on device: works on a global, sharded array)."""
+    return jnp.sum(~jnp.all(jnp.isfinite(features), axis=1))
+
+
 def _validate(train_features, train_labels, test_features, test_labels, protocols, num_classes,
               test_chunk, train_chunk, mesh):
     """Checks shapes and arguments; returns int32 NumPy labels, (int, float) protocols, C."""
@@ -202,6 +208,11 @@ def _validate(train_features, train_labels, test_features, test_labels, protocol
     n_train = train_features.shape[0]
     if n_train == 0 or test_features.shape[0] == 0:
         raise ValueError("kNN needs at least one train and one test example.")
+    for name, f in (("train_features", train_features), ("test_features", test_features)):
+        bad = int(_nonfinite_rows(f))
+        if bad:  # a NaN row would be nobody's neighbour and the accuracy would still look plausible
+            raise ValueError(f"{name} has {bad} of {f.shape[0]} row(s) holding NaN or Inf: the network produced "
+                             f"non-finite features, so a kNN accuracy from them would be meaningless.")
     protocols = tuple(protocols)
     if not protocols:
         raise ValueError("protocols must list at least one (k, temperature) pair.")

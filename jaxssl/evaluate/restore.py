@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from jaxssl import methods
 from jaxssl.data import inputs
+from jaxssl.train import checkpoint as ckpt_lib
 from jaxssl.train import sharding as shd
 
 
@@ -45,20 +46,25 @@ def load(workdir: str, *, step: int | None = None, teacher: bool = False, mesh: 
 
     Args:
         workdir: a `jaxssl.train.loop.train` workdir (`config.json` + `checkpoints/<step>`).
-        step: checkpoint step (default: the newest).
+        step: checkpoint step (default: the newest good one; a newer unusable step is skipped with a
+            warning).
         teacher: restore the EMA teacher (`TrainState.teacher`, what DINO/BYOL evaluate) instead
             of the student.
         mesh: mesh the variables are replicated on (default: all devices).
 
     Returns:
         `Loaded`.
-    """
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
 
+    Raises:
+        FileNotFoundError: no config.json or no checkpoint.
+        ValueError: no usable checkpoint (each step's reason in one line: a checksum mismatch, a
+            missing or truncated file, ...), `step` missing or unusable, or no teacher to restore.
+    """
     workdir = os.path.abspath(workdir)
     config = read_config(workdir)
     mesh = shd.make_mesh() if mesh is None else mesh
-    model = methods.build(config).net
+    method = methods.build(config)
+    model = method.net
     example = inputs.example(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), example, train=True))
     rep = shd.replicated(mesh)
@@ -73,24 +79,21 @@ def load(workdir: str, *, step: int | None = None, teacher: bool = False, mesh: 
         target = {"params": params, **({"model_state": model_state} if model_state else {})}
 
     directory = os.path.join(workdir, "checkpoints")
-    # orbax writes a step into "<step>.orbax-checkpoint-tmp-*" and renames it when complete, so
-    # every all-digit entry is a committed step.
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(directory) else []
-    if not steps:
+    if not os.path.isdir(directory) or not any(d.isdigit() for d in os.listdir(directory)):
         raise FileNotFoundError(f"No checkpoint in {directory}.")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise ValueError(f"No checkpoint for step {step} in {directory}; available steps: {steps}.")
-    restore = ocp.args.PyTreeRestore(item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                                     partial_restore=True)
-    path = os.path.join(directory, str(step), "state")  # the TrainState item (jaxssl.train.checkpoint)
+    if teacher and method.teacher_momentum is None:
+        raise ValueError(f"The run in {workdir} ({config.get('method')}) has no EMA teacher: drop --teacher.")
+    # The trainer's reader (jaxssl.train.checkpoint): every leaf read is checked against the checksum
+    # saved with it, and an unusable newest step is skipped for the next older one with a warning
+    # (read-only: nothing is moved or deleted beside a run that may still be writing).
+    checkpointer = ckpt_lib.Checkpointer(directory, read_only=True)
     try:
-        with ocp.PyTreeCheckpointer() as checkpointer:
-            restored = checkpointer.restore(path, args=restore)
-    except (KeyError, TypeError, ValueError) as e:
-        what = "an EMA teacher (this method has none?)" if teacher else "the network of config.json"
-        raise ValueError(f"Checkpoint {path} does not hold {what}: {str(e)[:300]}") from e
+        found = checkpointer.restore(target, step=step, partial=True)
+    except RuntimeError as e:
+        raise ValueError(str(e)) from None
+    finally:
+        checkpointer.close()
+    restored, step = found.state, found.step
     if teacher:
         variables = dict(restored["teacher"])
     else:

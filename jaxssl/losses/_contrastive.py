@@ -8,6 +8,14 @@ import optax
 from jaxssl import ops
 
 
+def _check_temperature(temperature) -> None:
+    """Raise for a concrete temperature <= 0 (or NaN); a traced one (a schedule under jit) is not checked."""
+    if isinstance(temperature, jax.core.Tracer):
+        return
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}.")
+
+
 def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float = 0.5) -> jax.Array:
     r"""Normalised-temperature cross entropy (NT-Xent), per example, over the 2N views.
 
@@ -44,8 +52,7 @@ def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float = 0.5) -> jax.Array
     """
     if z1.ndim != 2 or z1.shape != z2.shape:
         raise ValueError(f"nt_xent expects two (N, D) arrays of equal shape, got {z1.shape} and {z2.shape}.")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    _check_temperature(temperature)
     n = z1.shape[0]
     u = ops.l2_normalize(jnp.concatenate([z1, z2], axis=0))
     logits = (u @ u.T) / temperature
@@ -108,8 +115,7 @@ def infonce(q: jax.Array, k: jax.Array, queue: jax.Array | None = None, temperat
         raise ValueError(f"infonce expects (N, D) queries and keys of equal shape, got {q.shape} and {k.shape}.")
     if queue is not None and (queue.ndim != 2 or queue.shape[1] != q.shape[1]):
         raise ValueError(f"infonce expects a (K, {q.shape[1]}) queue, got {queue.shape}.")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    _check_temperature(temperature)
     u, v = ops.l2_normalize(q), ops.l2_normalize(k)
     if queue is None:
         logits = (u @ v.T) / temperature

@@ -30,6 +30,16 @@ from jaxssl.evaluate import knn, linear_probe, restore
 _KNN_PROTOCOLS = ((20, 0.07), (200, 0.1))
 
 
+_EVALS = ("knn", "linear", "collapse")
+
+
+def _check_evals(evals: Sequence[str]) -> None:
+    unknown = set(evals) - set(_EVALS)
+    if unknown or not evals:
+        raise ValueError(f"Unknown evaluations {sorted(unknown)} (--evals); choose from {', '.join(_EVALS)}."
+                         if unknown else f"--evals is empty; choose from {', '.join(_EVALS)}.")
+
+
 def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test_features: np.ndarray,
                       test_labels: np.ndarray, *, evals: Sequence[str] = ("knn", "linear", "collapse"),
                       linear_kw: dict[str, Any] | None = None) -> dict[str, float]:
@@ -47,9 +57,7 @@ def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test
         Flat dict: ``knn_k20_t0.07_top1`` ..., ``linear_top1``, ``linear_top5``,
         ``linear_train_loss``, ``rankme``, ``feature_std``.
     """
-    unknown = set(evals) - {"knn", "linear", "collapse"}
-    if unknown:
-        raise ValueError(f"Unknown evaluations {sorted(unknown)}; choose from knn, linear, collapse.")
+    _check_evals(evals)
     out: dict[str, float] = {}
     if "knn" in evals:
         out.update(knn.knn_protocols(train_features, train_labels, test_features, test_labels,
@@ -85,6 +93,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     evals = tuple(e.strip() for e in args.evals.split(",") if e.strip())
     try:
+        _check_evals(evals)  # before the minutes of restoring and embedding
         loaded = restore.load(args.workdir, step=args.step, teacher=args.teacher)
         dataset = args.dataset or loaded.config["data"]["name"]
         kw = dict(dataset=args.dataset, data_dir=args.data_dir, batch_size=args.batch_size)

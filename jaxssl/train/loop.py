@@ -7,6 +7,11 @@ method runs through this file; it never branches on the method.
 Files written in `workdir`: `config.json` (the run's config), `metrics.jsonl` (one JSON object
 per logged step or evaluation), `tb/` (TensorBoard events), `checkpoints/<step>/`.
 
+One writer per workdir: `train` holds `<workdir>/lock` (jaxssl/train/lock.py) while it runs and
+refuses a second run with `WorkdirLockedError`. A failed asynchronous save (disk full) raises
+`checkpoint.SaveFailedError` at the next step. A checkpoint restores onto any number of devices or
+processes with the same global batch (elastic resume); a changed `batch_size` is refused.
+
 Stopping safely: a run killed at any point and restarted with the same command continues from
 its newest good checkpoint and ends bit-identical to an uninterrupted run. SIGTERM (preemption)
 finishes the current step, checkpoints it and raises `Preempted`. A NaN/Inf in any step metric
@@ -32,6 +37,7 @@ from jax.experimental import multihost_utils
 from jaxssl import defaults, evaluate, methods
 from jaxssl.data import inputs
 from jaxssl.train import checkpoint as ckpt_lib
+from jaxssl.train import lock as lock_lib
 from jaxssl.train import optim, sharding as shd, step as step_lib, validate
 from jaxssl.train.validate import validate_config
 
@@ -57,6 +63,13 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
             old = json.load(f)
         get = lambda d, key: validate.lookup(d, key) if isinstance(d, dict) else None
         diff = [k for k in _STRUCTURAL_KEYS if get(old, k) != get(new, k)]
+        if "batch_size" in diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
+            raise ValueError(
+                f"The workdir {workdir} holds a run with global batch {old.get('batch_size')}, now "
+                f"{new.get('batch_size')}. A resume may change the number of devices or processes (elastic "
+                f"resume: the global batch is split over whatever devices there are), but not the global "
+                f"batch, which sets the data order and the learning rate: resume with "
+                f"--config.batch_size={old.get('batch_size')}, or start a new --workdir.")
         if diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(
                 f"The workdir {workdir} holds a run with a different config for {diff} "
@@ -173,13 +186,25 @@ def _log_row(pending: list[dict], step: int, last_logged: int, t0: float, guard:
     return scalars
 
 
-def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard):
+def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard, image: bool):
     """The newest good checkpoint's state (data iterator and skip count restored too), else `state`."""
     restored = checkpointer.restore(ckpt_lib.abstract(state))
     if restored is None:
         return state
+    saved_processes = restored.meta.get("process_count", jax.process_count())
+    if image and saved_processes != jax.process_count():
+        # Elastic across devices is exact; across processes the image pipeline's order is not: each
+        # process shuffles its own slice of the split (jaxssl/data/pipeline.py), so the slices change.
+        log.warning("The checkpoint of step %d was written by %d process(es), this run has %d: parameters and "
+                    "optimiser state continue exactly, but the image data order differs from an uninterrupted "
+                    "run from here on (the position within the epoch is kept).", restored.step, saved_processes,
+                    jax.process_count())
     if restored.data is not None:
         data_iter.set_state(restored.data)
+    else:  # a step saved without the iterator state (not by this trainer): continuing is still useful
+        log.warning("THE DATA ORDER RESTARTS: the checkpoint of step %d holds no data-iterator state, so the input "
+                    "pipeline starts again from its first batch and this run is no longer exact (not equal to an "
+                    "uninterrupted run).", restored.step)
     guard.skipped = int(restored.meta.get("nonfinite_skips", 0))
     log.info("Resumed from step %d in %s", restored.step, os.path.dirname(checkpointer.directory))
     return restored.state
@@ -263,11 +288,39 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
     Returns the final metrics (last logged training metrics and the final evaluation).
     Raises ValueError, TypeError or FileNotFoundError for a bad config, dataset or workdir (before
-    anything compiles), FloatingPointError at a NaN/Inf, and `Preempted` after SIGTERM.
+    anything compiles), `lock.WorkdirLockedError` while another run writes to `workdir`,
+    FloatingPointError at a NaN/Inf, and `Preempted` after SIGTERM.
     """
     # --- Setup -----------------------------------------------------------------------------
     validate_config(config)
     workdir = os.path.abspath(workdir)
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f"--workdir {workdir} is a file, not a directory: pass a directory for the run's "
+                                 f"checkpoints and logs (it is created if missing).")
+    held = _lock(workdir)  # one writer per workdir (jaxssl/train/lock.py)
+    try:
+        return _train(config, workdir)
+    finally:
+        held.release()
+
+
+def _lock(workdir: str) -> lock_lib.WorkdirLock:
+    """Process 0 locks the workdir; every process raises WorkdirLockedError if it could not."""
+    held, error = lock_lib.WorkdirLock(workdir, None), ""
+    if jax.process_index() == 0:
+        try:
+            held = lock_lib.acquire(workdir)
+        except lock_lib.WorkdirLockedError as e:
+            error = str(e)
+    if jax.process_count() > 1 and not multihost_utils.broadcast_one_to_all(np.int32(error == "")):
+        error = error or f"Process 0 could not lock the workdir {workdir} (see its log): another run holds it."
+    if error:
+        raise lock_lib.WorkdirLockedError(error)
+    return held
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """`train` once the config is valid and the workdir locked."""
     _check_workdir_config(workdir, config)
     run = _setup(config)
     state, guard, train_iter = run.state, run.guard, run.train_iter
@@ -280,9 +333,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     pbar, pending, finished = None, [], False
     last_saved = int(state.step)
     save = lambda step, force: checkpointer.save(step, state, train_iter.get_state(),
-                                                 meta={"nonfinite_skips": guard.skipped}, force=force)
+                                                 meta={"nonfinite_skips": guard.skipped,
+                                                       "process_count": jax.process_count()}, force=force)
     try:
-        state = _resume(checkpointer, state, train_iter, guard)
+        state = _resume(checkpointer, state, train_iter, guard, inputs.kind(config) == "image")
         start = last_saved = int(state.step)
 
         # --- Loop --------------------------------------------------------------------------
@@ -293,6 +347,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         last_logged, checked, t0 = start, start, time.time()
         for step in range(start + 1, config.total_steps + 1):
             state, metrics = run.train_step(state, shd.to_global(next(train_iter), run.mesh), run.rng)
+            checkpointer.check_saves(now=step)  # a failed async save (disk full) stops the run now
             pending.append(metrics)
             if pbar is not None:
                 pbar.update(1)
@@ -314,6 +369,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 save(step, force=step == config.total_steps or stopping)
                 last_saved = step
             if stopping:
+                checkpointer.wait()  # "which is checkpointed" must be true
                 raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is checkpointed "
                                 f"in {checkpointer.directory}. Rerun the same command to resume.")
         finished = True
@@ -330,7 +386,12 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         stop.restore()
         if pbar is not None:
             pbar.close()
-        checkpointer.close()
+        try:
+            checkpointer.close()
+        except ckpt_lib.SaveFailedError as e:
+            if finished:
+                raise
+            log.error("%s", e)  # another exception is on its way out: report this one beside it
         if not finished:
             writer.close()
 

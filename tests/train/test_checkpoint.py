@@ -203,3 +203,56 @@ def test_checksum_changes_with_any_single_bit(shape, dtype, seed, data):
     _, _, cy = ckpt_lib.summarize({"x": y})
     assert cx[0] != cy[0]
     assert ckpt_lib.summarize({"x": x})[2][0] == cx[0]  # deterministic
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 20: a step missing an item it was saved with is corrupt; a failed async save is reported once.
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("item, says", [("data", "restart the data order"), ("meta", "cannot be verified")])
+def test_step_missing_its_data_or_meta_item_is_corrupt(tmp_path, caplog, item, says):
+    import shutil
+    d = str(tmp_path / "ckpt")
+    _save(d, [2, 4])
+    shutil.rmtree(os.path.join(d, "4", item))
+    c = ckpt_lib.Checkpointer(d)
+    with caplog.at_level(logging.WARNING, logger="jaxssl.train.checkpoint"):
+        r = c.restore(ckpt_lib.abstract(_state(0)))
+    c.close()
+    assert r.step == 2 and r.data == {"epoch": 2}
+    assert f"its {item}/ item is missing (the step lists it)" in caplog.text and says in caplog.text
+    assert os.listdir(d + "_corrupt") == ["4"]
+
+
+def _fail_json_save(monkeypatch, step: int, item: str = "meta"):
+    """Make the async write of `item` at `step` fail in orbax's background thread, as a full disk does."""
+    import errno
+    import re
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler
+    original = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+
+    def save_fn(self, value, directory):
+        if re.search(rf"/{step}\.orbax-checkpoint-tmp[^/]*/{item}", str(directory)):
+            async def fail():
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return fail()
+        return original(self, value, directory)
+    monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", save_fn)
+
+
+def test_failed_async_save_is_reported_once_with_step_cause_and_newest_good(tmp_path, monkeypatch):
+    import time
+    d = str(tmp_path / "ckpt")
+    _fail_json_save(monkeypatch, 4)
+    c = ckpt_lib.Checkpointer(d)
+    c.save(2, _state(2, seed=2))
+    c.save(4, _state(4, seed=4))
+    deadline = time.time() + 30
+    with pytest.raises(ckpt_lib.SaveFailedError) as e:
+        while time.time() < deadline:  # non-blocking checks, as the trainer makes every step
+            c.check_saves(now=5)
+            time.sleep(0.01)
+    msg = str(e.value)
+    assert msg.startswith(f"Saving the checkpoint of step 4 in {d} failed (found at step 5): OSError: [Errno 28] "
+                          f"No space left on device. Training stopped; the newest good checkpoint is step 2"), msg
+    c.close()  # already reported: no second error
+    assert [n for n in os.listdir(d) if n.isdigit()] == ["2"]  # the tmp directory goes at the next start
