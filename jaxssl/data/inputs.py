@@ -57,7 +57,8 @@ def ensure_ready(config, data_dir_: str) -> None:
     """Fail early (FileNotFoundError with the fix) when the run's data is missing.
 
     A missing TFDS dataset that `jaxssl.data.prepare` can build from local files is built (process 0
-    only, with `config.data.prepare_offline`); call it before the other processes read.
+    only, with `config.data.prepare_offline`), and `imagenet2012` from the archives in
+    `config.data.manual_dir` (`jaxssl.data.manual`); call it before the other processes read.
     """
     name = config["data"]["name"]
     if kind(config) != "image":
@@ -71,6 +72,10 @@ def ensure_ready(config, data_dir_: str) -> None:
     try:
         sources.get_source(name, defaults.get(config, "data.split"), data_dir_)
     except FileNotFoundError:
+        from jaxssl.data import manual  # pylint: disable=g-import-not-at-top
+        if manual.is_manual(name):  # ImageNet: TFDS's builder on archives downloaded by hand (or a clear error)
+            manual.prepare(name, data_dir_, defaults.get(config, "data.manual_dir") or None)
+            return
         if not defaults.get(config, "data.prepare_offline"):
             raise
         # Offline machines: build the TFDS dataset from the project's local arrays.
