@@ -25,10 +25,10 @@ holdout images against all 8,525 train images; compare with `--config.total_step
 """
 import ml_collections
 
-from configs import common, simclr_imagenette
+from configs import common
 
-TRAIN_IMAGES = simclr_imagenette.TRAIN_IMAGES
-MEAN, STD = simclr_imagenette.IMAGENET_MEAN, simclr_imagenette.IMAGENET_STD
+TRAIN_IMAGES = common.IMAGENETTE_TRAIN_IMAGES
+MEAN, STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 
 
 def _views(global_size: int, local_size: int, local_crops: int) -> tuple:
@@ -42,9 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size, TRAIN_IMAGES)
     config = common.base_config(
         "dino", batch_size=batch_size, total_steps=300 * epoch, views=_views(96, 48, 6), knn_every_steps=20 * epoch,
-        model=dict(name="vit", variant="S/8", img_size=96, drop_path_rate=0.1), data=simclr_imagenette.DATA,
+        model=dict(name="vit", variant="S/8", img_size=96, drop_path_rate=0.1), data=common.IMAGENETTE_DATA,
         knn_kw=dict(batch_size=256, mean=MEAN, std=STD))
-    simclr_imagenette.imagenette_knn(config)
+    common.imagenette_knn(config)
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048,
                             bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=False, global_views=2,
                             student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
@@ -62,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.cpu or arg.runlocal:
         config.model = dict(name="vit", variant="S/8", img_size=64, drop_path_rate=0.0, **common.CPU_TRANSFORMER)
         config.evals.knn.batch_size = 256
-        simclr_imagenette.imagenette_knn(config)
+        common.imagenette_knn(config)
     if arg.runlocal:
         config.input.views = _views(32, 16, 2)
         config.model.update(img_size=32, **common.RUNLOCAL_TRANSFORMER)

@@ -26,16 +26,8 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 8_525  # imagenette/112px-v2 train split (the holdout split is the other 944).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-DATA = dict(name="imagenette/112px-v2", split="train", data_dir="", prepare_offline=True, worker_count=0)
-
-
-def imagenette_knn(config: ml_collections.ConfigDict) -> None:
-    """kNN of the held-out split against train, 10 classes, ImageNet statistics (in place)."""
-    config.evals.knn.test_split = "holdout"
-    config.evals.knn.num_classes = 10
+TRAIN_IMAGES = common.IMAGENETTE_TRAIN_IMAGES
+IMAGENET_MEAN, IMAGENET_STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -45,9 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(96, strength=1.0, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     config = common.base_config(
         "simclr", batch_size=batch_size, total_steps=200 * epoch, views=(view, view), knn_every_steps=20 * epoch,
-        model=dict(name="resnet", variant="18", width=1.0, cifar_stem=False), data=DATA,
+        model=dict(name="resnet", variant="18", width=1.0, cifar_stem=False), data=common.IMAGENETTE_DATA,
         knn_kw=dict(batch_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    imagenette_knn(config)
+    common.imagenette_knn(config)
     config.method_kw = dict(temperature=0.2, proj_hidden=(2048,), proj_dim=128)
     config.optimizer = common.lars(0.3, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.001)
     if arg.cpu or arg.runlocal:
@@ -59,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if arg.cpu or arg.runlocal:
         config.model.width = 0.25
         config.evals.knn.batch_size = 256
-        imagenette_knn(config)
+        common.imagenette_knn(config)
     if arg.runlocal:
         runlocal_view = common.simclr_view(32, strength=1.0, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         config.input.views = (runlocal_view, runlocal_view)

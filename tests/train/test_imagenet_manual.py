@@ -39,3 +39,28 @@ def test_dino_vits16_imagenet_trains_from_a_miniature_ilsvrc2012(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in prepared.rglob("*") if p.is_file()}
     assert manual.prepare("imagenet2012", tmp_path / "tfds", manual_dir) == next(prepared.iterdir())
     assert {p: p.stat().st_mtime_ns for p in prepared.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("name", ["simclr_resnet50_imagenet", "byol_resnet50_imagenet", "mae_vitb16_imagenet",
+                                  "dino_vits16_imagenet"])
+def test_published_imagenet_recipes_build_and_step_on_host_cropped_views(name):
+    """Each recipe as written: its model, optimiser and one train step on its host-cropped view sizes (abstractly)."""
+    import importlib  # pylint: disable=g-import-not-at-top
+
+    import jax  # pylint: disable=g-import-not-at-top
+
+    from jaxssl import augment, methods  # pylint: disable=g-import-not-at-top
+    from jaxssl.data import inputs  # pylint: disable=g-import-not-at-top
+    from jaxssl.train import optim, step as step_lib, validate  # pylint: disable=g-import-not-at-top
+
+    config = importlib.import_module(f"configs.{name}").get_config()
+    validate.validate_config(config)
+    assert config.data.name == "imagenet2012" and config.evals.knn.test_split == "validation"
+    method = methods.build(config)
+    tx, schedule = optim.make(config.optimizer, config.batch_size, config.total_steps)
+    state = jax.eval_shape(lambda r: step_lib.init_state(method, tx, r, inputs.example(config)), jax.random.key(0))
+    views = [dict(v) for v in config.input.views]
+    batch = {"views": [jax.ShapeDtypeStruct((2, *augment.view_size(v), 3), np.uint8) for v in views]}
+    step = step_lib.make_step_fn(method, tx, views, schedule)
+    _, metrics = jax.eval_shape(step, state, batch, jax.random.key(0))
+    assert metrics["loss"].shape == ()
