@@ -71,7 +71,7 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None,
         # ValueError: a config TFDS does not register and nothing prepared (imagenette/112px-v2).
         raise FileNotFoundError(
             f"Dataset {name!r} is neither a registered TFDS builder nor prepared in "
-            f"{where}. {_fix_hint(name.split(':')[0], hint_dir)} (TFDS: "
+            f"{where}. {_fix_hint(name.split(':')[0].split('/')[0], hint_dir)} (TFDS: "
             f"{str(e).splitlines()[0]})") from e
     if not builder.is_prepared():
         raise FileNotFoundError(

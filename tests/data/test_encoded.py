@@ -154,3 +154,9 @@ def test_empty_or_missing_folder_errors(tmp_path):
         encoded.FolderSource(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         encoded.FolderSource(tmp_path / "nope")
+
+
+def test_unprepared_imagenette_config_names_the_offline_fix(tmp_path):
+    from jaxssl.data import sources  # pylint: disable=g-import-not-at-top
+    with pytest.raises(FileNotFoundError, match=r"python -m jaxssl.data.prepare imagenette --data_dir"):
+        sources.get_source(IMAGENETTE, "train", tmp_path)
