@@ -184,29 +184,42 @@ _MAIN_ARGS = ["-m", "jaxssl.main", "--config", "configs/data2vec_speech_fsdd.py:
               "--config.batch_size=8", "--config.model.depth=1", "--config.method_kw.top_k=1"]
 
 
-def _start_main(workdir, devices, extra_env):
+def _start_main(workdir, devices, extra_env, args=_MAIN_ARGS):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
                                       "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra_env}
     for k in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
         if k not in extra_env:
             env.pop(k, None)
-    return subprocess.Popen([sys.executable, *_MAIN_ARGS, "--workdir", workdir], env=env, cwd=REPO,
+    return subprocess.Popen([sys.executable, *args, "--workdir", workdir], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_speech_config_two_processes_equal_one_process(tmp_path):
     """Each process feeds its own rows of the global batch of waveforms (data/text.py process_rows), and the
     kNN evaluator embeds each process's slice of the clips then gathers: losses, kNN and weights all agree."""
+    _two_processes_equal_one_process(tmp_path, _MAIN_ARGS)
+
+
+def test_jpeg_config_two_processes_equal_one_process(tmp_path, imagenette_data_dir):
+    """Imagenette JPEGs decoded and cropped on the host (jaxssl/data/encoded.py): each process decodes its rows
+    of the global batch, with the crops of a 1-process run, so losses, kNN and weights agree."""
+    _two_processes_equal_one_process(tmp_path, [
+        "-m", "jaxssl.main", "--config", "configs/simclr_imagenette.py:runlocal", "--config.total_steps=2",
+        "--config.log_steps=1", "--config.ckpt_steps=2", "--config.progress_bar=False", "--config.model.width=0.125",
+        f"--config.data.data_dir={imagenette_data_dir}", "--config.data.prepare_offline=False"])
+
+
+def _two_processes_equal_one_process(tmp_path, args):
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
     coordinator = f"127.0.0.1:{_free_port()}"  # loopback only
     procs = [_start_main(two, 2, {distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: "2",
-                                  distributed.ENV_PROCESS_ID: str(i)}) for i in range(2)]
+                                  distributed.ENV_PROCESS_ID: str(i)}, args) for i in range(2)]
     logs = []
     try:
         for p in procs:
             logs.append(p.communicate(timeout=420)[0])
-        ref = _start_main(one, 4, {})
+        ref = _start_main(one, 4, {}, args)
         logs.append(ref.communicate(timeout=420)[0])
         procs.append(ref)
     finally:
@@ -222,7 +235,7 @@ def test_speech_config_two_processes_equal_one_process(tmp_path):
     assert len(losses(one_rows)) == 2 and all(np.isfinite(losses(one_rows)))
     np.testing.assert_allclose(losses(two_rows), losses(one_rows), rtol=1e-5)
     knn = lambda rs: [r for r in rs if "knn_k20_t0.07_top1" in r][-1]["knn_k20_t0.07_top1"]
-    assert knn(two_rows) == knn(one_rows)  # the same 300 test clips against the same 2,700 train clips
+    assert knn(two_rows) == knn(one_rows)  # the same test examples against the same train examples
     a, b = _saved_params(two), _saved_params(one)
     assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), "params differ"
 
