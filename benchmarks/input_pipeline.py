@@ -1,7 +1,18 @@
-r"""Host input pipeline (skeleton): images/s of decode + random-resized crops, with and without draft.
+r"""Host input pipeline: images/s of read + decode + random-resized crops + batch, jaxssl vs torchvision/lightly.
 
-One process, jaxssl's side only (the torchvision ImageFolder/DataLoader and lightly columns of
-issue 17 come later). Per source image, from its JPEG bytes already in memory:
+Part 1 (`--peers`, issue 17): the full host path over the same folder of ImageNet-resolution JPEGs
+(Imagenette JPEGs upscaled x--upscale, in class sub-folders), one core each, batch 64, uint8 views:
+- jaxssl: `jaxssl.data.encoded.make_train_iter("folder:DIR", ...)` (grain, no workers, no threads),
+  which reads, decodes once (JPEG draft where the crops allow), crops every view and stacks.
+- torchvision: `ImageFolder` + `RandomResizedCrop` per view + `PILToTensor`, `DataLoader(batch_size=64,
+  num_workers=0)`, `torch.set_num_threads(1)` (decodes with PIL's full decode, `convert("RGB")`).
+- lightly: `lightly.transforms.DINOTransform()` in the same DataLoader: its multi-crop plus its colour
+  ops, float tensors and normalisation on the host (jaxssl and the torchvision column do those on device).
+Each contender runs in its own process (jaxssl in .venv, the peers in .venv-bench) and times whole
+passes over the folder after one warm-up batch; blocks alternate over contenders. The per-stage split of
+jaxssl's path (read / decode incl. draft / crop-resize / stack) is timed in this process.
+
+Part 2 (the skeleton's table): per source image, from its JPEG bytes already in memory:
 
 - decode: `transforms.decode` (full decode to RGB uint8), the floor of any crop path.
 - 2x224 / 2x224+6x96 (DINO): `transforms.multi_crop` with scale (0.08, 1) / (0.4, 1) global and
@@ -13,13 +24,15 @@ x--upscale (bicubic) and re-encoded at quality 85, a stand-in for ImageNet's res
 400-500 px); upscaled photos are smoother than real ones, so decode costs are indicative only.
 Blocks are interleaved over the contenders; the table gives the median images/s.
 
-  .venv/bin/python benchmarks/input_pipeline.py --files 500 --blocks 3
+  .venv/bin/python benchmarks/input_pipeline.py --files 500 --blocks 3            # part 2
+  bash benchmarks/setup.sh && .venv/bin/python benchmarks/input_pipeline.py --peers --files 256 --blocks 3
 
-Writes benchmarks/results/input_pipeline<tag>.json.
+Writes benchmarks/results/input_pipeline<tag>.json (part 2), input_pipeline_peers<tag>.json (part 1).
 """
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import tarfile
 import time
@@ -28,8 +41,8 @@ import _common
 import numpy as np
 from PIL import Image
 
-from jaxssl.data import transforms
 
+argparse_hidden = "internal: one contender in a subprocess"
 GLOBAL = {"crop_size": 224, "crop_scale": (0.08, 1.0)}
 DINO = [{"crop_size": 224, "crop_scale": (0.4, 1.0)}] * 2 + [{"crop_size": 96, "crop_scale": (0.05, 0.4)}] * 6
 
@@ -58,6 +71,7 @@ def load(n: int, upscale: int) -> tuple[list[bytes], float]:
 
 def contenders(files: list[bytes]) -> dict:
     """name -> function that processes every file once."""
+    from jaxssl.data import transforms  # pylint: disable=g-import-not-at-top  (not in .venv-bench)
     rng = np.random.default_rng(0)
 
     def crops(views, draft):
@@ -68,12 +82,144 @@ def contenders(files: list[bytes]) -> dict:
             "dino draft": crops(DINO, True), "dino no draft": crops(DINO, False)}
 
 
+def _folder(files: list[bytes], root: str) -> str:
+    """Writes the files into 10 class sub-folders of root (ImageFolder's layout)."""
+    for i, data in enumerate(files):
+        d = os.path.join(root, f"c{i % 10}")
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"{i:05d}.jpg"), "wb") as f:
+            f.write(data)
+    return root
+
+
+def _views(kind: str) -> list[dict]:
+    return [GLOBAL] * 2 if kind == "2x224" else DINO
+
+
+def _run_side(side: str, kind: str, root: str, batch: int) -> float:
+    """One contender's images/s over the folder (a pass after one warm-up batch). Runs in a subprocess."""
+    if side == "jaxssl":
+        from jaxssl.data import encoded  # pylint: disable=g-import-not-at-top
+        make = lambda: encoded.make_train_iter(f"folder:{root}", "train", _views(kind), global_batch_size=batch,
+                                               seed=0, process_index=0, process_count=1, worker_count=0,
+                                               num_threads=0, prefetch=0)
+        it = make()
+        n = len(encoded.FolderSource(root)) // batch
+        next(it)
+        start = time.perf_counter()
+        for _ in range(n):
+            next(it)
+        return n * batch / (time.perf_counter() - start)
+    import torch  # pylint: disable=g-import-not-at-top
+    from torchvision import datasets, transforms as T  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(1)
+    if side == "lightly":
+        from lightly.transforms import DINOTransform  # pylint: disable=g-import-not-at-top
+        transform = DINOTransform()
+    else:
+        crops = [T.Compose([T.RandomResizedCrop(v["crop_size"], scale=v["crop_scale"]), T.PILToTensor()])
+                 for v in _views(kind)]
+        transform = lambda img: [c(img) for c in crops]
+    loader = torch.utils.data.DataLoader(datasets.ImageFolder(root, transform=transform), batch_size=batch,
+                                         shuffle=True, num_workers=0, drop_last=True)
+    it = iter(loader)
+    next(it)
+    n = len(loader) - 1
+    start = time.perf_counter()
+    for _ in range(n):
+        next(it)
+    return n * batch / (time.perf_counter() - start)
+
+
+def _stages(files: list[bytes], views: list[dict], root: str, batch: int) -> dict:
+    """Seconds per image of jaxssl's host path by stage: read, decode (with draft), crop-resize, stack."""
+    from jaxssl.data import transforms  # pylint: disable=g-import-not-at-top
+    paths = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
+    rng = np.random.default_rng(0)
+    t = {"read": 0.0, "decode": 0.0, "crop": 0.0, "stack": 0.0}
+    out = []
+    for path in paths:
+        t0 = time.perf_counter()
+        with open(path, "rb") as f:
+            data = f.read()
+        t1 = time.perf_counter()
+        img = transforms._image(data, path)  # pylint: disable=protected-access
+        width, height = img.size
+        sizes = [transforms._size_hw(v["crop_size"]) for v in views]  # pylint: disable=protected-access
+        boxes = [transforms.random_resized_crop_box(rng, height, width, v["crop_scale"]) for v in views]
+        factor = min(transforms.draft_factor((h, w), o) for (_, _, h, w), o in zip(boxes, sizes))
+        red = transforms._apply_draft(img, factor)  # pylint: disable=protected-access
+        img = transforms._to_rgb(img, path)  # pylint: disable=protected-access
+        t2 = time.perf_counter()
+        out.append([transforms._resize_box(img, (l / red, tp / red, (l + w) / red, (tp + h) / red), o)  # pylint: disable=protected-access
+                    for (tp, l, h, w), o in zip(boxes, sizes)])
+        t3 = time.perf_counter()
+        t["read"] += t1 - t0
+        t["decode"] += t2 - t1
+        t["crop"] += t3 - t2
+    for i in range(0, len(out) - batch + 1, batch):
+        t0 = time.perf_counter()
+        [np.stack([o[v] for o in out[i:i + batch]]) for v in range(len(views))]
+        t["stack"] += time.perf_counter() - t0
+    return {k: v / len(paths) for k, v in t.items()}
+
+
+def peers(args) -> None:
+    """Part 1: the full host path, jaxssl vs torchvision (and lightly for DINO), one core each."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    import tempfile  # pylint: disable=g-import-not-at-top
+    files, _ = load(args.files, args.upscale)
+    bench_py = os.path.join(_common.ROOT, ".venv-bench", "bin", "python")
+    contenders_ = [("jaxssl", "2x224"), ("torchvision", "2x224"), ("jaxssl", "dino"), ("torchvision", "dino"),
+                   ("lightly", "dino")]
+    with tempfile.TemporaryDirectory(prefix="jaxssl_bench_") as root:
+        _folder(files, root)
+        ips = {c: [] for c in contenders_}
+        for _ in range(args.blocks):
+            for side, kind in contenders_:
+                py = sys.executable if side == "jaxssl" else bench_py
+                cmd = [py, os.path.abspath(__file__), "--side", side, "--kind", kind, "--dir", root,
+                       "--batch", str(args.batch)]
+                res = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                     env={**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1"})
+                ips[(side, kind)].append(float(res.stdout.strip().splitlines()[-1]))
+        stages = {kind: _stages(files, _views(kind), root, args.batch) for kind in ("2x224", "dino")}
+        sizes = [Image.open(io.BytesIO(f)).size for f in files[:5]]
+    med = {c: statistics.median(v) for c, v in ips.items()}
+    ratio = lambda kind, peer: statistics.median(
+        a / b for a, b in zip(ips[("jaxssl", kind)], ips[(peer, kind)]))
+    rows = [[f"{side} {kind}", med[(side, kind)],
+             ratio(kind, side) if side != "jaxssl" else ""] for side, kind in contenders_]
+    print(_common.table(["contender", "images/s (median)", "jaxssl / this (median of blocks)"], rows))
+    srows = [[kind] + [1 / v if v else float("inf") for v in st.values()] + [1 / sum(st.values())]
+             for kind, st in stages.items()]
+    print(_common.table(["jaxssl stage split (images/s of each stage alone)", "read", "decode (+draft)",
+                         "crop+resize", "stack", "all"], srows))
+    _common.write_json(f"input_pipeline_peers{args.tag}", {
+        "machine": _common.machine_info(), "args": vars(args), "example_sizes": sizes,
+        "images_per_s": {f"{s} {k}": v for (s, k), v in ips.items()},
+        "ratios": {f"jaxssl/{p} {k}": ratio(k, p) for p, k in contenders_ if p != "jaxssl"},
+        "stage_s_per_image": stages})
+
+
 def main():
     p = _common.parser(__doc__)
     p.add_argument("--files", type=int, default=500)
     p.add_argument("--upscale", type=int, default=4, help="the ImageNet-like set's factor (0: skip it)")
     p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--peers", action="store_true", help="part 1: jaxssl vs torchvision/lightly (needs .venv-bench)")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--side", default="", help=argparse_hidden)
+    p.add_argument("--kind", default="2x224", help=argparse_hidden)
+    p.add_argument("--dir", default="", help=argparse_hidden)
     args = p.parse_args()
+    if args.side:
+        print(_run_side(args.side, args.kind, args.dir, args.batch))
+        return
+    if args.peers:
+        peers(args)
+        return
     result = {"machine": _common.machine_info(), "args": vars(args), "sets": {}}
     rows = []
     for name, upscale in (("112px", 1), (f"x{args.upscale}", args.upscale)):

@@ -57,6 +57,30 @@ def knn_eval(every_steps: int, *, train_examples: int = -1, test_examples: int =
         protocols=((20, 0.07), (200, 0.1)), view=dict(mean=tuple(mean), std=tuple(std))))
 
 
+# ImageNet channel statistics (torchvision / every ImageNet recipe) and the JPEG datasets decoded and
+# cropped on the host (jaxssl/data/encoded.py): imagenette/112px-v2 (prepared offline from
+# shared/data/imagenette2-112_train.tar) and imagenet2012 (TFDS's builder on config.data.manual_dir).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_TRAIN_IMAGES = 1_281_167
+IMAGENET_DATA = dict(name="imagenet2012", split="train", data_dir="", manual_dir="", prepare_offline=False,
+                     worker_count=32)
+IMAGENETTE_TRAIN_IMAGES = 8_525  # imagenette/112px-v2 train split (its holdout split is the other 944).
+IMAGENETTE_DATA = dict(name="imagenette/112px-v2", split="train", data_dir="", prepare_offline=True, worker_count=0)
+
+
+def imagenette_knn(config: ml_collections.ConfigDict) -> None:
+    """kNN of Imagenette's held-out split (the last 10% of each class) against train, 10 classes (in place)."""
+    config.evals.knn.test_split = "holdout"
+    config.evals.knn.num_classes = 10
+
+
+def imagenet_knn(config: ml_collections.ConfigDict) -> None:
+    """kNN of ImageNet's validation split against train, 1000 classes (in place)."""
+    config.evals.knn.test_split = "validation"
+    config.evals.knn.num_classes = 1000
+
+
 # ----------------------------------------------------------------------------------------------
 # The run skeleton and the shared `:cpu` / `:runlocal` sizes. A config file calls these and then
 # holds only the numbers specific to its method (with their sources).

@@ -9,7 +9,10 @@ per 256 images (linear scaling), 10 warm-up epochs, cosine to 1e-6, weight decay
 frozen for 1 epoch, drop-path 0.1, multi-crop 2 x 224 (scale 0.4-1) + 8 x 96 (scale 0.05-0.4)
 with DINO's blur/solarisation, mixed precision (bfloat16 compute here).
 
-  python -m jaxssl.main --config configs/dino_vits16_imagenet.py --workdir workdirs/dino_vits16
+  python -m jaxssl.main --config configs/dino_vits16_imagenet.py --workdir workdirs/dino_vits16 \
+      --config.data.manual_dir=/path/to/ILSVRC2012_archives   # prepared by TFDS's builder on first use
+
+Images are decoded and cropped on the host (jaxssl/data/encoded.py; `worker_count` grain processes).
 
 Not run in CI; tests/methods/test_distillation_methods.py builds it and initialises the model
 abstractly at 224 px. `:runlocal` keeps the recipe's structure (ViT-S/16, multi-crop) with
@@ -19,9 +22,8 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = 1_281_167
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+TRAIN_IMAGES = common.IMAGENET_TRAIN_IMAGES
+IMAGENET_MEAN, IMAGENET_STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -31,13 +33,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config(
         "dino", batch_size=batch_size, total_steps=300 * epoch, dtype="bfloat16", log_steps=100, ckpt_steps=5000,
         model=dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1),
-        data=dict(name="imagenet2012", split="train", data_dir="", prepare_offline=False, worker_count=32),
+        data=dict(common.IMAGENET_DATA),
         views=common.dino_views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
                                 mean=IMAGENET_MEAN, std=IMAGENET_STD),
         # DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
         knn_every_steps=20 * epoch, knn_kw=dict(batch_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    config.evals.knn.test_split = "validation"
-    config.evals.knn.num_classes = 1000
+    common.imagenet_knn(config)
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048,
                             bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=False, global_views=2,
                             student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,

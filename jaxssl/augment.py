@@ -429,6 +429,20 @@ def apply(rng: Array, images: Array, view: Mapping[str, Any]) -> Array:
     return x
 
 
-def make_views(rng: Array, images: Array, views: Sequence[Mapping[str, Any]]) -> list[Array]:
-    """``[apply(fold_in(rng, i), images, view_i)]``: one independently augmented batch per view."""
-    return [apply(jax.random.fold_in(rng, i), images, view) for i, view in enumerate(views)]
+def make_views(rng: Array, images: Array | Sequence[Array], views: Sequence[Mapping[str, Any]], *,
+               cropped: bool = False) -> list[Array]:
+    """``[apply(fold_in(rng, i), images, view_i)]``: one independently augmented batch per view.
+
+    ``cropped=True``: ``images`` is a list with one batch per view, already random-resized-cropped to
+    the view's size on the host (``jaxssl.data.encoded``); only the photometric ops run here (the crop
+    keys of the view are dropped, so nothing is cropped a second time).
+    """
+    if not cropped:
+        return [apply(jax.random.fold_in(rng, i), images, view) for i, view in enumerate(views)]
+    if len(images) != len(views):
+        raise ValueError(f"Got {len(images)} host-cropped view batches for {len(views)} views.")
+    no_crop = lambda v: {k: val for k, val in v.items() if k not in ("crop_size", "crop_scale", "crop_ratio")}
+    # Without crop keys `apply` keeps the input size and, with scale (1, 1), crops nothing; the ratio
+    # range is widened so a non-square host crop is never taken for one to crop again.
+    return [apply(jax.random.fold_in(rng, i), x, {**no_crop(view), "crop_ratio": (1e-6, 1e6)})
+            for i, (x, view) in enumerate(zip(images, views))]

@@ -17,7 +17,9 @@ Top level (`TOP_LEVEL`), besides the required run description:
 second mesh axis (FSDP); smaller leaves stay replicated.
 `config.data` (`DATA`): the TFDS dataset `name` (required) and `split`, `data_dir` ("" or None:
 $TFDS_DATA_DIR, else ~/tensorflow_datasets), `prepare_offline` (download and convert before
-training, on process 0), `worker_count` (grain host workers; 0: in the main process); the sequence
+training, on process 0), `worker_count` (grain host workers; 0: in the main process), `skip_bad_images`
+(an image folder's unreadable files are skipped and counted instead of raising), `manual_dir` (the
+archives of imagenet2012, jaxssl/data/manual.py); the sequence
 inputs also read `seq_len` (tokens per text window, jaxssl/data/text.py), `sample_rate` and
 `clip_seconds` (FSDD audio clips, jaxssl/data/audio.py).
 
@@ -54,6 +56,11 @@ MESH = {"fsdp": Key(1, "int"), "fsdp_min_size": Key(FSDP_MIN_SIZE, "int")}
 DATA = {
     "name": Key(REQUIRED, "str"), "split": Key("train", "str"), "data_dir": Key("", "str | None"),
     "prepare_offline": Key(True, "bool"), "worker_count": Key(0, "int"),
+    # Encoded-image datasets (JPEG/PNG of many sizes, image folders; jaxssl/data/encoded.py): leave out
+    # unreadable files of a folder (counted in the log) instead of stopping at the first.
+    "skip_bad_images": Key(False, "bool"),
+    # imagenet2012: the folder holding ILSVRC2012_img_{train,val}.tar ("": <data_dir>/downloads/manual).
+    "manual_dir": Key("", "str | None"),
     # Sequence inputs (configs/data2vec_text_shakespeare.py, configs/data2vec_speech_fsdd.py):
     # 512 tokens (the paper's RoBERTa length), 1 s clips at 16 kHz (jaxssl.data.audio.load_fsdd).
     "seq_len": Key(512, "int"), "sample_rate": Key(16_000, "int"), "clip_seconds": Key(1.0, "float"),

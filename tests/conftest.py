@@ -39,3 +39,24 @@ def cifar10_data_dir() -> str:
     except FileNotFoundError as e:
         pytest.fail(f"CIFAR-10 source arrays unavailable: {e}")
     return str(TFDS_TEST_DIR)
+
+
+IMAGENETTE_TRAIN_LIMIT = 200
+IMAGENETTE_HOLDOUT_LIMIT = 50
+
+
+@pytest.fixture(scope="session")
+def imagenette_data_dir() -> str:
+    """TFDS data_dir (str) holding ``imagenette/112px-v2``: 200 train / 50 holdout JPEGs of many sizes.
+
+    Prepared once (offline, from shared/data/imagenette2-112_train.tar) into
+    ``<repo>/.cache/tfds_test_imagenette`` and reused; fails (never skips) without the tar.
+    """
+    prepare = importlib.import_module("jaxssl.data.prepare")
+    data_dir = REPO / ".cache" / "tfds_test_imagenette"
+    try:
+        prepare.ensure_prepared("imagenette", data_dir, train_limit=IMAGENETTE_TRAIN_LIMIT,
+                                holdout_limit=IMAGENETTE_HOLDOUT_LIMIT, overwrite=True)
+    except FileNotFoundError as e:
+        pytest.fail(f"Imagenette source archive unavailable: {e}")
+    return str(data_dir)

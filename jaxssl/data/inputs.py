@@ -10,7 +10,9 @@ gets the same treatment (validation, dtype, sharding, multi-host slicing, checkp
   eval_iter(config, split, batch_size=, data_dir=)   one padded pass: {key, "label", "mask"} per process
   example(config)                        a (2, ...) zero input of the network's input shape, for `init`
 
-Batches hold `"image"` uint8 (B, H, W, 3) for images (the step augments them into views) and
+Batches hold `"image"` uint8 (B, H, W, 3) for fixed-size images (the step crops and augments them into
+views), `"views"` (one uint8 (B, h_v, w_v, 3) per view, cropped on the host) for encoded images of many
+sizes (`host_crop`: TFDS JPEG datasets such as imagenette/imagenet2012, `folder:/path`), and
 `"inputs"` for text (int32 token ids (B, T)) and audio (float32 waveforms (B, L)), which reach the
 method unchanged. Every iterator yields this process's rows of the global batch.
 """
@@ -33,6 +35,13 @@ def kind(config) -> str:
     return SEQUENCE_DATASETS.get(config["data"]["name"], "image")
 
 
+def host_crop(config, data_dir_: str | None = None) -> bool:
+    """Images stored encoded at many sizes (JPEG datasets, `folder:` paths): decoded and cropped per view
+    on the host (`jaxssl.data.encoded`); False for fixed-size images (CIFAR-10), cropped on device."""
+    from jaxssl.data import encoded  # pylint: disable=g-import-not-at-top
+    return kind(config) == "image" and encoded.is_encoded(config["data"]["name"], data_dir_)
+
+
 def input_key(config) -> str:
     """The batch key of the network input: "image" (augmented on device) or "inputs" (passed through)."""
     return "image" if kind(config) == "image" else "inputs"
@@ -48,21 +57,29 @@ def ensure_ready(config, data_dir_: str) -> None:
     """Fail early (FileNotFoundError with the fix) when the run's data is missing.
 
     A missing TFDS dataset that `jaxssl.data.prepare` can build from local files is built (process 0
-    only, with `config.data.prepare_offline`); call it before the other processes read.
+    only, with `config.data.prepare_offline`), and `imagenet2012` from the archives in
+    `config.data.manual_dir` (`jaxssl.data.manual`); call it before the other processes read.
     """
     name = config["data"]["name"]
     if kind(config) != "image":
         from jaxssl.data.text import find_file  # pylint: disable=g-import-not-at-top
         find_file({"text": "tiny_shakespeare.txt", "audio": "fsdd.npz"}[kind(config)], None)
         return
-    from jaxssl.data import prepare, sources  # pylint: disable=g-import-not-at-top
+    from jaxssl.data import encoded, prepare, sources  # pylint: disable=g-import-not-at-top
+    if encoded.is_folder(name):
+        encoded.get_source(name, "train", None, skip_bad=defaults.get(config, "data.skip_bad_images"))
+        return
     try:
         sources.get_source(name, defaults.get(config, "data.split"), data_dir_)
     except FileNotFoundError:
+        from jaxssl.data import manual  # pylint: disable=g-import-not-at-top
+        if manual.is_manual(name):  # ImageNet: TFDS's builder on archives downloaded by hand (or a clear error)
+            manual.prepare(name, data_dir_, defaults.get(config, "data.manual_dir") or None)
+            return
         if not defaults.get(config, "data.prepare_offline"):
             raise
         # Offline machines: build the TFDS dataset from the project's local arrays.
-        prepare.ensure_prepared(name, data_dir_)
+        prepare.ensure_prepared(name.split(":")[0].split("/")[0], data_dir_)
 
 
 def _sequence_kw(config) -> dict[str, Any]:
@@ -83,6 +100,12 @@ def train_iter(config, data_dir_: str, *, process_index: int | None = None, proc
     if kind(config) == "audio":
         return audio.make_audio_iter(config["batch_size"], split=split, seed=config["seed"], **procs,
                                      **_sequence_kw(config))
+    if host_crop(config, data_dir_):
+        from jaxssl.data import encoded  # pylint: disable=g-import-not-at-top
+        return encoded.make_train_iter(config["data"]["name"], split, [dict(v) for v in config["input"]["views"]],
+                                       data_dir=data_dir_, global_batch_size=config["batch_size"],
+                                       seed=config["seed"], worker_count=defaults.get(config, "data.worker_count"),
+                                       skip_bad=defaults.get(config, "data.skip_bad_images"), **procs)
     return pipeline.make_train_iter(config["data"]["name"], split, data_dir=data_dir_,
                                     global_batch_size=config["batch_size"], seed=config["seed"],
                                     worker_count=defaults.get(config, "data.worker_count"), **procs)
@@ -118,6 +141,15 @@ def eval_iter(config, split: str, *, batch_size: int, data_dir_: str, process_in
     if kind(config) == "audio":
         clips = audio.load_fsdd(split, **_sequence_kw(config))
         return _padded_pass(clips["audio"], clips["digit"], batch_size, process_index, process_count)
+    workers = 0 if prefetch == 0 else defaults.get(config, "data.worker_count")
+    if host_crop(config, data_dir_):
+        # Shorter side to size * 256/224, centre crop to the first (global) view's size.
+        from jaxssl import augment  # pylint: disable=g-import-not-at-top
+        from jaxssl.data import encoded  # pylint: disable=g-import-not-at-top
+        size = augment.view_size(config["input"]["views"][0])[0]
+        return encoded.make_eval_iter(config["data"]["name"], split, size, data_dir=data_dir_, batch_size=batch_size,
+                                      process_index=process_index, process_count=process_count, prefetch=prefetch,
+                                      worker_count=workers, skip_bad=defaults.get(config, "data.skip_bad_images"))
     return pipeline.make_eval_iter(config["data"]["name"], split, data_dir=data_dir_, batch_size=batch_size,
                                    process_index=process_index, process_count=process_count, prefetch=prefetch,
                                    worker_count=0 if prefetch == 0 else defaults.get(config, "data.worker_count"))

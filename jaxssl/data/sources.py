@@ -15,7 +15,7 @@ import pathlib
 from typing import Any, Sequence
 
 _LOG = logging.getLogger(__name__)
-_OFFLINE = ("cifar10", "mnist")  # Must match jaxssl.data.prepare._SPECS.
+_OFFLINE = ("cifar10", "mnist", "imagenette")  # Must match jaxssl.data.prepare._SPECS.
 _MARKER = "jaxssl_prepared.json"  # Same as jaxssl.data.prepare.MARKER.
 
 
@@ -44,8 +44,12 @@ def _searched(data_dir: str | os.PathLike | None) -> str:
     return ", ".join(os.fspath(d) for d in file_utils.list_data_dirs())
 
 
-def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Sequence[Any]:
+def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None, *,
+               encoded: bool = False) -> Sequence[Any]:
     """Returns ``tfds.data_source(name, split=split, data_dir=data_dir)``.
+
+    ``encoded=True`` keeps the ``"image"`` feature as its stored bytes (``tfds.decode.SkipDecoding``):
+    JPEGs of many sizes are decoded and cropped later by ``jaxssl.data.encoded``.
 
     Args:
       name: TFDS name, optionally with config/version (``"cifar10:3.0.2"``).
@@ -68,10 +72,11 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
     hint_dir = data_dir or default_data_dir()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:
+        # ValueError: a config TFDS does not register and nothing prepared (imagenette/112px-v2).
         raise FileNotFoundError(
             f"Dataset {name!r} is neither a registered TFDS builder nor prepared in "
-            f"{where}. {_fix_hint(name.split(':')[0], hint_dir)} (TFDS: "
+            f"{where}. {_fix_hint(name.split(':')[0].split('/')[0], hint_dir)} (TFDS: "
             f"{str(e).splitlines()[0]})") from e
     if not builder.is_prepared():
         raise FileNotFoundError(
@@ -94,4 +99,5 @@ def get_source(name: str, split: str, data_dir: str | os.PathLike | None = None)
         _LOG.warning("%s in %s is a SUBSET prepared for tests (see %s).",
                         name, builder.data_dir, marker)
     # Same as tfds.data_source(name, split=split, data_dir=data_dir, download=False).
-    return builder.as_data_source(split=split, file_format="array_record")
+    decoders = {"image": tfds.decode.SkipDecoding()} if encoded else None
+    return builder.as_data_source(split=split, file_format="array_record", decoders=decoders)

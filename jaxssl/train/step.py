@@ -42,7 +42,8 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
                  accum_steps: int = 1) -> Callable:
     """The un-jitted step: (state, batch, rng) -> (state, metrics).
 
-    batch: {"image": uint8 (B,H,W,3), ...}. rng: the run's base key; the step folds in
+    batch: {"image": uint8 (B,H,W,3), ...} (cropped here per view), or {"views": [uint8 (B,h_v,w_v,3)] per
+    view, ...} already cropped on the host (photometric ops only). rng: the run's base key; the step folds in
     `state.step`, so the same key can be passed every step and a resumed run reproduces the
     keys of an uninterrupted one. `probe`: an optional online linear probe
     (`jaxssl.evaluate.linear_probe.OnlineProbe`, state in `state.probe`, needs batch["label"]).
@@ -59,7 +60,10 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
     def step(state: TrainState, batch, rng):
         rng = jax.random.fold_in(rng, state.step)
         aug_rng, loss_rng = jax.random.split(rng)
-        if views:
+        if views and "views" in batch:
+            # Views decoded and cropped on the host (JPEG datasets, jaxssl/data/encoded.py): colour only.
+            images = augment.make_views(aug_rng, batch["views"], views, cropped=True)
+        elif views:
             # Photometric augmentation on device (the DeepMind-BYOL split: decode on host, colour here).
             images = augment.make_views(aug_rng, batch["image"], views)
         else:

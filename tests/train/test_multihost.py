@@ -181,3 +181,55 @@ def test_resolve_flags_env_and_single_process():
     with pytest.raises(ValueError, match="mode"):
         distributed.resolve(mode="maybe", environ={})
 
+
+# ----------------------------------------------------------------------------------------------
+# A JPEG config through jaxssl.main: 2 processes x 2 devices == 1 process x 4 devices. (A speech config's
+# 2 processes are tests/train/test_elastic.py's 2 processes -> 1.)
+# ----------------------------------------------------------------------------------------------
+def _start_main(workdir, devices, extra_env, args):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} "
+                                      "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true",
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra_env}
+    for k in (distributed.ENV_COORDINATOR, distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
+        if k not in extra_env:
+            env.pop(k, None)
+    return subprocess.Popen([sys.executable, *args, "--workdir", workdir], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_jpeg_config_two_processes_equal_one_process(tmp_path, imagenette_data_dir):
+    """Imagenette JPEGs decoded and cropped on the host (jaxssl/data/encoded.py): each process decodes its rows
+    of the global batch, with the crops of a 1-process run, so losses, kNN and weights agree."""
+    _two_processes_equal_one_process(tmp_path, [
+        "-m", "jaxssl.main", "--config", "configs/simclr_imagenette.py:runlocal", "--config.total_steps=2",
+        "--config.log_steps=1", "--config.ckpt_steps=2", "--config.progress_bar=False", "--config.model.width=0.125",
+        f"--config.data.data_dir={imagenette_data_dir}", "--config.data.prepare_offline=False"])
+
+
+def _two_processes_equal_one_process(tmp_path, args):
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    coordinator = f"127.0.0.1:{_free_port()}"  # loopback only
+    _finish([_start_main(two, 2, {distributed.ENV_COORDINATOR: coordinator, distributed.ENV_NUM_PROCESSES: "2",
+                                  distributed.ENV_PROCESS_ID: str(i)}, args) for i in range(2)])
+    _finish([_start_main(one, 4, {}, args)])  # after the pair: two jax processes at a time on 2 cores are enough
+    rows = lambda w: [json.loads(l) for l in open(os.path.join(w, "metrics.jsonl"))]
+    two_rows, one_rows = rows(two), rows(one)
+    losses = lambda rs: [r["loss"] for r in rs if "loss" in r]
+    assert len(losses(one_rows)) == 2 and all(np.isfinite(losses(one_rows)))
+    np.testing.assert_allclose(losses(two_rows), losses(one_rows), rtol=1e-5)
+    knn = lambda rs: [r for r in rs if "knn_k20_t0.07_top1" in r][-1]["knn_k20_t0.07_top1"]
+    assert knn(two_rows) == knn(one_rows)  # the same test examples against the same train examples
+    a, b = _saved_params(two), _saved_params(one)
+    assert np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), "params differ"
+
+
+def _saved_params(workdir) -> np.ndarray:
+    """The checkpointed student params as one float64 vector, read as NumPy (any device topology)."""
+    import jax
+    import orbax.checkpoint as ocp
+    path = os.path.join(workdir, "checkpoints", "2", "state")
+    with ocp.PyTreeCheckpointer() as ckpt:
+        meta = ckpt.metadata(path).item_metadata.tree
+        args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+        state = ckpt.restore(path, args=ocp.args.PyTreeRestore(item=meta, restore_args=args))
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(state["params"])])
