@@ -15,7 +15,6 @@ Example, the CIFAR-10 linear evaluation of solo-learn (100 epochs, SGD, lr 0.1 p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -26,6 +25,7 @@ import numpy as np
 
 from jaxssl import monitors
 from jaxssl.evaluate import knn, linear_probe, restore
+from jaxssl.tools import _args
 
 _KNN_PROTOCOLS = ((20, 0.07), (200, 0.1))
 
@@ -71,28 +71,24 @@ def evaluate_features(train_features: np.ndarray, train_labels: np.ndarray, test
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
+    parser = _args.parser("eval", __doc__)
     parser.add_argument("--output", default=None, help="JSON to write (default: WORKDIR/eval_<step>.json)")
-    parser.add_argument("--dataset", default=None, help="TFDS name (default: the run's config.data.name)")
     parser.add_argument("--train_split", default="train", help="labelled split the kNN bank / probe trains on")
     parser.add_argument("--test_split", default="test", help="split to report accuracies on")
-    parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, "
-                                                         "~/tensorflow_datasets)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    parser.add_argument("--teacher", action="store_true", help="evaluate the EMA teacher's backbone")
     parser.add_argument("--evals", default="knn,linear,collapse", help="comma-separated: knn, linear, collapse")
     parser.add_argument("--train_limit", type=int, default=None, help="use only the first N training examples")
     parser.add_argument("--test_limit", type=int, default=None, help="use only the first N test examples")
-    parser.add_argument("--batch_size", type=int, default=256, help="images per embedding batch on each process")
     parser.add_argument("--epochs", type=int, default=100, help="linear-probe epochs (solo-learn CIFAR: 100)")
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "lars"), help="linear-probe optimiser")
     parser.add_argument("--base_lr", type=float, default=0.1, help="linear-probe lr per 256 examples")
     parser.add_argument("--weight_decay", type=float, default=0.0, help="linear-probe L2 on the kernel")
     parser.add_argument("--probe_batch_size", type=int, default=256, help="linear-probe mini-batch")
+    _args.add_checkpoint(parser)
+    _args.add_data(parser)
     args = parser.parse_args(argv)
     evals = tuple(e.strip() for e in args.evals.split(",") if e.strip())
-    try:
+
+    def body() -> int:
         _check_evals(evals)  # before the minutes of restoring and embedding
         loaded = restore.load(args.workdir, step=args.step, teacher=args.teacher)
         dataset = args.dataset or loaded.config["data"]["name"]
@@ -102,23 +98,27 @@ def main(argv=None) -> int:
         results = evaluate_features(ftr, ytr, fte, yte, evals=evals, linear_kw=dict(
             epochs=args.epochs, optimizer=args.optimizer, base_lr=args.base_lr, weight_decay=args.weight_decay,
             batch_size=args.probe_batch_size))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if jax.process_index() == 0:
-        record = {"workdir": os.path.abspath(args.workdir), "step": loaded.step, "teacher": args.teacher,
-                  "dataset": dataset, "train_split": args.train_split, "test_split": args.test_split,
-                  "num_train": int(len(ytr)), "num_test": int(len(yte)), **results}
-        output = args.output or os.path.join(args.workdir, f"eval_{loaded.step}.json")
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        with open(output, "w") as f:
-            json.dump(record, f, indent=1)
-        print(f"{'metric':<24} value   ({dataset} {args.train_split} -> {args.test_split}, step {loaded.step})")
-        for k, v in results.items():
-            shown = f"{100 * v:6.2f}%" if ("top" in k) else f"{v:.4f}"
-            print(f"{k:<24} {shown}")
-        print(f"Wrote {output}")
-    return 0
+        if jax.process_index() == 0:
+            _report(args, loaded.step, dataset, len(ytr), len(yte), results)
+        return 0
+
+    return _args.run(body)
+
+
+def _report(args, step: int, dataset: str, num_train: int, num_test: int, results: dict) -> None:
+    """The JSON record and the printed table (process 0)."""
+    record = {"workdir": os.path.abspath(args.workdir), "step": step, "teacher": args.teacher, "dataset": dataset,
+              "train_split": args.train_split, "test_split": args.test_split, "num_train": int(num_train),
+              "num_test": int(num_test), **results}
+    output = args.output or os.path.join(args.workdir, f"eval_{step}.json")
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as f:
+        json.dump(record, f, indent=1)
+    print(f"{'metric':<24} value   ({dataset} {args.train_split} -> {args.test_split}, step {step})")
+    for k, v in results.items():
+        shown = f"{100 * v:6.2f}%" if ("top" in k) else f"{v:.4f}"
+        print(f"{k:<24} {shown}")
+    print(f"Wrote {output}")
 
 
 if __name__ == "__main__":

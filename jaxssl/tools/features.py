@@ -11,7 +11,6 @@ kNN evaluator sees them. In Python: ``jaxssl.evaluate.restore.load`` and ``split
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -19,33 +18,29 @@ import jax
 import numpy as np
 
 from jaxssl.evaluate import restore
+from jaxssl.tools import _args
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.features", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
+    parser = _args.parser("features", __doc__)
     parser.add_argument("--output", required=True, help="npz to write (features, labels, step)")
-    parser.add_argument("--dataset", default=None, help="TFDS name (default: the run's config.data.name)")
     parser.add_argument("--split", default="test", help="split, TFDS slicing allowed (e.g. 'train[:10%%]')")
-    parser.add_argument("--data_dir", default=None, help="TFDS data dir (default: the run's, $TFDS_DATA_DIR, "
-                                                         "~/tensorflow_datasets)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    parser.add_argument("--teacher", action="store_true", help="use the EMA teacher's backbone")
-    parser.add_argument("--batch_size", type=int, default=256, help="inputs per batch on each process")
     parser.add_argument("--limit", type=int, default=None, help="embed only the first LIMIT examples")
+    _args.add_checkpoint(parser)
+    _args.add_data(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         loaded = restore.load(args.workdir, step=args.step, teacher=args.teacher)
         features, labels = restore.split_features(loaded, args.split, dataset=args.dataset, data_dir=args.data_dir,
                                                   batch_size=args.batch_size, limit=args.limit)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        np.savez(args.output, features=features, labels=labels, step=np.int64(loaded.step))
-        print(f"Wrote {args.output}: features {features.shape} from step {loaded.step} of {args.workdir}")
-    return 0
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+            np.savez(args.output, features=features, labels=labels, step=np.int64(loaded.step))
+            print(f"Wrote {args.output}: features {features.shape} from step {loaded.step} of {args.workdir}")
+        return 0
+
+    return _args.run(body)
 
 
 if __name__ == "__main__":

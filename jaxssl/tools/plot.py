@@ -10,7 +10,6 @@ Writes ``<output>/curves.png`` (every scalar against the step; ``--separate`` al
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -18,6 +17,7 @@ import sys
 import numpy as np
 
 from jaxssl import viz
+from jaxssl.tools import _args
 
 
 def _filename(key: str) -> str:
@@ -46,8 +46,7 @@ def plot(workdir: str, *, output: str | None = None, keys=None, separate: bool =
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.plot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="run directory holding metrics.jsonl")
+    parser = _args.parser("plot", __doc__)
     parser.add_argument("--output", default=None, help="directory of the PNGs (default: WORKDIR/plots)")
     parser.add_argument("--keys", default=None, help="comma-separated metrics to draw (default: all)")
     parser.add_argument("--separate", action="store_true", help="also write one PNG per metric")
@@ -56,15 +55,14 @@ def main(argv=None) -> int:
     parser.add_argument("--max_points", type=int, default=5000)
     args = parser.parse_args(argv)
     keys = [k for k in args.keys.split(",") if k] if args.keys else None
-    try:
+
+    def body() -> int:
         paths = plot(args.workdir, output=args.output, keys=keys, separate=args.separate, features=args.features,
                      projection=args.projection, max_points=args.max_points)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for p in paths:
-        print(p)
-    return 0
+        print("\n".join(paths))
+        return 0
+
+    return _args.run(body)
 
 
 if __name__ == "__main__":
