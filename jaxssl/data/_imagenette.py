@@ -22,12 +22,13 @@ in that sorted order; which file belongs to ``holdout`` never depends on the lim
 
 from __future__ import annotations
 
-import json
 import pathlib
 import tarfile
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
+
+from jaxssl.data import _builders
 
 TAR = "imagenette2-112_train.tar"
 CONFIG = "112px-v2"
@@ -93,7 +94,8 @@ def make_builder_cls(sources: Mapping[str, list[pathlib.Path]], limits: Mapping[
     base = getattr(importlib.import_module(module), cls_name)
     tar_path = sources["train"][0]
 
-    class OfflineImagenette(base, skip_registration=True):  # type: ignore[misc, valid-type]
+    class OfflineImagenette(_builders.marking(marker, marker_file), base,  # type: ignore[misc, valid-type]
+                            skip_registration=True):
         """TFDS imagenette, config 112px-v2, from the local tar; bytes stored unchanged."""
 
         BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=CONFIG, description=DESCRIPTION)]
@@ -117,13 +119,6 @@ def make_builder_cls(sources: Mapping[str, list[pathlib.Path]], limits: Mapping[
                 for m in members:
                     data = tar.extractfile(m.path).read()  # type: ignore[union-attr]
                     yield m.path.split("/", 2)[2], {"image": data, "label": m.wnid}
-
-        def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> Any:
-            """Prepares, then writes the marker into TFDS's tmp dir (renamed with the data)."""
-            out = super()._download_and_prepare(dl_manager=dl_manager,
-                                                download_config=download_config)
-            (self.data_path / marker_file).write_text(json.dumps(marker, indent=2))
-            return out
 
     OfflineImagenette.name = base.name
     OfflineImagenette.__module__ = base.__module__

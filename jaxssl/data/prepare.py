@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from jaxssl.data import _imagenette
+from jaxssl.data import _builders, _imagenette
 from jaxssl.data.sources import default_data_dir
 
 SOURCE_ENV = "JAXSSL_SOURCE_DIR"
@@ -202,7 +202,8 @@ def _make_builder_cls(name: str, sources: Mapping[str, list[pathlib.Path]],
     if spec.make_builder is not None:
         return spec.make_builder(sources, limits, marker, MARKER)
 
-    class OfflineBuilder(base, skip_registration=True):  # type: ignore[misc, valid-type]
+    class OfflineBuilder(_builders.marking(marker, MARKER), base,  # type: ignore[misc, valid-type]
+                         skip_registration=True):
         """``base`` with its download replaced by the local npz arrays."""
 
         def _split_generators(self, dl_manager: Any) -> dict[str, Iterator[Any]]:
@@ -231,15 +232,6 @@ def _make_builder_cls(name: str, sources: Mapping[str, list[pathlib.Path]],
                 if arrays.ids is not None:
                     record["id"] = arrays.ids[i]
                 yield int(arrays.keys[i]), record
-
-        def _download_and_prepare(self, dl_manager: Any, download_config: Any) -> Any:
-            """Prepares, then writes the marker into TFDS's tmp dir."""
-            out = super()._download_and_prepare(dl_manager=dl_manager,
-                                                download_config=download_config)
-            # self.data_path is still the incomplete.* dir here, so the marker is
-            # renamed into place together with the data (atomic).
-            (self.data_path / MARKER).write_text(json.dumps(marker, indent=2))
-            return out
 
     OfflineBuilder.name = base.name
     # dataset_info.json then records the same module as TFDS's own builder.
