@@ -114,6 +114,8 @@ def base_config(method: str, *, batch_size: int, total_steps: int, views=(), knn
     # of the FSDP axis of the mesh (jaxssl/train/sharding.py); 1 = off.
     config.accum_steps = 1
     config.mesh = ml_collections.ConfigDict(defaults.default("mesh"))  # {fsdp: 1, fsdp_min_size: 2**16}
+    # Start the backbone from PyTorch weights: `--config.init_from=resnet50.safetensors` (issue 23).
+    config.init_from = defaults.default("init_from")
     config.evals = ml_collections.ConfigDict()
     config.evals.knn = knn_eval(every_steps=knn_every_steps, **(knn_kw or {}))
     return config
@@ -142,6 +144,7 @@ def sequence_config(method: str, *, batch_size: int, total_steps: int, model: di
     config.keep_ckpts = 3
     config.accum_steps = 1
     config.mesh = ml_collections.ConfigDict(dict(fsdp=1, fsdp_min_size=2**16))
+    config.init_from = defaults.default("init_from")
     config.evals = ml_collections.ConfigDict(evals or {})
     return config
 
