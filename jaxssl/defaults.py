@@ -13,6 +13,9 @@ Top level (`TOP_LEVEL`), besides the required run description:
   nonfinite_patience (10): with "skip", raise after this many non-finite steps in a row.
   accum_steps (1): micro-batches per step, GradCache-style (jaxssl/train/accumulate.py).
   mesh ({fsdp: 1, fsdp_min_size: FSDP_MIN_SIZE}): the device layout (`MESH`, jaxssl/train/sharding.py).
+  init_from (None): a safetensors file of PyTorch weights (timm or torchvision layout, detected, or
+    named as "timm:PATH" / "torchvision:PATH") that the backbone starts from instead of its random
+    init; heads stay fresh (jaxssl/models/pytorch_layout.py). A resumed run ignores it.
 `config.mesh` (`MESH`): fsdp > 1 splits every state leaf of at least fsdp_min_size elements over a
 second mesh axis (FSDP); smaller leaves stay replicated.
 `config.data` (`DATA`): the TFDS dataset `name` (required) and `split`, `data_dir` ("" or None:
@@ -75,6 +78,7 @@ TOP_LEVEL = {
     "dtype": Key("float32", "str"), "progress_bar": Key(True, "bool"), "nonfinite": Key("raise", "str"),
     "nonfinite_patience": Key(10, "int"), "accum_steps": Key(1, "int"),
     "mesh": Key({k: v.default for k, v in MESH.items()}, "dict | None"),
+    "init_from": Key(None, "str | None"),
 }
 
 # The tables by the dotted prefix of their keys ("" = top level).

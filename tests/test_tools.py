@@ -165,3 +165,33 @@ def test_tools_verify_checkpoints_and_fall_back(workdir, tmp_path, caplog, capsy
     assert features_tool.main(["--workdir", run, "--output", str(tmp_path / "f.npz"), "--step", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: None of the checkpoints [2]") and says in err, err
+
+
+def test_export_cli_and_init_from_round_trip(workdir, cifar10_data_dir, tmp_path):
+    """`python -m jaxssl.tools.export` writes the trained backbone; `config.init_from` loads it back exactly."""
+    from jaxssl.models import pytorch_layout
+    from jaxssl.tools import export
+    from jaxssl.train.validate import validate_config
+    from tests.test_main import _config
+
+    out = str(tmp_path / "r18.safetensors")
+    assert export.main(["--workdir", workdir, "--output", out, "--format", "torchvision"]) == 0
+    card = json.load(open(out + ".json"))
+    assert card["step"] == 2 and card["method"] == "simclr" and card["layout"] == "torchvision"
+    assert card["input"]["mean"] and "width" in card["torch_model"]["error"]  # 1/16 width: no stock model
+    tensors, metadata = pytorch_layout.load(out)
+    assert metadata["layout"] == "torchvision" and tensors["conv1.weight"].shape == (4, 3, 3, 3)
+    assert int(tensors["bn1.num_batches_tracked"]) == 2
+    assert export.main(["--workdir", workdir, "--output", out, "--teacher"]) == 2  # SimCLR has no teacher
+
+    full = _full_state(workdir, 2)
+    config = _config(cifar10_data_dir, total_steps=2)
+    config.evals.knn.enabled = False
+    config.model.width = 0.0625
+    config.init_from = out
+    validate_config(config)
+    state = loop._setup(config).state
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.params["backbone"]),
+                           full["params"]["backbone"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state.model_state["batch_stats"]["backbone"]),
+                           full["model_state"]["batch_stats"]["backbone"])

@@ -26,6 +26,13 @@ STAGES = {
 }
 
 
+def _pad(kernel: int) -> list[tuple[int, int]]:
+    """PyTorch's symmetric `padding=kernel // 2`. "SAME" differs for stride 2 on even sizes: XLA
+    pads (0, 1) there, so a strided 3x3 conv would sample a pixel later than torchvision's and
+    exported weights (jaxssl.models.pytorch_layout) would not give the same features."""
+    return [(kernel // 2, kernel // 2)] * 2
+
+
 class _BasicBlock(nn.Module):
     """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
 
@@ -35,7 +42,7 @@ class _BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
+        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False,
                                               dtype=self.dtype, name=name)
         norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                                dtype=self.dtype, name=name, **kw)
@@ -57,7 +64,7 @@ class _Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding="SAME", use_bias=False,
+        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False,
                                               dtype=self.dtype, name=name)
         norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
                                                dtype=self.dtype, name=name, **kw)

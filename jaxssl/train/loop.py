@@ -248,6 +248,9 @@ def _setup(config: ml_collections.ConfigDict) -> _Run:
     min_size = defaults.get(config, "mesh.fsdp_min_size")
     state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh, min_size)
     state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
+    if defaults.get(config, "init_from"):  # PyTorch weights for the backbone (a resume overwrites them)
+        from jaxssl.models import pytorch_layout  # pylint: disable=g-import-not-at-top
+        state = pytorch_layout.init_train_state(state, config.init_from, config.model, log.info)
     # Optional online linear probe (config.evals.online_probe), state in TrainState.probe.
     probe, probe_state = evaluate.linear_probe.init_online_probe(
         (config.get("evals") or {}).get("online_probe"), method.net, {"params": state.params, **state.model_state},
