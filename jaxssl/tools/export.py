@@ -11,7 +11,6 @@ loads into with ``strict=True``). The way back is ``--config.init_from=PATH`` of
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,6 +19,7 @@ import jax
 
 from jaxssl.evaluate import restore
 from jaxssl.models import pytorch_layout
+from jaxssl.tools import _args
 
 
 def _input(config: dict) -> dict:
@@ -58,22 +58,20 @@ def export(workdir: str, output: str, *, layout: str = "timm", teacher: bool = F
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxssl.tools.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True, help="training workdir (config.json + checkpoints/)")
+    parser = _args.parser("export", __doc__)
     parser.add_argument("--output", required=True, help="safetensors file to write (and OUTPUT.json, the model card)")
     parser.add_argument("--format", default="timm", choices=pytorch_layout.LAYOUTS, help="PyTorch layout")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
-    parser.add_argument("--teacher", action="store_true", help="export the EMA teacher's backbone")
+    _args.add_checkpoint(parser)
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         card = export(args.workdir, args.output, layout=args.format, teacher=args.teacher, step=args.step)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if jax.process_index() == 0:
-        print(f"Wrote {args.output} ({args.format} layout, step {card['step']}) and {args.output}.json")
-        print(card["torch_model"].get("code") or card["torch_model"]["error"])
-    return 0
+        if jax.process_index() == 0:
+            print(f"Wrote {args.output} ({args.format} layout, step {card['step']}) and {args.output}.json")
+            print(card["torch_model"].get("code") or card["torch_model"]["error"])
+        return 0
+
+    return _args.run(body)
 
 
 if __name__ == "__main__":
