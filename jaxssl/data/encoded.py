@@ -126,12 +126,12 @@ def _check_image(path: pathlib.Path, *, full: bool) -> None:
         transforms.decode(path.read_bytes(), name_for_errors=str(path))
         return
     if path.stat().st_size == 0:
-        raise ValueError(f"{path}: the file is empty (0 bytes), not an image. {transforms._FIX}")  # pylint: disable=protected-access
+        raise ValueError(f"{path}: the file is empty (0 bytes), not an image. {transforms.FIX_HINT}")
     try:
         with Image.open(path) as img:
             img.size  # pylint: disable=pointless-statement
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{path}: not a readable image ({e}). {transforms._FIX}") from e  # pylint: disable=protected-access
+        raise ValueError(f"{path}: not a readable image ({e}). {transforms.FIX_HINT}") from e
 
 
 def get_source(name: str, split: str, data_dir: str | os.PathLike | None, *, skip_bad: bool = False):
@@ -182,7 +182,7 @@ def make_train_iter(name: str, split: str, views: Sequence[Mapping[str, Any]], *
     ``views``: the config's view dicts; each needs ``crop_size`` (``crop_scale``/``crop_ratio`` default to
     torchvision's). Raises ValueError for a batch larger than the split or a bad view.
     """
-    index, count = pipeline._processes(process_index, process_count)  # pylint: disable=protected-access
+    index, count = pipeline.processes(process_index, process_count)
     local = pipeline._local_batch(global_batch_size, count, "global_batch_size")  # pylint: disable=protected-access
     src = get_source(name, split, data_dir, skip_bad=skip_bad)
     where = f"{name}[{split}]"
@@ -221,7 +221,7 @@ def make_eval_iter(name: str, split: str, size: int, *, data_dir=None, batch_siz
                    num_threads: int = 2, prefetch: int = 4, use_draft: bool = True,
                    skip_bad: bool = False) -> grain.DatasetIterator:
     """One padded pass in storage order, ``pipeline.make_eval_iter``'s contract, images centre-cropped to ``size``."""
-    index, count = pipeline._processes(process_index, process_count)  # pylint: disable=protected-access
+    index, count = pipeline.processes(process_index, process_count)
     src = get_source(name, split, data_dir, skip_bad=skip_bad)
     where = f"{name}[{split}]"
     if len(src) == 0:

@@ -2,13 +2,13 @@
 
 Training (:func:`make_train_iter`)::
 
-    indices of this process's slice -> seed(seed).shuffle() -> repeat()
-      -> batch(global_batch_size // process_count, drop_remainder=True)
-      -> map(one batched read of the records -> {"image", "label"} each)
+    indices of the whole split -> seed(seed).shuffle() -> repeat()
+      -> batch(global_batch_size, drop_remainder=True)
+      -> map(this process's rows: one batched read of the records -> {"image", "label"} each)
       [-> random_map(transform per example)] -> map(stack)
       -> to_iter_dataset(threads) [-> mp_prefetch(workers)] -> iterator
 
-This is ``MapDataset.source(src)[slice].seed(seed).shuffle().repeat().map(...)
+This is ``MapDataset.source(src).seed(seed).shuffle().repeat().map(...)
 .batch(...)`` with the batching moved onto the indices: array_record's batched
 read (``src.__getitems__``) is about twice as fast as reading records one by one,
 and grain 0.2.18 does not push batched reads down through ``batch``.
@@ -24,12 +24,14 @@ Evaluation (:func:`make_eval_iter`) is one deterministic pass in storage order
 whose last batch is padded to full size, with ``"mask"`` marking real examples;
 its ``batch_size`` is per process.
 
-Per-process sharding: the split is cut into ``process_count`` contiguous slices
-and process ``i`` reads slice ``i`` only. Training slices all have
-``len // process_count`` examples (the last ``len % process_count`` records are
-never read) so that epochs stay aligned across processes. Eval slices differ
-by at most one example and are padded to the same number of batches on every
-process, so all processes run the same number of eval steps.
+Per-process sharding: in training every process walks the same global stream of
+shuffled indices and reads rows ``[i * B, (i + 1) * B)`` of each global batch, so
+the global batches are those of a 1-process run whatever the process count, and a
+checkpointed iterator state resumes exactly on another number of processes
+(elastic resume). In evaluation the split is cut into ``process_count``
+contiguous slices that differ by at most one example and are padded to the same
+number of batches on every process, so all processes run the same number of
+eval steps.
 
 Grayscale images (C=1, e.g. MNIST) are repeated to 3 channels. No TensorFlow.
 With ``worker_count > 0`` grain starts worker processes (spawn): call from under
@@ -99,30 +101,32 @@ def _stack(examples: Sequence[Example]) -> Example:
 
 
 class _ReadBatch(grain.transforms.Map):
-    """Batch of shard-local indices -> list of examples (one batched read)."""
+    """A global batch of record indices -> this process's rows of it, as examples (one batched read)."""
 
-    def __init__(self, src: Sequence[Any], offset: int, to_example: _ToExample) -> None:
-        """Reads ``src[offset + i]``: ``offset`` is where this process's slice starts."""
-        self._src, self._offset, self._to_example = src, offset, to_example
+    def __init__(self, src: Sequence[Any], rows: slice, to_example: _ToExample) -> None:
+        """Reads ``src[i]`` for the indices at positions ``rows`` of each global batch."""
+        self._src, self._rows, self._to_example = src, rows, to_example
 
     def map(self, indices: np.ndarray) -> list[Example]:
-        """Reads ``src[offset + i]`` for every index and converts it."""
-        records = _read(self._src, [self._offset + int(i) for i in indices])
+        """Reads and converts this process's rows."""
+        records = _read(self._src, [int(i) for i in indices[self._rows]])
         return [self._to_example.map(r) for r in records]
 
 
 class _PerExample(grain.transforms.RandomMap):
-    """Applies ``fn(example, rng)`` to each example, one child rng per example."""
+    """Applies ``fn(example, rng)`` to each example, one child rng per row of the global batch."""
 
-    def __init__(self, fn: Callable[[Example, np.random.Generator], Example]) -> None:
-        """Wraps the user's per-example transform."""
-        self._fn = fn
+    def __init__(self, fn: Callable[[Example, np.random.Generator], Example], rows: slice,
+                 global_batch_size: int) -> None:
+        """Wraps the user's per-example transform; ``rows`` are this process's rows of the global batch."""
+        self._fn, self._rows, self._global = fn, rows, global_batch_size
 
     def random_map(self, examples: list[Example], rng: np.random.Generator) -> list[Example]:
-        """Deterministic: grain seeds ``rng`` from (seed, epoch, batch index)."""
+        """Deterministic: grain seeds ``rng`` from (seed, epoch, batch index), the same on every process."""
         # Not rng.spawn(): grain reuses the Generator and SeedSequence.spawn counts
         # its children, so spawned streams would depend on history (breaks resume).
-        seeds = rng.integers(2**63, size=len(examples))
+        # One seed per row of the GLOBAL batch: a row's randomness never depends on the process count.
+        seeds = rng.integers(2**63, size=self._global)[self._rows]
         return [self._fn(ex, np.random.default_rng(int(s))) for ex, s in zip(examples, seeds)]
 
 
@@ -154,7 +158,7 @@ class _ReadEvalBatch(grain.transforms.Map):
         return _stack(examples + [self._blank] * (len(indices) - len(real)))
 
 
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     """Defaults to ``jax.process_index()/process_count()``; validates the pair."""
     if process_index is None or process_count is None:
         import jax  # pylint: disable=g-import-not-at-top
@@ -247,23 +251,25 @@ def make_train_iter(
         slice, or records that are not uint8 (H, W, C) images with labels.
       FileNotFoundError: the dataset is not prepared (message has the fix).
     """
-    index, count = _processes(process_index, process_count)
+    index, count = processes(process_index, process_count)
     local = _local_batch(global_batch_size, count, "global_batch_size")
+    rows = slice(index * local, (index + 1) * local)
     src = sources.get_source(name, split, data_dir)
     where = f"{name}[{split}]"
-    per = len(src) // count  # Equal slices keep epochs aligned across processes.
-    if local > per:
+    if global_batch_size > len(src):
         raise ValueError(
-            f"The per-process batch ({local} = global_batch_size {global_batch_size} // "
-            f"{count} processes) is larger than this process's slice of {where} ({per} of "
-            f"{len(src)} examples). Use a smaller global_batch_size or a larger split.")
+            f"The global batch ({global_batch_size}) is larger than {where} ({len(src)} examples). Use a "
+            f"smaller global_batch_size or a larger split.")
     to_example = _ToExample(where, image_key, label_key, need_label=False)
-    to_example.map(src[index * per])  # Fail here, not in a reader thread.
-    # Shuffle/repeat/batch indices, then read each batch with one batched read.
-    ds = grain.MapDataset.range(per).seed(seed).shuffle().repeat()
-    ds = ds.batch(local, drop_remainder=True).map(_ReadBatch(src, index * per, to_example))
+    to_example.map(src[0])  # Fail here, not in a reader thread.
+    # One global order, the same on every process: shuffle/repeat/batch the indices of the whole
+    # split into GLOBAL batches, then each process reads only its rows (one batched read). The
+    # batches are therefore those of a 1-process run for any process count, and the iterator state
+    # (a position in that global stream) resumes exactly on another number of processes.
+    ds = grain.MapDataset.range(len(src)).seed(seed).shuffle().repeat()
+    ds = ds.batch(global_batch_size, drop_remainder=True).map(_ReadBatch(src, rows, to_example))
     if transform is not None:
-        ds = ds.random_map(_PerExample(transform))
+        ds = ds.random_map(_PerExample(transform, rows, global_batch_size))
     return _to_iter(ds.map(_Stack()), num_threads, prefetch, worker_count)
 
 
@@ -313,7 +319,7 @@ def make_eval_iter(
       ValueError: bad batch size/process split, missing label key, bad images.
       FileNotFoundError: the dataset is not prepared (message has the fix).
     """
-    index, count = _processes(process_index, process_count)
+    index, count = processes(process_index, process_count)
     local = _local_batch(batch_size, 1, "batch_size")  # Already per process.
     if label_key is None:
         raise ValueError("make_eval_iter needs labels: pass label_key=<record key>.")

@@ -48,19 +48,19 @@ DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 EVAL_RESIZE_RATIO = 256 / 224  # Resize(256) then CenterCrop(224), scaled to other sizes.
 _DRAFT_FACTORS = (8, 4, 2)  # The reductions libjpeg's scaled IDCT offers (besides 1).
-_FIX = ("Fix: re-encode or remove the file (e.g. `python -c \"from PIL import Image; "
+FIX_HINT = ("Fix: re-encode or remove the file (e.g. `python -c \"from PIL import Image; "
         "Image.open('IN').convert('RGB').save('OUT.jpg')\"`), then prepare the dataset again.")
 
 
 def _open(data: bytes, name_for_errors: str) -> Image.Image:
     """``Image.open`` on bytes; reads the header only. ValueError naming the file on failure."""
     if len(data) == 0:
-        raise ValueError(f"{name_for_errors}: the file is empty (0 bytes), not an image. {_FIX}")
+        raise ValueError(f"{name_for_errors}: the file is empty (0 bytes), not an image. {FIX_HINT}")
     try:
         return Image.open(io.BytesIO(data))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{name_for_errors}: not a readable image ({len(data)} bytes, "
-                         f"starts with {data[:8]!r}): {e}. {_FIX}") from e
+                         f"starts with {data[:8]!r}): {e}. {FIX_HINT}") from e
 
 
 def _to_rgb(img: Image.Image, name_for_errors: str) -> Image.Image:
@@ -80,7 +80,7 @@ def _to_rgb(img: Image.Image, name_for_errors: str) -> Image.Image:
         img.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"{name_for_errors}: corrupt or truncated {img.format or 'image'} file "
-                         f"({e}). {_FIX}") from e
+                         f"({e}). {FIX_HINT}") from e
     mode = img.mode
     if mode == "RGB":
         return img
@@ -92,7 +92,7 @@ def _to_rgb(img: Image.Image, name_for_errors: str) -> Image.Image:
             img = img.convert("RGBA")
         return img.convert("RGB")
     except (ValueError, OSError) as e:
-        raise ValueError(f"{name_for_errors}: unsupported image mode {mode!r} ({e}). {_FIX}") from e
+        raise ValueError(f"{name_for_errors}: unsupported image mode {mode!r} ({e}). {FIX_HINT}") from e
 
 
 def decode(data: bytes, *, name_for_errors: str = "<image bytes>") -> np.ndarray:

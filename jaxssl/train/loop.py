@@ -186,19 +186,11 @@ def _log_row(pending: list[dict], step: int, last_logged: int, t0: float, guard:
     return scalars
 
 
-def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard, image: bool):
+def _resume(checkpointer: ckpt_lib.Checkpointer, state, data_iter, guard: _NonFiniteGuard):
     """The newest good checkpoint's state (data iterator and skip count restored too), else `state`."""
     restored = checkpointer.restore(ckpt_lib.abstract(state))
     if restored is None:
         return state
-    saved_processes = restored.meta.get("process_count", jax.process_count())
-    if image and saved_processes != jax.process_count():
-        # Elastic across devices is exact; across processes the image pipeline's order is not: each
-        # process shuffles its own slice of the split (jaxssl/data/pipeline.py), so the slices change.
-        log.warning("The checkpoint of step %d was written by %d process(es), this run has %d: parameters and "
-                    "optimiser state continue exactly, but the image data order differs from an uninterrupted "
-                    "run from here on (the position within the epoch is kept).", restored.step, saved_processes,
-                    jax.process_count())
     if restored.data is not None:
         data_iter.set_state(restored.data)
     else:  # a step saved without the iterator state (not by this trainer): continuing is still useful
@@ -339,7 +331,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                                  meta={"nonfinite_skips": guard.skipped,
                                                        "process_count": jax.process_count()}, force=force)
     try:
-        state = _resume(checkpointer, state, train_iter, guard, inputs.kind(config) == "image")
+        state = _resume(checkpointer, state, train_iter, guard)
         start = last_saved = int(state.step)
 
         # --- Loop --------------------------------------------------------------------------
