@@ -20,8 +20,10 @@ Targets (Sec. 3.3, Eq. 1): the teacher's top-K per-block FFN outputs, each norma
 (`target_norm`: parameter-less instance norm over time for speech and -- as in data2vec 2.0 --
 images, layer norm for text), averaged, optionally layer-normalised again (`final_norm`,
 data2vec 2.0's `layer_norm_targets`). Loss (Eq. 2): smooth-L1 with `beta` (beta = 0: squared
-error), summed over channels, averaged over the masked positions of the global batch and scaled
-by 1/sqrt(D) (fairseq's default `loss_scale`). Teacher momentum: linear from 0.999 to 0.9999
+error), summed over channels, averaged over the predicted positions of the global batch, times
+`loss_scale`. Defaults per modality follow fairseq's released v1 configs: text beta = 4, scale 1,
+regressed only where the student's input holds <mask> (`text_targets="mask_token"`); speech
+beta = 0, scale 1/sqrt(D); image beta = 2, scale 1/sqrt(D) (see `make`). Teacher momentum: linear from 0.999 to 0.9999
 over `ema_anneal_steps`, then constant (fairseq `ema_decay`, `ema_end_decay`,
 `ema_anneal_end_step`). `ema_transformer_only` (fairseq v1's default for speech and text) runs
 the teacher with the student's current input encoder and the EMA body.
@@ -190,8 +192,12 @@ class Net(nn.Module):
         return self.backbone(x, train=train)
 
 
+TEXT_TARGETS = ("mask_token", "selected")
+
+
 def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None, final_norm: bool = False,
-         beta: float | None = None, loss_scale: float | None = None, mask_ratio: float = 0.6,
+         beta: float | None = None, loss_scale: float | None = None, text_targets: str = "mask_token",
+         mask_ratio: float = 0.6,
          min_mask_patches: int = 16, mask_prob: float | None = None, mask_span: int = 10,
          mask_id: int = 259, num_tokens: int = 256, clone_batch: int = 1, decoder: dict | None = None,
          base_momentum: float = 0.999, final_momentum: float = 0.9999, ema_anneal_steps: int = 30_000,
@@ -204,8 +210,20 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
       top_k: K, the teacher layers averaged (paper: 6 image, 10 text, 8 speech).
       target_norm: per-layer normalisation; None = "layer" for text, "instance" otherwise.
       final_norm: layer-normalise the averaged target (data2vec 2.0).
-      beta: smooth-L1 beta, 0 = squared error; None = 2 image, 0 text, 0.25 speech (paper Sec. 4).
-      loss_scale: multiplies the loss; None = 1/sqrt(D) (fairseq).
+      beta: smooth-L1 beta, 0 = squared error; None = the released fairseq v1 value per modality:
+        text 4 (fairseq examples/data2vec/config/text/pretraining/base.yaml:60 `loss_beta: 4`),
+        speech 0 (examples/data2vec/config/audio/pretraining/base_librispeech.yaml:67 `loss_beta: 0`;
+        the paper's Sec. 4.2 text says 0.25 -- the released recipe is followed), image 2 (paper Sec. 4.1).
+      loss_scale: multiplies the loss; None = 1 for text (text/pretraining/base.yaml:56
+        `loss_scale: 1`), else 1/sqrt(D) (base_librispeech.yaml:68 `loss_scale: null`, which
+        fairseq's data2vec models turn into 1/sqrt(D)).
+      text_targets: which text positions are regressed. "mask_token" (default, fairseq
+        examples/data2vec/models/data2vec_text.py `masked_indices = src_tokens.eq(self.mask_idx)`):
+        only the positions whose student input is <mask>, not the selected tokens kept or
+        replaced at random. "selected": every selected token, as BERT's MLM loss (a deliberate
+        deviation kept as an option). The masking itself is the paper's (Sec. 4.3: 15%, 80/10/10);
+        the released yaml instead masks 35% in spans of 4 with no random/kept tokens
+        (base.yaml:23-26) -- set mask_prob accordingly to approach it.
       mask_ratio, min_mask_patches: image block masking (60%, BEiT's minimum block of 16 patches).
       mask_prob: text selection probability (0.15) or speech span-start probability (0.65); None = those.
       mask_span: speech span length M (10).
@@ -230,8 +248,13 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         raise ValueError("student_visible_only needs modality 'image' or 'speech' (text is corrupted token by "
                          f"token, not dropped; got {modality!r}) and a decoder (e.g. decoder=dict(dim=..., "
                          f"groups=...)); got decoder={decoder!r}.")
+    if text_targets not in TEXT_TARGETS:
+        raise ValueError(f"text_targets must be one of {TEXT_TARGETS}, got {text_targets!r}.")
     target_norm = target_norm or ("layer" if modality == "text" else "instance")
-    beta = {"image": 2.0, "text": 0.0, "speech": 0.25}[modality] if beta is None else beta
+    # fairseq text/pretraining/base.yaml:60 (4), audio/pretraining/base_librispeech.yaml:67 (0).
+    beta = {"image": 2.0, "text": 4.0, "speech": 0.0}[modality] if beta is None else beta
+    # fairseq text/pretraining/base.yaml:56 (`loss_scale: 1`); None -> 1/sqrt(D) below.
+    loss_scale = (1.0 if modality == "text" else None) if loss_scale is None else loss_scale
     mask_prob = {"image": None, "text": 0.15, "speech": 0.65}[modality] if mask_prob is None else mask_prob
     dec = None
     if decoder is not None:
@@ -243,6 +266,9 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
         """(student input, mask (B, T) of predicted positions, mask passed to the net, keep ids or None)."""
         if modality == "text":
             tokens, selected = masking.bert_mask(rng, x, mask_id=mask_id, vocab_size=num_tokens, prob=mask_prob)
+            if text_targets == "mask_token":
+                # fairseq data2vec_text.py: the loss covers `src_tokens.eq(mask_idx)` only.
+                selected = selected & (tokens == mask_id)
             return tokens, selected, None, None
         mask, keep = student_mask(rng, backbone, x, mask_ratio=mask_ratio, min_mask_patches=min_mask_patches,
                                   mask_prob=mask_prob, mask_span=mask_span, visible_only=student_visible_only)

@@ -101,6 +101,57 @@ def test_masked_loss_ignores_unmasked_positions():
     assert float(data2vec.masked_loss(moved, target, mask, 0.0)) == pytest.approx(float(got))
 
 
+def _smooth_l1_np(d, beta):
+    """torch.nn.functional.smooth_l1_loss (reduction none) in float64; beta 0 -> squared error (fairseq)."""
+    if beta == 0:
+        return d ** 2
+    a = np.abs(d)
+    return np.where(a < beta, 0.5 * d ** 2 / beta, a - 0.5 * beta)
+
+
+def test_text_loss_is_fairseq_recipe():
+    # fairseq data2vec_text.py: smooth-L1 beta 4, loss_scale 1, only where the student's input is <mask>.
+    from jaxssl import masking
+    method = _method("text")
+    x = _inputs("text")
+    params = method.net.init(jax.random.key(0), x)["params"]
+    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    rng = jax.random.key(3)
+    loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    mask_rng, drop_rng = jax.random.split(rng)
+    y = data2vec.layer_targets(method.net.apply(teacher, x, train=False)["layers"], 2, "layer")
+    tokens, selected = masking.bert_mask(mask_rng, x, mask_id=259, vocab_size=256, prob=0.15)
+    pred = method.net.apply({"params": params}, tokens, train=True, rngs={"dropout": drop_rng})["prediction"]
+    at_mask = np.asarray(tokens) == 259
+    assert at_mask.sum() < np.asarray(selected).sum()  # some selected tokens were kept or randomised
+    d = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
+    want = _smooth_l1_np(d, 4.0).sum(-1)[at_mask].mean()
+    np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+    # The BERT-style option regresses every selected token, scaled as asked.
+    sel = _method("text", text_targets="selected", beta=0.0, loss_scale=0.5)
+    loss_sel, _ = sel.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    want_sel = 0.5 * _smooth_l1_np(d, 0.0).sum(-1)[np.asarray(selected)].mean()
+    np.testing.assert_allclose(float(loss_sel), want_sel, rtol=2e-5)
+
+
+def test_speech_default_is_squared_error():
+    # fairseq audio/pretraining/base_librispeech.yaml: loss_beta 0, loss_scale null (1/sqrt(D)).
+    from jaxssl import masking
+    method = _method("speech")
+    x = _inputs("speech", 4)
+    params = method.net.init(jax.random.key(0), x)["params"]
+    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    rng = jax.random.key(5)
+    loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    mask_rng, drop_rng = jax.random.split(rng)
+    y = data2vec.layer_targets(method.net.apply(teacher, x, train=False)["layers"], 2, "instance")
+    mask, _ = data2vec.student_mask(mask_rng, method.net.backbone, x)
+    pred = method.net.apply({"params": params}, x, train=True, mask=mask, rngs={"dropout": drop_rng})["prediction"]
+    d = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
+    want = (d ** 2).sum(-1)[np.asarray(mask)].mean() / np.sqrt(d.shape[-1])
+    np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+
+
 def test_student_mask_speech_same_count():
     backbone = transformer.Model(modality="speech", **TINY)
     x = _inputs("speech", 4)
