@@ -42,7 +42,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             bn_groups=8)
     # MoCo: SGD momentum 0.9, lr 0.03 per 256 (demo: 0.06 at batch 512), cosine (--cos), no
     # warm-up; demo weight decay 5e-4.
-    config.optimizer = common.sgd(0.03, weight_decay=5e-4)
+    # exclude_rank1=False: main_moco.py passes model.parameters() whole to torch.optim.SGD(weight_decay=...),
+    # so biases and BN parameters are decayed too (facebookresearch/moco main_moco.py, the optimizer line).
+    config.optimizer = common.sgd(0.03, weight_decay=5e-4, exclude_rank1=False)
     # `:cpu`: the MLP head is as wide as the 1/8-width ResNet's 64 features.
     common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(64,)),
                   runlocal_method_kw=dict(proj_dim=32, queue_size=128, bn_groups=4))

@@ -39,6 +39,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             sinkhorn_iters=3, crops_for_assign=(0, 1), queue_size=3840,
                             queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch)
     config.optimizer = common.lars(0.6, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.02)
+    # SwAV decays and LARC-adapts every parameter: torch.optim.SGD(model.parameters(), weight_decay=args.wd)
+    # wrapped in LARC(optimizer, trust_coefficient=0.001, clip=False) (facebookresearch/swav main_swav.py).
+    config.optimizer.exclude_rank1 = False
     if arg.multicrop:
         config.input.views = (_view(32, (0.2, 1.0), jitter=0.6), _view(32, (0.2, 1.0), jitter=0.6, solarize_p=0.2)) \
             + (_view(16, (0.08, 0.5), jitter=0.8, blur_p=0.1, solarize_p=0.1),) * 6
