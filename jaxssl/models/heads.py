@@ -91,7 +91,11 @@ class WeightNormDense(nn.Module):
     (the norm is over the input axis, torch `weight_norm(dim=0)`). With `trainable_scale=False`
     the gain g is fixed to one and not a parameter (DINO's `norm_last_layer=True`:
     `weight_g.data.fill_(1); weight_g.requires_grad = False`); otherwise g is the parameter "scale"
-    (out,) initialised to one. Input (..., D_in) -> (..., out) float32.
+    initialised to one and shaped (1, out), a rank-2 tensor like torch's `weight_g` (out, 1): the
+    references' optimisers decay it, since they exempt only biases and 1-D tensors
+    (facebookresearch/dino utils.py `get_params_groups`: `name.endswith(".bias") or
+    len(param.shape) == 1`; facebookresearch/ibot uses the same function), and so does jaxssl's
+    rank mask (`jaxssl.train.optim.decay_mask`). Input (..., D_in) -> (..., out) float32.
     """
 
     features: int
@@ -105,7 +109,8 @@ class WeightNormDense(nn.Module):
         v = self.param("kernel", init, (x.shape[-1], self.features))
         w = v / jnp.maximum(jnp.linalg.norm(v, axis=0, keepdims=True), 1e-12)
         if self.trainable_scale:
-            w = w * self.param("scale", nn.initializers.ones, (self.features,))
+            # (1, out), not (out,): a weight, decayed as the reference's (out, 1) `weight_g` is.
+            w = w * self.param("scale", nn.initializers.ones, (1, self.features))
         return (x.astype(self.dtype) @ w.astype(self.dtype)).astype(jnp.float32)
 
 

@@ -207,8 +207,27 @@ def test_weight_norm_dense():
     scaled = heads.WeightNormDense(6, trainable_scale=True)
     sv = scaled.init(jax.random.key(1), x)
     np.testing.assert_array_equal(sv["params"]["scale"], 1.0)
-    np.testing.assert_allclose(scaled.apply({"params": {"kernel": v, "scale": jnp.full(6, 2.0)}}, x),
+    np.testing.assert_allclose(scaled.apply({"params": {"kernel": v, "scale": jnp.full((1, 6), 2.0)}}, x),
                                2.0 * layer.apply(variables, x), rtol=1e-5)
+
+
+def test_weight_norm_gain_is_decayed():
+    """DINO/iBOT `get_params_groups` decays `weight_g` (shape (K, 1)); AdamW's decoupled decay on g."""
+    import ml_collections
+    from jaxssl.train import optim
+    x = jax.random.normal(jax.random.key(0), (4, 10))
+    head = heads.DINOHead(out_dim=12, hidden_dim=16, bottleneck_dim=8, norm_last_layer=False)
+    params = head.init(jax.random.key(1), x)["params"]
+    params["last_layer"]["scale"] = jnp.linspace(0.5, 2.0, 12).reshape(1, 12)
+    assert optim.decay_mask(params)["last_layer"]["scale"]
+    lr, wd = 0.1, 0.04
+    cfg = ml_collections.ConfigDict(dict(name="adamw", base_lr=lr, lr_scaling="none", weight_decay=wd))
+    tx, _ = optim.make(cfg, batch_size=256, total_steps=1000)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    g = np.asarray(params["last_layer"]["scale"], np.float64)
+    # torch AdamW with a zero gradient: p <- p - lr * wd * p (lr at step 0 of the cosine: the peak).
+    np.testing.assert_allclose(np.asarray(updates["last_layer"]["scale"]), -lr * wd * g, rtol=1e-5)
 
 
 def test_dino_head_and_prototypes():
@@ -217,7 +236,7 @@ def test_dino_head_and_prototypes():
     variables = head.init(jax.random.key(1), x)
     p = variables["params"]
     assert set(p) == {"dense0", "dense1", "bottleneck", "last_layer"}
-    assert p["last_layer"]["kernel"].shape == (8, 12) and p["last_layer"]["scale"].shape == (12,)
+    assert p["last_layer"]["kernel"].shape == (8, 12) and p["last_layer"]["scale"].shape == (1, 12)
     y = head.apply(variables, x)
     assert y.shape == (4, 12) and float(jnp.abs(y).max()) <= 1.0 + 1e-5  # cosines while g = 1
     assert head.apply(variables, x[:, None].repeat(3, 1)).shape == (4, 3, 12)  # per-token (iBOT)
