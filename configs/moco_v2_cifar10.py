@@ -36,6 +36,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(32, strength=0.5)
     config = common.base_config("moco_v2", batch_size=batch_size, total_steps=200 * epoch,  # demo: epochs 200.
                                 views=(view, view), knn_every_steps=20 * epoch)
+    # torchvision's default init, no zero-init of the last BN (facebookresearch/moco main_moco.py builds
+    # `models.__dict__[args.arch]` without zero_init_residual).
+    config.model.zero_init_residual = False
     # MoCo v2: --moco-t 0.2, --moco-dim 128, --mlp (hidden = feature width, 512 for ResNet-18).
     # CIFAR-10 demo: moco_k 4096, moco_m 0.99, bn_splits 8.
     config.method_kw = dict(temperature=0.2, queue_size=4096, proj_hidden=(512,), proj_dim=128, momentum=0.99,

@@ -56,3 +56,24 @@ def test_mlp_head_and_encoder():
     out = enc.apply(v, x, train=False)
     assert out["features"].shape == (3, 32) and out["projection"].shape == (3, 8) and out["prediction"].shape == (3, 8)
     np.testing.assert_array_equal(enc.apply(v, x, method="features"), out["features"])
+
+
+@pytest.mark.parametrize("variant,last", [("18", "bn2"), ("50", "bn3")])
+def test_zero_init_residual_is_an_option(variant, last):
+    """zero_init_residual (torchvision's flag): the last BN scale of each block is 0, else 1 (torchvision default)."""
+    x = jnp.ones((1, 16, 16, 3))
+    for zero in (True, False):
+        m = models.get("resnet", variant=variant, width=0.0625, cifar_stem=True, zero_init_residual=zero)
+        p = m.init(jax.random.key(0), x, train=False)["params"]
+        for name, block in p.items():
+            if name.startswith("stage"):
+                np.testing.assert_array_equal(np.asarray(block[last]["scale"]), 0.0 if zero else 1.0)
+                assert float(np.asarray(block["bn1"]["scale"]).min()) == 1.0
+
+
+@pytest.mark.parametrize("name,zero", [("moco_v2_cifar10", False), ("swav_cifar10", False), ("dino_cifar10", False),
+                                       ("simsiam_cifar10", True), ("simclr_cifar10", True)])
+def test_recipes_choose_zero_init_residual(name, zero):
+    import importlib
+    config = importlib.import_module(f"configs.{name}").get_config("")
+    assert models.get(**config.model).zero_init_residual is zero
