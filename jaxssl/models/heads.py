@@ -3,8 +3,10 @@
 `MLP(hidden=(2048,), out=128, norm="batch")` is the SimCLR projection head g(.) (Chen et al.,
 2020, arXiv:2002.05709, Sec. 2.1: "we use a MLP with one hidden layer to obtain
 z_i = g(h_i) = W(2) sigma(W(1) h_i)"); with BatchNorm after each hidden layer as in SimCLR v2
-and the BYOL/MoCo v3 heads. `last_norm=True` adds a final affine-free BatchNorm (SimSiam,
-MoCo v3 projector).
+and the BYOL/MoCo v3 heads. `last_norm=True` adds a final BatchNorm after the bias-free output
+layer: affine-free (SimSiam, MoCo v3 projector), or with a scale and no centring when
+`last_norm_scale=True` (SimCLR: google-research/simclr tf2/model.py `ProjectionHead`, whose final
+`LinearLayer(use_bias=False, use_bn=True)` builds `BatchNormRelu(relu=False, center=use_bias)`).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class MLP(nn.Module):
     out: int = 128
     norm: str = "batch"
     last_norm: bool = False
+    last_norm_scale: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -33,12 +36,13 @@ class MLP(nn.Module):
         if self.norm not in ("batch", "layer", "none"):
             raise ValueError(f"Unknown head norm {self.norm!r}; choose 'batch', 'layer' or 'none'.")
 
-        def normalize(y, name, affine=True):
+        def normalize(y, name, affine=True, scale=None):
+            scale = affine if scale is None else scale
             if self.norm == "batch":
                 return nn.BatchNorm(use_running_average=not train, momentum=0.9, use_bias=affine,
-                                    use_scale=affine, dtype=self.dtype, name=name)(y)
+                                    use_scale=scale, dtype=self.dtype, name=name)(y)
             if self.norm == "layer":
-                return nn.LayerNorm(use_bias=affine, use_scale=affine, dtype=self.dtype, name=name)(y)
+                return nn.LayerNorm(use_bias=affine, use_scale=scale, dtype=self.dtype, name=name)(y)
             return y
 
         x = x.astype(self.dtype)
@@ -48,7 +52,7 @@ class MLP(nn.Module):
             x = nn.relu(normalize(x, f"norm{i}"))
         x = nn.Dense(self.out, use_bias=not self.last_norm, dtype=self.dtype, name="out")(x)
         if self.last_norm:
-            x = normalize(x, "out_norm", affine=False)
+            x = normalize(x, "out_norm", affine=False, scale=self.last_norm_scale)
         return x.astype(jnp.float32)
 
 
