@@ -14,11 +14,13 @@ always created, so variables initialised without a mask accept one later.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _init = nn.initializers.truncated_normal(0.02)
 
@@ -45,6 +47,44 @@ def _apply_mask(module: nn.Module, x: jax.Array, mask: jax.Array | None) -> jax.
     return jnp.where(mask[..., None], token.astype(x.dtype), x)
 
 
+def _cubic_matrix(n_in: int, n_out: int, a: float, offset: float) -> np.ndarray:
+    """(n_out, n_in) float64 weights of 1-D cubic-convolution resampling, PyTorch's bicubic rule.
+
+    Source coordinate of output i: (i + 0.5) * n_in / (n_out + offset) - 0.5 (align_corners=False
+    with `scale_factor = (n_out + offset) / n_in`, as DINO passes it); the four taps at
+    floor(src) - 1 .. floor(src) + 2 are clamped to the border; no antialiasing.
+    """
+    scale = n_in / (n_out + offset)
+    m = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        src = (i + 0.5) * scale - 0.5
+        base = math.floor(src)
+        t = src - base
+        for k in range(-1, 3):
+            d = abs(t - k)
+            w = ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else ((d - 5) * d + 8) * d * a - 4 * a
+            m[i, min(max(base + k, 0), n_in - 1)] += w
+    return m
+
+
+def interpolate_pos_embed(pos: jax.Array, grid: tuple[int, int], *, a: float = -0.75,
+                          offset: float = 0.1) -> jax.Array:
+    """Resize a (1, G_h, G_w, D) position-embedding grid to `grid` as DINO's `interpolate_pos_encoding`.
+
+    facebookresearch/dino vision_transformer.py `interpolate_pos_encoding` (L174 at commit
+    7c446df): "w0, h0 = w0 + 0.1, h0 + 0.1" then `nn.functional.interpolate(...,
+    scale_factor=(w0 / sqrt(N), h0 / sqrt(N)), mode="bicubic")`: PyTorch's bicubic is Keys' cubic
+    convolution with A = -0.75, border-clamped taps and no antialiasing; the 0.1 offset ("to
+    avoid floating point error") sets the scale PyTorch maps coordinates with. `jax.image.resize`
+    would use A = -0.5 and antialias when shrinking (a different function: it matters when
+    importing weights trained with DINO's code). Separable: one (out, in) matrix per axis.
+    """
+    _, gh, gw, _ = pos.shape
+    mh = jnp.asarray(_cubic_matrix(gh, grid[0], a, offset), jnp.float32)
+    mw = jnp.asarray(_cubic_matrix(gw, grid[1], a, offset), jnp.float32)
+    return jnp.einsum("ih,jw,bhwd->bijd", mh, mw, pos.astype(jnp.float32)).astype(pos.dtype)
+
+
 class PatchEmbed(nn.Module):
     """(B, H, W, C) images -> (B, (H/p)(W/p), D) patch embeddings + learned positions."""
 
@@ -64,7 +104,7 @@ class PatchEmbed(nn.Module):
         grid = self.img_size // p
         pos = self.param("pos_embedding", _init, (1, grid, grid, d))
         if (gh, gw) != (grid, grid):
-            pos = jax.image.resize(pos, (1, gh, gw, d), method="bicubic")
+            pos = interpolate_pos_embed(pos, (gh, gw))  # DINO's bicubic, A = -0.75, no antialiasing
         return x + pos.reshape(1, gh * gw, d).astype(x.dtype)
 
 
