@@ -5,7 +5,8 @@ it replaces the masked embeddings before the position information is added, as B
 (images) and wav2vec 2.0 (speech, after the feature projection) do. The mask embedding is
 always created, so variables initialised without a mask accept one later.
 
-* `PatchEmbed` -- ViT patches (arXiv:2010.11929) with a learned 2-D position embedding.
+* `PatchEmbed` -- ViT patches (arXiv:2010.11929) with a learned 2-D position embedding, or MAE's
+  fixed 2-D sine-cosine one (`pos_embed="sincos"`).
 * `TokenEmbed` -- token + learned position embedding and LayerNorm (RoBERTa, arXiv:1907.11692).
 * `ConvFeatureEncoder` -- wav2vec 2.0's raw-waveform encoder (arXiv:2006.11477 Sec. 2 and
   Appendix B: seven temporal convolutions with 512 channels, strides (5,2,2,2,2,2,2) and kernels
@@ -85,12 +86,40 @@ def interpolate_pos_embed(pos: jax.Array, grid: tuple[int, int], *, a: float = -
     return jnp.einsum("ih,jw,bhwd->bijd", mh, mw, pos.astype(jnp.float32)).astype(pos.dtype)
 
 
+def sincos_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    r"""MAE's fixed 2-D sine-cosine position table, (grid_h * grid_w, dim) float64, row-major patches.
+
+    facebookresearch/mae util/pos_embed.py `get_2d_sincos_pos_embed` / `_from_grid` / `get_1d_...`:
+    the first dim/2 channels encode the patch's column, the last dim/2 its row; each half is
+    [sin(c w_k), cos(c w_k)] with w_k = 10000^{-k / (dim/4)}, k = 0 .. dim/4 - 1. (The reference
+    builds `np.meshgrid(grid_w, grid_h)` and uses its first plane -- the column index -- for its
+    "emb_h"; the table is the same.) `dim` must be a multiple of 4.
+    """
+    if dim % 4:
+        raise ValueError(f"a 2-D sin-cos position embedding needs a width divisible by 4, got {dim}.")
+    omega = 1.0 / 10000 ** (np.arange(dim // 4, dtype=np.float64) / (dim // 4))
+    rows, cols = np.meshgrid(np.arange(grid_h, dtype=np.float64), np.arange(grid_w, dtype=np.float64),
+                             indexing="ij")
+
+    def one_d(c):
+        out = np.outer(c.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    return np.concatenate([one_d(cols), one_d(rows)], axis=1)
+
+
 class PatchEmbed(nn.Module):
-    """(B, H, W, C) images -> (B, (H/p)(W/p), D) patch embeddings + learned positions."""
+    """(B, H, W, C) images -> (B, (H/p)(W/p), D) patch embeddings + positions.
+
+    `pos_embed`: "learned" (a parameter for the `img_size` grid, DINO-interpolated for other
+    grids) or "sincos" (MAE's fixed table `sincos_2d` of the input's grid; no parameter, as
+    MAE's `pos_embed` with `requires_grad=False`).
+    """
 
     width: int
     patch_size: int
     img_size: int
+    pos_embed: str = "learned"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -101,6 +130,10 @@ class PatchEmbed(nn.Module):
                     name="patch")(x.astype(self.dtype))
         b, gh, gw, d = x.shape
         x = _apply_mask(self, x.reshape(b, gh * gw, d), mask)
+        if self.pos_embed == "sincos":
+            return x + jnp.asarray(sincos_2d(d, gh, gw), jnp.float32)[None].astype(x.dtype)
+        if self.pos_embed != "learned":
+            raise ValueError(f"pos_embed must be 'learned' or 'sincos', got {self.pos_embed!r}.")
         grid = self.img_size // p
         pos = self.param("pos_embedding", _init, (1, grid, grid, d))
         if (gh, gw) != (grid, grid):

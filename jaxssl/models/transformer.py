@@ -126,6 +126,7 @@ class Model(nn.Module):
       width, depth, num_heads, mlp_ratio, drop_path_rate: Transformer sizes (ViT-B: 768, 12, 12).
       layer_target: what `layers` holds per block: "ffn" (data2vec) or "block".
       patch_size, img_size: image patches and the grid the position embedding is stored for.
+      pos_embed: image position embedding, "learned" or "sincos" (MAE's fixed table; `encoders.PatchEmbed`).
       vocab_size, max_len: text vocabulary and longest sequence.
       conv_layers: speech feature encoder as (channels, kernel, stride) per layer (wav2vec 2.0).
       pos_conv_kernel, pos_conv_groups: speech convolutional position embedding.
@@ -141,6 +142,7 @@ class Model(nn.Module):
     layer_target: str = "ffn"
     patch_size: int = 16
     img_size: int = 224
+    pos_embed: str = "learned"
     vocab_size: int = 260
     max_len: int = 512
     conv_layers: Sequence[Sequence[int]] = encoders.WAV2VEC2_CONV
@@ -150,7 +152,8 @@ class Model(nn.Module):
 
     def input_encoder(self) -> nn.Module:
         if self.modality == "image":
-            return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, dtype=self.dtype, name="embed")
+            return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, self.pos_embed, dtype=self.dtype,
+                                       name="embed")
         if self.modality == "text":
             return encoders.TokenEmbed(self.width, self.vocab_size, self.max_len, dtype=self.dtype, name="embed")
         if self.modality == "speech":
