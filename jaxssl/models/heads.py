@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxssl import ops
@@ -119,24 +120,46 @@ class WeightNormDense(nn.Module):
 
 
 class Prototypes(nn.Module):
-    """SwAV prototypes: scores of the L2-normalised input against K unit-norm prototype vectors.
+    """SwAV prototypes: scores of the L2-normalised input against K prototype vectors.
 
     SwAV (Caron et al., 2020, arXiv:2006.09882, Sec. 3.1): "z_t [...] is then mapped to a code
     q_t by mapping this feature to a set of K trainable prototypes vectors {c_1, ..., c_K}", with
     the features and prototypes on the unit sphere so the scores z^T c_k are cosines. The
-    reference re-normalises the prototypes in place after each step; here they are normalised in
-    the forward pass (weight normalisation with the gain fixed to one; solo-learn's
-    `weight_norm(nn.Linear)` also trains the gain), so the scores always use unit prototypes and
-    the gradient is the one w.r.t. the normalised vectors. Input (..., D) -> (..., K).
+    prototypes are the columns of "weights/kernel" (D, K).
+
+    `normalize`: "in_place" (the reference): a plain bias-free linear layer; the method keeps the
+    columns at unit norm by renormalising them after each update (`renormalize`, run by the train
+    step through `Method.after_update`; facebookresearch/swav main_swav.py `train`: "normalize the
+    prototypes" with `w = nn.functional.normalize(w, dim=1, p=2); prototypes.weight.copy_(w)` before
+    each forward), so the gradient is the one w.r.t. the unit vectors and the optimiser (weight
+    decay, LARS trust ratio) sees them. "forward": weight normalisation in the forward pass with the
+    gain fixed to one (`WeightNormDense`): the scores also always use unit prototypes, but the
+    gradient is projected onto each prototype's tangent space and scaled by 1 / ||v_k|| -- a
+    different update and effective learning rate (a deviation kept as an option).
+    Input (..., D) -> (..., K).
     """
 
     num_prototypes: int = 3000
+    normalize: str = "in_place"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         del train
-        return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(ops.l2_normalize(z))
+        z = ops.l2_normalize(z)
+        if self.normalize == "forward":
+            return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(z)
+        if self.normalize != "in_place":
+            raise ValueError(f"Prototypes normalize must be 'in_place' or 'forward', got {self.normalize!r}.")
+        # torch's default nn.Linear init, as WeightNormDense; the step renormalises before use.
+        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+        return nn.Dense(self.num_prototypes, use_bias=False, kernel_init=init, dtype=self.dtype,
+                        name="weights")(z).astype(jnp.float32)
+
+
+def renormalize(kernel: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """Columns of a (D, K) prototype matrix scaled to unit L2 norm (torch `normalize(w, dim=1)` on (K, D))."""
+    return kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), eps)
 
 
 class DINOHead(nn.Module):

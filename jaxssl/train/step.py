@@ -27,6 +27,9 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
     init_rng, extra_rng = jax.random.split(rng)
     variables = method.net.init(init_rng, example_view, train=True)
     params = variables["params"]
+    if method.after_update is not None:
+        # The constraint holds from the first step (SwAV normalises its prototypes before the first forward).
+        params = method.after_update(params)
     model_state = {k: v for k, v in variables.items() if k != "params"}
     teacher = None
     if method.teacher_momentum is not None:
@@ -77,6 +80,9 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
             (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if method.after_update is not None:
+            # A projection outside the gradient, e.g. SwAV's in-place prototype renormalisation.
+            params = method.after_update(params)
         teacher = state.teacher
         if method.teacher_momentum is not None:
             # EMA teacher inside the pure step: teacher <- m * teacher + (1 - m) * student.

@@ -240,7 +240,7 @@ def test_dino_head_and_prototypes():
     y = head.apply(variables, x)
     assert y.shape == (4, 12) and float(jnp.abs(y).max()) <= 1.0 + 1e-5  # cosines while g = 1
     assert head.apply(variables, x[:, None].repeat(3, 1)).shape == (4, 3, 12)  # per-token (iBOT)
-    protos = heads.Prototypes(7)
+    protos = heads.Prototypes(7, normalize="forward")
     pv = protos.init(jax.random.key(2), x)
     s = protos.apply(pv, x)
     c = pv["params"]["weights"]["kernel"]
@@ -399,3 +399,40 @@ def test_ibot_short_cifar_run_lowers_the_loss(runs):
     # equipartition constraint rules out both collapses; the student still differs from them.
     log_k = np.log(_run_configs()["ibot"].method_kw.out_dim)
     assert 0.1 * log_k < m["teacher_entropy"][-1] < 0.99 * log_k and np.all(m["teacher_kl"][-5:] > 0.05)
+
+
+def test_swav_prototypes_renormalised_in_place_after_a_step():
+    """main_swav.py: w <- normalize(w) each iteration, outside autograd; SGD sees the unit vectors."""
+    import optax
+    from jaxssl.train import step as step_lib
+    method = methods.get("swav", backbone=models.get("vit", variant="S/4", width=16, depth=1, num_heads=2,
+                                                     img_size=8), proj_hidden=(16,), proj_dim=8, num_prototypes=6)
+    lr = 0.5
+    tx = optax.sgd(lr)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 8, 8, 3)), jnp.float32)
+    state = step_lib.init_state(method, tx, jax.random.key(0), x)
+    w0 = np.asarray(state.params["prototypes"]["weights"]["kernel"], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w0, axis=0), 1.0, rtol=1e-6)  # normalised before the first forward
+    views = [x, x[:, ::-1]]
+    grads = jax.grad(lambda p: method.loss_fn(p, state.model_state, None, state.extra, views, jax.random.key(1),
+                                              jnp.int32(0))[0])(state.params)
+    g = np.asarray(grads["prototypes"]["weights"]["kernel"], np.float64)
+    assert np.abs(g).max() > 0
+    # The step: SGD on the unit prototypes, then each prototype (column) back to unit norm.
+    stepped = w0 - lr * g
+    want = stepped / np.linalg.norm(stepped, axis=0, keepdims=True)
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    new = method.after_update(optax.apply_updates(state.params, updates))
+    np.testing.assert_allclose(np.asarray(new["prototypes"]["weights"]["kernel"]), want, rtol=1e-5, atol=1e-6)
+    # The train step applies it: unit prototypes after a real (augmenting) step.
+    view = dict(crop_size=8, crop_scale=(0.3, 1.0), flip_p=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)
+    images = np.random.default_rng(1).integers(0, 256, size=(8, 8, 8, 3), dtype=np.uint8)
+    after, _ = jax.jit(step_lib.make_step_fn(method, tx, [view, view]))(state, {"image": images}, jax.random.key(1))
+    w1 = np.asarray(after.params["prototypes"]["weights"]["kernel"], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w1, axis=0), 1.0, rtol=1e-5)
+    assert np.abs(w1 - w0).max() > 1e-4
+    # The weight-normalised option is a different update (the gradient is projected and rescaled).
+    forward = methods.get("swav", backbone=models.get("vit", variant="S/4", width=16, depth=1, num_heads=2,
+                                                      img_size=8), proj_hidden=(16,), proj_dim=8, num_prototypes=6,
+                          prototype_norm="forward")
+    assert forward.after_update is None
