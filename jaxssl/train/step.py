@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxssl import augment
+from jaxssl import augment, ops
 from jaxssl.methods.base import Method
 from jaxssl.train import accumulate, sharding as shd
 from jaxssl.train.state import TrainState
@@ -131,5 +131,12 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, views: Seq
     step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite, accum_steps)
     rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
     state_sh = rep if state_shardings is None else state_shardings
-    return jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
+    jitted = jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
+
+    def train_step(state, batch, rng):
+        # Traced (on the first call) with the mesh known to per-device losses (`ops.per_device`, DINOv2's KoLeo).
+        with ops.step_mesh(mesh):
+            return jitted(state, batch, rng)
+
+    return train_step
 

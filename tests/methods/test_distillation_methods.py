@@ -78,6 +78,7 @@ cases = {
              [g, g], ("prototypes", "weights", "kernel")),
     "ibot": (methods.get("ibot", backbone=models.get("vit", **vit, mask_token=True), total_steps=10, out_dim=64,
                          hidden_dim=32, bottleneck_dim=16, centering="sinkhorn", koleo_loss_weight=0.1,
+                         koleo_per_device=False,
                          separate_head=True, freeze_last_layer_steps=1),
              [g, g, l], ("head", "ibot", "last_layer", "kernel")),
 }
@@ -436,3 +437,43 @@ def test_swav_prototypes_renormalised_in_place_after_a_step():
                                                       img_size=8), proj_hidden=(16,), proj_dim=8, num_prototypes=6,
                           prototype_norm="forward")
     assert forward.after_update is None
+
+
+def test_koleo_per_device_is_mean_of_per_shard_losses():
+    """DINOv2 ssl_meta_arch.py: KoLeo on each GPU's own rows; 8 fake devices vs a float64 NumPy per-shard mean."""
+    code = """
+    import json, jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jaxssl import losses, ops
+    from jaxssl.train import sharding as shd
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    mesh = shd.make_mesh()
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    f = jax.jit(lambda a: jnp.mean(losses.koleo_per_device(a)))
+    with ops.step_mesh(mesh):
+        per_dev = float(f(xs))
+    glob = float(jax.jit(lambda a: jnp.mean(losses.koleo(a)))(xs))
+    no_mesh = float(jax.jit(lambda a: jnp.mean(losses.koleo_per_device(a)))(xs))
+    g = jax.jit(jax.grad(lambda a: jnp.mean(losses.koleo_per_device(a))))
+    with ops.step_mesh(mesh):
+        grad = np.asarray(g(xs)).tolist()
+    print("RESULT " + json.dumps(dict(devices=len(jax.devices()), per_dev=per_dev, glob=glob, no_mesh=no_mesh,
+                                      grad=grad)))
+    """
+    out = multidevice.run(code, devices=8)
+    assert out["devices"] == 8
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32).astype(np.float64)
+
+    def koleo_np(rows):  # dinov2/loss/koleo_loss.py: normalise, nearest by dot product, -log(pdist + eps)
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        sim = u @ u.T
+        np.fill_diagonal(sim, -np.inf)
+        d = np.linalg.norm(u - u[sim.argmax(1)], axis=1)
+        return -np.log(d + 1e-8).mean()
+
+    want = np.mean([koleo_np(shard) for shard in np.split(x, 8)])
+    np.testing.assert_allclose(out["per_dev"], want, rtol=1e-5)
+    np.testing.assert_allclose(out["glob"], koleo_np(x), rtol=1e-5)
+    np.testing.assert_allclose(out["no_mesh"], koleo_np(x), rtol=1e-5)  # no mesh: the batch is one device's
+    assert abs(out["per_dev"] - out["glob"]) > 1e-3
+    assert np.isfinite(out["grad"]).all()
