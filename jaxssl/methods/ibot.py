@@ -151,7 +151,8 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks))
         loss = dino_loss_weight * cls_loss + ibot_loss_weight * patch_loss
         feats = out["features"][: global_views * b].reshape(global_views, b, -1)
-        koleo_fn = losses.koleo_per_device if koleo_per_device else losses.koleo
+        # Off (weight 0), the logged term is a monitor: the global form, independent of the device count.
+        koleo_fn = losses.koleo_per_device if koleo_per_device and koleo_loss_weight else losses.koleo
         koleo = sum(jnp.mean(koleo_fn(f)) for f in feats)
         if koleo_loss_weight:
             loss = loss + koleo_loss_weight * koleo
