@@ -21,7 +21,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.sequence_config(
         "data2vec", batch_size=64, total_steps=20_000, data=dict(name="fsdd", sample_rate=16_000, clip_seconds=1.0),
         model=dict(name="transformer", modality="speech", width=768, depth=12, num_heads=12,
-                   conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=128, pos_conv_groups=16),
+                   conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=128, pos_conv_groups=16,
+                   # fairseq data2vec_audio: post-norm blocks (`layer_norm_first` False, the model default).
+                   norm_first=False),
         evals=dict(knn=common.sequence_knn_eval(num_classes=10)))
     config.method_kw = dict(top_k=8, target_norm="instance", final_norm=False, beta=0.0, mask_prob=0.65,
                             mask_span=10, base_momentum=0.999, final_momentum=0.9999, ema_anneal_steps=10_000,

@@ -20,7 +20,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.sequence_config(
         "data2vec", batch_size=64, total_steps=20_000, data=dict(name="tiny_shakespeare", seq_len=512),
         model=dict(name="transformer", modality="text", width=768, depth=12, num_heads=12,
-                   vocab_size=text.VOCAB_SIZE, max_len=512))
+                   vocab_size=text.VOCAB_SIZE, max_len=512,
+                   # fairseq's data2vec text encoder is post-norm (text/pretraining/base.yaml:75
+                   # `normalize_before: false`); the regression head has 2 layers (base.yaml:53, data2vec's default).
+                   norm_first=False))
     config.method_kw = dict(top_k=10, target_norm="layer", final_norm=False, beta=4.0, loss_scale=1.0,
                             text_targets="mask_token", mask_prob=0.15,
                             mask_id=text.MASK, num_tokens=text.NUM_BYTES, base_momentum=0.999,

@@ -168,6 +168,7 @@ class Net(nn.Module):
     backbone: nn.Module
     decoder: ConvDecoder | None = None
     visible_only: bool = False
+    head_layers: int = 1
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -185,7 +186,12 @@ class Net(nn.Module):
             y = out["tokens"]
         if self.decoder is not None:
             y = self.decoder(y)
-        pred = nn.Dense(y.shape[-1], dtype=self.dtype, name="head")(y).astype(jnp.float32)
+        d = y.shape[-1]
+        # fairseq data2vec_text.py regression head: (head_layers - 1) x [Linear -> GELU], the first
+        # widening to 2D, then Linear(D) ("head").
+        for i in range(self.head_layers - 1):
+            y = nn.gelu(nn.Dense(2 * d, dtype=self.dtype, name=f"head_hidden{i}")(y), approximate=False)
+        pred = nn.Dense(d, dtype=self.dtype, name="head")(y).astype(jnp.float32)
         return {"prediction": pred, "layers": out["layers"], "features": jnp.mean(out["tokens"], axis=1)}
 
     def features(self, x, train: bool = False):
@@ -201,7 +207,7 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
          min_mask_patches: int = 16, mask_prob: float | None = None, mask_span: int = 10,
          mask_id: int = 259, num_tokens: int = 256, clone_batch: int = 1, decoder: dict | None = None,
          base_momentum: float = 0.999, final_momentum: float = 0.9999, ema_anneal_steps: int = 30_000,
-         ema_transformer_only: bool = False, student_visible_only: bool = False,
+         ema_transformer_only: bool = False, student_visible_only: bool = False, head_layers: int | None = None,
          dtype=jnp.float32) -> base.Method:
     """data2vec for `backbone.modality` in {"image", "text", "speech"}.
 
@@ -236,6 +242,9 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
       student_visible_only: data2vec 2.0's student that encodes only the visible tokens (image and
         speech; needs `decoder`). Image: exactly round(mask_ratio T) masked per sample; speech: the
         span masks' expected fraction 1 - (1 - p / M)^M.
+      head_layers: layers of the regression head; None = 2 for text (fairseq
+        examples/data2vec/config/text/pretraining/base.yaml:53 `head_layers: 2`: Linear(D, 2D) ->
+        GELU -> Linear(2D, D)), 1 otherwise (data2vec_audio.py's `final_proj`, one Linear).
       dtype: compute dtype of the head/decoder.
     """
     modality = getattr(backbone, "modality", None)
@@ -260,7 +269,10 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
     if decoder is not None:
         dec = ConvDecoder(**{"dim": backbone.width, **dict(decoder)}, out_dim=backbone.width,
                           two_d=modality == "image", dtype=dtype)
-    net = Net(backbone, dec, visible_only=student_visible_only, dtype=dtype)
+    head_layers = (2 if modality == "text" else 1) if head_layers is None else head_layers
+    if head_layers < 1:
+        raise ValueError(f"head_layers must be >= 1, got {head_layers}.")
+    net = Net(backbone, dec, visible_only=student_visible_only, head_layers=head_layers, dtype=dtype)
 
     def corrupt(rng, x):
         """(student input, mask (B, T) of predicted positions, mask passed to the net, keep ids or None)."""

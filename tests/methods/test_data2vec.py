@@ -273,3 +273,42 @@ def test_configs_construct(name, arg):
     if name == "data2vec_image_cifar10":
         from jaxssl.train.validate import validate_config
         validate_config(config)
+
+
+def test_post_norm_block_matches_numpy():
+    """fairseq TransformerSentenceEncoderLayer (layer_norm_first=False): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    from jaxssl.models.transformer import Block
+    from scipy.special import erf
+    blk = Block(num_heads=2, mlp_dim=12, norm_first=False)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 8)), jnp.float32)
+    v = blk.init(jax.random.key(0), x, train=False)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64) + 0.1 * np.random.default_rng(1).normal(size=a.shape),
+                               v["params"])
+    out, ffn = blk.apply({"params": jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)}, x, train=False)
+    f = np.asarray(x, np.float64)
+
+    def ln(y, q):
+        return (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-5) * q["scale"] + q["bias"]
+
+    dense = lambda y, q: y @ q["kernel"] + q["bias"]
+    qkv = dense(f, p["attn"]["qkv"]).reshape(2, 5, 3, 2, 4)
+    q, k, val = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    logits = np.einsum("bqhc,bkhc->bhqk", q, k) / 2.0
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    att = dense(np.einsum("bhqk,bkhc->bqhc", w, val).reshape(2, 5, 8), p["attn"]["proj"])
+    h = ln(f + att, p["norm1"])
+    u = dense(h, p["fc1"])
+    want_ffn = dense(0.5 * u * (1 + erf(u / np.sqrt(2))), p["fc2"])
+    np.testing.assert_allclose(np.asarray(ffn), want_ffn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), ln(h + want_ffn, p["norm2"]), rtol=1e-4, atol=1e-5)
+
+
+def test_text_head_has_two_layers_and_configs_are_post_norm():
+    import importlib
+    method = _method("text")
+    params = method.net.init(jax.random.key(0), _inputs("text", 2))["params"]
+    assert params["head_hidden0"]["kernel"].shape == (32, 64) and params["head"]["kernel"].shape == (64, 32)
+    assert "head_hidden0" not in _method("speech").net.init(jax.random.key(0), _inputs("speech", 2))["params"]
+    for name in ("data2vec_text_shakespeare", "data2vec_speech_fsdd"):
+        assert importlib.import_module(f"configs.{name}").get_config("cpu").model.norm_first is False
