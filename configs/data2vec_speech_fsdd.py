@@ -21,7 +21,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.sequence_config(
         "data2vec", batch_size=64, total_steps=20_000, data=dict(name="fsdd", sample_rate=16_000, clip_seconds=1.0),
         model=dict(name="transformer", modality="speech", width=768, depth=12, num_heads=12,
-                   conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=128, pos_conv_groups=16,
+                   conv_layers=encoders.WAV2VEC2_CONV, pos_conv_kernel=95, pos_conv_groups=16,
+                   # data2vec's audio front-end: LayerNorm after every feature conv and 5 positional
+                   # convs of kernel 95 // 5 = 19 (fairseq audio/pretraining/base_librispeech.yaml:57,73-74).
+                   extractor_mode="layer_norm", pos_conv_depth=5,
                    # fairseq data2vec_audio: post-norm blocks (`layer_norm_first` False, the model default).
                    norm_first=False),
         evals=dict(knn=common.sequence_knn_eval(num_classes=10)))

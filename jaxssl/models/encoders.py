@@ -162,12 +162,24 @@ class TokenEmbed(nn.Module):
 
 
 class ConvFeatureEncoder(nn.Module):
-    """(B, L) raw waveforms -> (B, T, D) frame embeddings (wav2vec 2.0 feature encoder)."""
+    """(B, L) raw waveforms -> (B, T, D) frame embeddings (wav2vec 2.0 feature encoder).
+
+    `extractor_mode`: "default" (wav2vec 2.0 base: GroupNorm with one group per channel on the
+    first conv only) or "layer_norm" (a LayerNorm over channels after every conv, fairseq
+    `ConvFeatureExtractionModel(mode="layer_norm")`; data2vec's audio recipe,
+    examples/data2vec/config/audio/pretraining/base_librispeech.yaml:57 `extractor_mode: layer_norm`).
+    `pos_conv_depth`: 1 = wav2vec 2.0's single grouped conv of `pos_conv_kernel` + GELU; n > 1 =
+    data2vec_audio's stack of n grouped convs of kernel max(3, pos_conv_kernel // n), each followed
+    by a parameter-free LayerNorm and GELU (base_librispeech.yaml:73-74 `pos_conv_depth: 5`,
+    `conv_pos: 95`). Either is added to the projected features as a residual.
+    """
 
     width: int
     conv_layers: Sequence[Sequence[int]] = WAV2VEC2_CONV
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
+    extractor_mode: str = "default"
+    pos_conv_depth: int = 1
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -175,18 +187,29 @@ class ConvFeatureEncoder(nn.Module):
         del train
         if x.ndim != 2:
             raise ValueError(f"ConvFeatureEncoder expects (B, L) waveforms, got shape {x.shape}.")
+        if self.extractor_mode not in ("default", "layer_norm"):
+            raise ValueError(f"extractor_mode must be 'default' or 'layer_norm', got {self.extractor_mode!r}.")
         x = x.astype(self.dtype)[..., None]
         for i, (ch, k, s) in enumerate(self.conv_layers):
             x = nn.Conv(ch, (k,), strides=(s,), padding="VALID", use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)
-            if i == 0:
+            if self.extractor_mode == "layer_norm":
+                x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name=f"conv{i}_norm")(x)
+            elif i == 0:
                 # wav2vec 2.0 "default" mode: GroupNorm with one group per channel on the first layer.
                 x = nn.GroupNorm(num_groups=ch, epsilon=1e-5, dtype=self.dtype, name="conv0_norm")(x)
             x = nn.gelu(x, approximate=False)
         x = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="feature_norm")(x)
         x = nn.Dense(self.width, dtype=self.dtype, name="project")(x)
         x = _apply_mask(self, x, mask)
-        k = self.pos_conv_kernel
-        pos = nn.Conv(self.width, (k,), padding=[(k // 2, k // 2)], feature_group_count=self.pos_conv_groups,
-                      dtype=self.dtype, name="pos_conv")(x)
-        pos = pos[:, :x.shape[1]]  # fairseq SamePad: drop the extra frame of an even kernel
-        return x + nn.gelu(pos, approximate=False)
+        depth = max(int(self.pos_conv_depth), 1)
+        k = self.pos_conv_kernel if depth == 1 else max(3, self.pos_conv_kernel // depth)
+        pos = x
+        for i in range(depth):
+            name = "pos_conv" if depth == 1 else f"pos_conv{i}"
+            pos = nn.Conv(self.width, (k,), padding=[(k // 2, k // 2)], feature_group_count=self.pos_conv_groups,
+                          dtype=self.dtype, name=name)(pos)
+            pos = pos[:, :x.shape[1]]  # fairseq SamePad: drop the extra frame of an even kernel
+            if depth > 1:
+                pos = nn.LayerNorm(epsilon=1e-5, use_bias=False, use_scale=False, dtype=self.dtype)(pos)
+            pos = nn.gelu(pos, approximate=False)
+        return x + pos

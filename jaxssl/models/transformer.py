@@ -145,6 +145,7 @@ class Model(nn.Module):
       vocab_size, max_len: text vocabulary and longest sequence.
       conv_layers: speech feature encoder as (channels, kernel, stride) per layer (wav2vec 2.0).
       pos_conv_kernel, pos_conv_groups: speech convolutional position embedding.
+      extractor_mode, pos_conv_depth: speech front-end variant (`encoders.ConvFeatureEncoder`).
       norm_first: pre-norm blocks (True: ViT, data2vec image, MAE) or post-norm (False: fairseq's
         data2vec 1.0 text and speech encoders, `normalize_before: false` / `layer_norm_first`
         False; their configs set it). Post-norm speech also layer-normalises the frame embeddings
@@ -169,6 +170,8 @@ class Model(nn.Module):
     conv_layers: Sequence[Sequence[int]] = encoders.WAV2VEC2_CONV
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
+    extractor_mode: str = "default"
+    pos_conv_depth: int = 1
     norm_first: bool = True
     dtype: Any = jnp.float32
 
@@ -180,7 +183,8 @@ class Model(nn.Module):
             return encoders.TokenEmbed(self.width, self.vocab_size, self.max_len, dtype=self.dtype, name="embed")
         if self.modality == "speech":
             return encoders.ConvFeatureEncoder(self.width, tuple(map(tuple, self.conv_layers)), self.pos_conv_kernel,
-                                               self.pos_conv_groups, dtype=self.dtype, name="embed")
+                                               self.pos_conv_groups, self.extractor_mode, self.pos_conv_depth,
+                                               dtype=self.dtype, name="embed")
         raise ValueError(f"Unknown modality {self.modality!r}; use 'image', 'text' or 'speech'.")
 
     def num_tokens(self, input_shape: Sequence[int]) -> int:

@@ -312,3 +312,16 @@ def test_text_head_has_two_layers_and_configs_are_post_norm():
     assert "head_hidden0" not in _method("speech").net.init(jax.random.key(0), _inputs("speech", 2))["params"]
     for name in ("data2vec_text_shakespeare", "data2vec_speech_fsdd"):
         assert importlib.import_module(f"configs.{name}").get_config("cpu").model.norm_first is False
+
+
+def test_data2vec_audio_front_end():
+    """base_librispeech.yaml: extractor_mode layer_norm (LN after every conv), pos_conv_depth 5 of kernel 95 // 5."""
+    from jaxssl.models import encoders
+    enc = encoders.ConvFeatureEncoder(16, ((16, 10, 5), (16, 4, 4)), pos_conv_kernel=95, pos_conv_groups=4,
+                                      extractor_mode="layer_norm", pos_conv_depth=5)
+    x = _inputs("speech", 2)
+    v = enc.init(jax.random.key(0), x)["params"]
+    assert {"conv0_norm", "conv1_norm"} <= set(v) and "scale" in v["conv1_norm"]
+    assert [v[f"pos_conv{i}"]["kernel"].shape for i in range(5)] == [(19, 4, 16)] * 5
+    y = enc.apply({"params": v}, x)
+    assert y.shape == (2, encoders.num_frames(2000, ((16, 10, 5), (16, 4, 4))), 16) and np.isfinite(np.asarray(y)).all()
