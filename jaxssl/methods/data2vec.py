@@ -53,9 +53,11 @@ Remaining differences from fairseq's data2vec 1.0 text and speech models (issue 
   loss covers the <mask> positions as fairseq's does.
 * Speech: FSDD clips at 16 kHz instead of LibriSpeech crops of 2-20 s, and no padding masks
   (every clip in a batch has the same length).
-* fairseq's teacher is the EMA of the body only (`ema_transformer_only`, set in both configs)
-  and also skips its final layer norm (`ema_layers_only`); here the teacher's targets come from
-  the blocks' FFN outputs, which no final norm touches, so that switch changes nothing.
+* Speech `ema_layers_only: true` (base_librispeech.yaml) EMAs the transformer blocks only: the
+  positional convs and the encoder's input LayerNorm are the student's. Here
+  `ema_transformer_only` shares the whole input encoder (`embed`, positional convs included), but
+  the post-norm input LayerNorm (`embed_norm`) is part of the EMA'd body: one LayerNorm's
+  parameters differ, kept simple because `embed_norm` belongs to the body's module.
 """
 from __future__ import annotations
 
