@@ -1,11 +1,12 @@
 r"""data2vec text on Tiny Shakespeare with a byte-level tokenizer (Baevski et al., 2022, arXiv:2202.03555).
 
-Default: the paper's text recipe (Sec. 4.3) on bytes: a RoBERTa-base-sized body (768, 12 layers,
-12 heads), K = 10 top layers each layer-normalised, smooth-L1 with beta = 4 and loss scale 1
-regressed at the <mask> positions only (fairseq examples/data2vec/config/text/pretraining/base.yaml:56,60
-and models/data2vec_text.py), RoBERTa dynamic masking 15% with 80/10/10 (paper Sec. 4.3, arXiv:1907.11692), teacher EMA 0.999 -> 0.9999, Adam (b2 0.98,
-weight decay 0.01, RoBERTa), sequences of 512. The batch, steps and learning rate here are our
-choices for a 1 MB corpus. Bytes have no labels, so no evaluator runs (`config.evals = {}`):
+Default: fairseq's released data2vec 1.0 text recipe on bytes: a RoBERTa-base-sized post-norm
+body (768, 12 layers, 12 heads), K = 10 top layers each layer-normalised, a 2-layer regression
+head, smooth-L1 with beta = 4 and loss scale 1 regressed at the <mask> positions only (fairseq
+examples/data2vec/config/text/pretraining/base.yaml:53,56,60,75 and models/data2vec_text.py),
+RoBERTa dynamic masking 15% with 80/10/10 (paper Sec. 4.3, arXiv:1907.11692), teacher EMA
+0.999 -> 0.9999, Adam (b2 0.98, weight decay 0.01, RoBERTa), sequences of 512. The batch, steps
+and learning rate here are our choices for a 1 MB corpus. Bytes have no labels, so no evaluator runs (`config.evals = {}`):
 
   python -m jaxssl.main --config configs/data2vec_text_shakespeare.py:cpu --workdir workdirs/data2vec_text_shakespeare
 """
