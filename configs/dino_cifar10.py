@@ -34,6 +34,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("dino", batch_size=batch_size, total_steps=1000 * epoch, views=common.dino_views(32),
                                 knn_every_steps=20 * epoch)
+    # facebookresearch/dino main_dino.py builds ResNets as `torchvision_models.__dict__[args.arch]()`:
+    # no zero-init of the last BN (the ViT variant below replaces the model).
+    config.model.zero_init_residual = False
     # total_steps is a reference: command-line overrides of config.total_steps reach the EMA schedule.
     config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=4096, hidden_dim=2048,
                             bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=True, global_views=2,

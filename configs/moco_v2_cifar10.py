@@ -36,13 +36,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(32, strength=0.5)
     config = common.base_config("moco_v2", batch_size=batch_size, total_steps=200 * epoch,  # demo: epochs 200.
                                 views=(view, view), knn_every_steps=20 * epoch)
+    # torchvision's default init, no zero-init of the last BN (facebookresearch/moco main_moco.py builds
+    # `models.__dict__[args.arch]` without zero_init_residual).
+    config.model.zero_init_residual = False
     # MoCo v2: --moco-t 0.2, --moco-dim 128, --mlp (hidden = feature width, 512 for ResNet-18).
     # CIFAR-10 demo: moco_k 4096, moco_m 0.99, bn_splits 8.
     config.method_kw = dict(temperature=0.2, queue_size=4096, proj_hidden=(512,), proj_dim=128, momentum=0.99,
                             bn_groups=8)
     # MoCo: SGD momentum 0.9, lr 0.03 per 256 (demo: 0.06 at batch 512), cosine (--cos), no
     # warm-up; demo weight decay 5e-4.
-    config.optimizer = common.sgd(0.03, weight_decay=5e-4)
+    # exclude_rank1=False: main_moco.py passes model.parameters() whole to torch.optim.SGD(weight_decay=...),
+    # so biases and BN parameters are decayed too (facebookresearch/moco main_moco.py, the optimizer line).
+    config.optimizer = common.sgd(0.03, weight_decay=5e-4, exclude_rank1=False)
     # `:cpu`: the MLP head is as wide as the 1/8-width ResNet's 64 features.
     common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(64,)),
                   runlocal_method_kw=dict(proj_dim=32, queue_size=128, bn_groups=4))

@@ -35,7 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=2048, pred_hidden=(512,))
     # Appendix D: SGD, base lr 0.03 (x batch/256), weight decay 5e-4, momentum 0.9, cosine decay;
     # the predictor keeps the peak lr (fix_pred_lr).
-    config.optimizer = common.sgd(0.03, weight_decay=5e-4, fixed_lr_paths="^predictor/")
+    # exclude_rank1=False: main_simsiam.py decays every parameter of both param groups (facebookresearch/
+    # simsiam main_simsiam.py, `torch.optim.SGD(optim_params, init_lr, ..., weight_decay=args.weight_decay)`).
+    config.optimizer = common.sgd(0.03, weight_decay=5e-4, fixed_lr_paths="^predictor/",
+                                  exclude_rank1=False)
     # `:cpu`: 512-d projections fit 2 CPU cores.
     common.shrink(config, arg, cpu_method_kw=dict(proj_hidden=(512,), proj_dim=512, pred_hidden=(128,)),
                   runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=64, pred_hidden=(16,)))

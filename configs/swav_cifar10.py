@@ -35,10 +35,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("swav", batch_size=batch_size, total_steps=1000 * epoch,
                                 views=(_view(32, (0.08, 1.0), jitter=0.8, blur_p=0.5),) * 2, knn_every_steps=20 * epoch)
+    # facebookresearch/swav src/resnet50.py: ResNet(..., zero_init_residual=False), never set True.
+    config.model.zero_init_residual = False
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=128, num_prototypes=3000, temperature=0.1, epsilon=0.05,
                             sinkhorn_iters=3, crops_for_assign=(0, 1), queue_size=3840,
                             queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch)
     config.optimizer = common.lars(0.6, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.02)
+    # SwAV decays and LARC-adapts every parameter: torch.optim.SGD(model.parameters(), weight_decay=args.wd)
+    # wrapped in LARC(optimizer, trust_coefficient=0.001, clip=False) (facebookresearch/swav main_swav.py).
+    config.optimizer.exclude_rank1 = False
     if arg.multicrop:
         config.input.views = (_view(32, (0.2, 1.0), jitter=0.6), _view(32, (0.2, 1.0), jitter=0.6, solarize_p=0.2)) \
             + (_view(16, (0.08, 0.5), jitter=0.8, blur_p=0.1, solarize_p=0.1),) * 6

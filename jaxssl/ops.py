@@ -5,8 +5,42 @@ passes in. Under `jax.jit` on globally sharded arrays, "the batch" is the global
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+# The mesh the train step is being traced for (`jaxssl.train.step.make_train_step` sets it), so a
+# loss whose reference is per device (`per_device`) can shard_map over its batch axes.
+_MESH: contextvars.ContextVar = contextvars.ContextVar("jaxssl_mesh", default=None)
+BATCH_AXES = ("data", "fsdp")
+
+
+@contextlib.contextmanager
+def step_mesh(mesh):
+    """Within this block, `per_device` splits the batch over `mesh`'s batch axes ("data", "fsdp")."""
+    token = _MESH.set(mesh)
+    try:
+        yield mesh
+    finally:
+        _MESH.reset(token)
+
+
+def per_device(fn, x: jax.Array) -> jax.Array:
+    """`fn` applied to each device's rows of `x` (B, ...) -> (B, ...) per-example values.
+
+    Under `step_mesh(mesh)` (the train step) this is `jax.shard_map` over the mesh's batch axes:
+    row i of the result depends on the rows of x on i's device only, as in a per-GPU PyTorch
+    loss. Without a mesh (1 device, or a direct call) it is `fn(x)`: the whole batch is one device's.
+    """
+    mesh = _MESH.get()
+    axes = tuple(a for a in getattr(mesh, "axis_names", ()) if a in BATCH_AXES)
+    if mesh is None or not axes or all(mesh.shape[a] == 1 for a in axes):
+        return fn(x)
+    spec = P(axes)
+    return jax.shard_map(fn, mesh=mesh, in_specs=spec, out_specs=spec)(x)
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:

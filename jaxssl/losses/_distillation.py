@@ -119,7 +119,9 @@ def koleo(x: jax.Array, eps: float = 1e-8) -> jax.Array:
         j^*(i) = \arg\max_{j \ne i} \hat x_i^\top \hat x_j
 
     The neighbours are searched in the batch given: under `jax.jit` on sharded arrays that is the
-    global batch (DINOv2 searches each device's batch; call under `shard_map` for that).
+    global batch. DINOv2 searches each device's batch (facebookresearch/dinov2
+    dinov2/train/ssl_meta_arch.py: `self.koleo_loss(p)` on each GPU's own student CLS tokens, no
+    gather; dinov2/loss/koleo_loss.py): use `koleo_per_device` for that.
 
     Args:
       x: (B, D) features (DINOv2: the student's backbone CLS tokens of one global crop), B >= 2.
@@ -141,6 +143,27 @@ def koleo(x: jax.Array, eps: float = 1e-8) -> jax.Array:
     nearest = u[jnp.argmax(sim, axis=1)]
     dist = jnp.sqrt(jnp.sum(jnp.square(u - nearest), axis=-1) + eps * eps)
     return -jnp.log(dist + eps)
+
+
+def koleo_per_device(x: jax.Array, eps: float = 1e-8) -> jax.Array:
+    r"""KoLeo with each example's neighbour searched among its own device's rows (DINOv2's form).
+
+    `koleo` within each device's shard (`ops.per_device`: `jax.shard_map` over the train step's
+    batch axes; the whole batch when there is one device or no mesh). What changes against the
+    global form: the nearest neighbour is the nearest among B / n_devices rows, farther on average,
+    so -log d is smaller and its gradient weaker, and the regulariser changes with the per-device
+    batch (a weight tuned at one per-device batch size is a different regulariser at another),
+    exactly as in the reference. The mean of the returned terms is the mean over devices of each
+    device's KoLeo loss (equal shards).
+
+    Args:
+      x: (B, D) features, sharded over the batch; each device holds >= 2 rows.
+      eps: as `koleo`.
+
+    Returns:
+      (B,) float32 per-example terms.
+    """
+    return ops.per_device(lambda local: koleo(local, eps), x)
 
 
 def update_center(center: jax.Array, teacher_logits: jax.Array, momentum: float = 0.9) -> jax.Array:

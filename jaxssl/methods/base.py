@@ -106,6 +106,9 @@ class Method(NamedTuple):
       teacher_momentum: EMA momentum schedule step -> m for the teacher, or None (no teacher).
       embed, objective: the optional two-stage form (see `EmbedFn`, `ObjectiveFn`); when set,
         `loss_fn` must be `two_stage_loss(embed, objective)`, so each formula exists once.
+      after_update: optional `params -> params` the step applies to the freshly initialised
+        parameters and after every optimiser update, outside the gradient (SwAV's in-place
+        renormalisation of its prototypes); None: nothing.
     """
 
     net: nn.Module
@@ -114,6 +117,7 @@ class Method(NamedTuple):
     teacher_momentum: optax.Schedule | None = None
     embed: EmbedFn | None = None
     objective: ObjectiveFn | None = None
+    after_update: Callable[[Any], Any] | None = None
 
 
 def split_rng(rng: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:

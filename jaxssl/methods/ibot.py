@@ -14,8 +14,9 @@ at the masked positions, the teacher's output for the unmasked crop.
   `pred_ratio 0.3 +- 0.2`; each image masked with probability `mask_probability`).
 * Loss: `dino_loss_weight * mean(losses.dino)` + `ibot_loss_weight * mean(losses.ibot_patch)`
   (the patch term averaged over the global crops, each crop supervised by the teacher's output
-  for the same crop) + `koleo_loss_weight * losses.koleo` of each global crop's student [CLS]
-  feature. iBOT: lambda1 = lambda2 = 1, no KoLeo; DINOv2 (`dino.loss_weight`,
+  for the same crop) + `koleo_loss_weight * losses.koleo_per_device` of each global crop's
+  student [CLS] feature (neighbours searched on each device, as DINOv2; `koleo_per_device=False`:
+  over the global batch). iBOT: lambda1 = lambda2 = 1, no KoLeo; DINOv2 (`dino.loss_weight`,
   `ibot.loss_weight`, `dino.koleo_loss_weight`): 1, 1, 0.1.
 * Teacher targets: `centering="ema"` (iBOT): centred and sharpened with `extra["center"]` (K,)
   and `extra["patch_center"]` (K,), the global-batch means (all patch tokens for the latter) at
@@ -61,6 +62,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
          warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_steps: int = 0,
          centering: str = "ema", center_momentum: float = 0.9, separate_head: bool = False,
          dino_loss_weight: float = 1.0, ibot_loss_weight: float = 1.0, koleo_loss_weight: float = 0.0,
+         koleo_per_device: bool = True,
          mask_ratio: Sequence[float] = (0.1, 0.5),
          mask_probability: float = 1.0, min_mask_patches: int = 4, base_momentum: float = 0.996,
          freeze_last_layer_steps: int = 0, dtype=jnp.float32) -> base.Method:
@@ -81,6 +83,9 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
       dino_loss_weight, ibot_loss_weight: lambda_1 ([CLS]) and lambda_2 (masked patches) of iBOT (1, 1).
       koleo_loss_weight: weight of the KoLeo regulariser on the student's global [CLS] features
         (DINOv2: 0.1; 0 = off, the term is still logged).
+      koleo_per_device: search each feature's neighbour among its device's rows (True, DINOv2's
+        ssl_meta_arch.py, `losses.koleo_per_device`: the result then depends on the device count)
+        or among the global batch (False: independent of the device count).
       mask_ratio, mask_probability, min_mask_patches: block masking (see `masking.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
@@ -146,7 +151,9 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks))
         loss = dino_loss_weight * cls_loss + ibot_loss_weight * patch_loss
         feats = out["features"][: global_views * b].reshape(global_views, b, -1)
-        koleo = sum(jnp.mean(losses.koleo(f)) for f in feats)
+        # Off (weight 0), the logged term is a monitor: the global form, independent of the device count.
+        koleo_fn = losses.koleo_per_device if koleo_per_device and koleo_loss_weight else losses.koleo
+        koleo = sum(jnp.mean(koleo_fn(f)) for f in feats)
         if koleo_loss_weight:
             loss = loss + koleo_loss_weight * koleo
         metrics = {"cls_loss": cls_loss, "patch_loss": patch_loss, "koleo": koleo,

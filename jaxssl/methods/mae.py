@@ -8,8 +8,12 @@ original image from the latent representation and mask tokens" (abstract).
 * Masking: `masking.random_mask`, exactly round(0.75 N) patches per image (Sec. 3).
 * Encoder: the backbone `transformer.Model(modality="image")` on the visible tokens only
   (`keep=`), with the position embedding added before the gather, as MAE does.
+* Position embeddings: MAE's fixed 2-D sine-cosine tables in encoder and decoder by default
+  (`pos_embed="sincos"`; facebookresearch/mae models_mae.py `initialize_weights`:
+  `get_2d_sincos_pos_embed` copied into `pos_embed` and `decoder_pos_embed`, both
+  `requires_grad=False`); `pos_embed="learned"` trains both instead.
 * Decoder: a projection to `decoder_dim`, learned mask tokens put back at the masked positions
-  ("unshuffle"), a decoder position embedding, `decoder_depth` Transformer blocks (the same `Body`)
+  ("unshuffle"), the decoder position embedding, `decoder_depth` Transformer blocks (the same `Body`)
   and a linear map to p*p*3 pixels per patch (MAE's default 8 x 512; smaller on CIFAR).
 * Loss: `losses.masked_mse` on the masked patches only, against per-patch normalised pixels
   when `norm_pix_loss` ("the normalized pixel values of each masked patch", Sec. 3, +0.5% top-1).
@@ -27,7 +31,7 @@ import numpy as np
 
 from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
-from jaxssl.models import transformer
+from jaxssl.models import encoders, transformer
 
 
 def patchify(x: jax.Array, p: int) -> jax.Array:
@@ -58,6 +62,7 @@ class Net(nn.Module):
     decoder_dim: int = 512
     decoder_depth: int = 8
     decoder_heads: int = 16
+    pos_embed: str = "sincos"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -71,7 +76,10 @@ class Net(nn.Module):
         y = nn.Dense(self.decoder_dim, dtype=self.dtype, name="decoder_embed")(z)
         token = self.param("mask_token", nn.initializers.normal(0.02), (self.decoder_dim,))
         full = masking.scatter_visible(y, keep, token, n)  # unshuffle: visible tokens back in place
-        pos = self.param("decoder_pos", nn.initializers.normal(0.02), (1, n, self.decoder_dim))
+        if self.pos_embed == "sincos":  # MAE's fixed decoder table (no parameter)
+            pos = jnp.asarray(encoders.sincos_2d(self.decoder_dim, h // p, w // p), jnp.float32)[None]
+        else:
+            pos = self.param("decoder_pos", nn.initializers.normal(0.02), (1, n, self.decoder_dim))
         y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype, name="decoder")(
             full + pos.astype(full.dtype), train)
         pred = nn.Dense(p * p * c, dtype=self.dtype, name="decoder_pred")(y).astype(jnp.float32)
@@ -82,7 +90,8 @@ class Net(nn.Module):
 
 
 def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool = True, decoder_dim: int = 512,
-         decoder_depth: int = 8, decoder_heads: int = 16, dtype=jnp.float32) -> base.Method:
+         decoder_depth: int = 8, decoder_heads: int = 16, pos_embed: str = "sincos",
+         dtype=jnp.float32) -> base.Method:
     """MAE with a `transformer.Model(modality="image")` encoder.
 
     Args:
@@ -90,12 +99,18 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
       mask_ratio: fraction of patches masked (0.75, Sec. 4 "Masking ratio").
       norm_pix_loss: per-patch normalised pixel targets (MAE's default for its best results).
       decoder_dim, decoder_depth, decoder_heads: decoder sizes (512, 8, 16 in MAE Table 1).
+      pos_embed: "sincos" (MAE's fixed 2-D sin-cos tables in encoder and decoder; the backbone is
+        cloned with it) or "learned" (trained tables, a deliberate deviation kept as an option).
       dtype: compute dtype of the decoder.
     """
     if getattr(backbone, "modality", None) != "image":
         raise ValueError("MAE needs an image jaxssl.models.transformer.Model backbone (config.model.name="
                          "'transformer', modality='image').")
-    net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, dtype=dtype)
+    if pos_embed not in ("sincos", "learned"):
+        raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}.")
+    # The encoder's table too: MAE fixes both (models_mae.py `initialize_weights`).
+    backbone = backbone.clone(pos_embed=pos_embed)
+    net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, pos_embed, dtype=dtype)
     p = backbone.patch_size
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):

@@ -18,7 +18,7 @@ from jaxssl.models import heads
 
 
 def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence[int] = (2048,),
-         proj_dim: int = 128, dtype=jnp.float32) -> base.Method:
+         proj_dim: int = 128, proj_last_bn: bool = True, dtype=jnp.float32) -> base.Method:
     """SimCLR with an MLP projection head.
 
     Args:
@@ -26,11 +26,17 @@ def make(*, backbone: nn.Module, temperature: float = 0.5, proj_hidden: Sequence
       temperature: NT-Xent tau (0.5 for CIFAR-10, SimCLR Sec. B.9).
       proj_hidden: widths of the projector's hidden layers (one 2048 layer, SimCLR).
       proj_dim: projection output size (128, SimCLR Sec. B.1).
+      proj_last_bn: the reference's output layer: bias-free Linear -> BatchNorm with a scale and no
+        centring (google-research/simclr tf2/model.py `ProjectionHead`: the last
+        `LinearLayer(use_bias=False, use_bn=True)`, whose BN is `center=use_bias` = False). False:
+        a plain Linear with a bias, the paper's g(h) = W2 relu(W1 h) (Sec. 2.1).
       dtype: compute dtype of the head.
     """
     if not temperature > 0:
         raise ValueError(f"SimCLR temperature must be > 0, got {temperature}.")
-    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    projector = heads.MLP(tuple(proj_hidden), proj_dim, last_norm=proj_last_bn, last_norm_scale=proj_last_bn,
+                          dtype=dtype)
+    net = heads.BackboneWithHeads(backbone, projector=projector)
 
     def embed(params, model_state, teacher, extra, views, rng, step):
         del teacher, extra, rng, step

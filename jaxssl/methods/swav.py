@@ -7,7 +7,8 @@ batch" (Sec. 3.1), here the GLOBAL batch.
 
 * Network: backbone -> MLP projector -> `heads.Prototypes` (scores of the L2-normalised
   projection against unit-norm prototypes), in `heads.MultiCrop` so each resolution group of the
-  multi-crop views is one backbone call.
+  multi-crop views is one backbone call. The prototypes are renormalised in place after every
+  update (`prototype_norm="in_place"`, the reference's; `Method.after_update`).
 * Codes: `ops.sinkhorn_knopp` (epsilon 0.05, 3 iterations) of the scores of each crop in
   `crops_for_assign`, over the global batch: under `jax.jit` the column sums are global, the
   reference's `dist.all_reduce` (tested 8 devices == 1 device). They are targets: gradient stopped.
@@ -39,7 +40,7 @@ from jaxssl.models import heads
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128,
          num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3,
          crops_for_assign: Sequence[int] = (0, 1), queue_size: int | None = None, queue_start_step: int = 0,
-         freeze_prototypes_steps: int = 0, dtype=jnp.float32) -> base.Method:
+         freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", dtype=jnp.float32) -> base.Method:
     """SwAV.
 
     Args:
@@ -52,6 +53,10 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
       queue_size: Q past projections per assigned crop; None (or 0) for no queue (3840 in the CIFAR recipe).
       queue_start_step: first step that may use the queue.
       freeze_prototypes_steps: steps with frozen prototypes (313 iterations on ImageNet).
+      prototype_norm: "in_place" (default, facebookresearch/swav main_swav.py `train`: the prototype
+        matrix is L2-normalised in place at every iteration, outside the gradient) or "forward"
+        (weight normalisation in the forward pass: another gradient and effective learning rate;
+        `heads.Prototypes`).
       dtype: compute dtype of the heads.
     """
     crops_for_assign = tuple(int(c) for c in crops_for_assign)
@@ -59,7 +64,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
     if not crops_for_assign:
         raise ValueError("crops_for_assign must name at least one crop.")
     net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
-                          heads.Prototypes(num_prototypes, dtype=dtype))
+                          heads.Prototypes(num_prototypes, normalize=prototype_norm, dtype=dtype))
     score = lambda module, z: module.prototypes(z)
 
     def init_extra(rng):
@@ -126,4 +131,10 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
                    "prototypes_frozen": (step < freeze_prototypes_steps).astype(jnp.float32)}
         return loss, (new_extra, metrics)
 
-    return base.two_stage(net, embed, objective, init_extra=init_extra)
+    def after_update(params):
+        # The reference's `prototypes.weight.copy_(normalize(w))` under no_grad, each iteration.
+        w = params["prototypes"]["weights"]["kernel"]
+        return {**params, "prototypes": {"weights": {"kernel": heads.renormalize(w)}}}
+
+    return base.two_stage(net, embed, objective, init_extra=init_extra,
+                          after_update=after_update if prototype_norm == "in_place" else None)

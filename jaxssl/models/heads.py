@@ -3,14 +3,17 @@
 `MLP(hidden=(2048,), out=128, norm="batch")` is the SimCLR projection head g(.) (Chen et al.,
 2020, arXiv:2002.05709, Sec. 2.1: "we use a MLP with one hidden layer to obtain
 z_i = g(h_i) = W(2) sigma(W(1) h_i)"); with BatchNorm after each hidden layer as in SimCLR v2
-and the BYOL/MoCo v3 heads. `last_norm=True` adds a final affine-free BatchNorm (SimSiam,
-MoCo v3 projector).
+and the BYOL/MoCo v3 heads. `last_norm=True` adds a final BatchNorm after the bias-free output
+layer: affine-free (SimSiam, MoCo v3 projector), or with a scale and no centring when
+`last_norm_scale=True` (SimCLR: google-research/simclr tf2/model.py `ProjectionHead`, whose final
+`LinearLayer(use_bias=False, use_bn=True)` builds `BatchNormRelu(relu=False, center=use_bias)`).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxssl import ops
@@ -26,6 +29,7 @@ class MLP(nn.Module):
     out: int = 128
     norm: str = "batch"
     last_norm: bool = False
+    last_norm_scale: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -33,12 +37,13 @@ class MLP(nn.Module):
         if self.norm not in ("batch", "layer", "none"):
             raise ValueError(f"Unknown head norm {self.norm!r}; choose 'batch', 'layer' or 'none'.")
 
-        def normalize(y, name, affine=True):
+        def normalize(y, name, affine=True, scale=None):
+            scale = affine if scale is None else scale
             if self.norm == "batch":
                 return nn.BatchNorm(use_running_average=not train, momentum=0.9, use_bias=affine,
-                                    use_scale=affine, dtype=self.dtype, name=name)(y)
+                                    use_scale=scale, dtype=self.dtype, name=name)(y)
             if self.norm == "layer":
-                return nn.LayerNorm(use_bias=affine, use_scale=affine, dtype=self.dtype, name=name)(y)
+                return nn.LayerNorm(use_bias=affine, use_scale=scale, dtype=self.dtype, name=name)(y)
             return y
 
         x = x.astype(self.dtype)
@@ -48,7 +53,7 @@ class MLP(nn.Module):
             x = nn.relu(normalize(x, f"norm{i}"))
         x = nn.Dense(self.out, use_bias=not self.last_norm, dtype=self.dtype, name="out")(x)
         if self.last_norm:
-            x = normalize(x, "out_norm", affine=False)
+            x = normalize(x, "out_norm", affine=False, scale=self.last_norm_scale)
         return x.astype(jnp.float32)
 
 
@@ -91,7 +96,11 @@ class WeightNormDense(nn.Module):
     (the norm is over the input axis, torch `weight_norm(dim=0)`). With `trainable_scale=False`
     the gain g is fixed to one and not a parameter (DINO's `norm_last_layer=True`:
     `weight_g.data.fill_(1); weight_g.requires_grad = False`); otherwise g is the parameter "scale"
-    (out,) initialised to one. Input (..., D_in) -> (..., out) float32.
+    initialised to one and shaped (1, out), a rank-2 tensor like torch's `weight_g` (out, 1): the
+    references' optimisers decay it, since they exempt only biases and 1-D tensors
+    (facebookresearch/dino utils.py `get_params_groups`: `name.endswith(".bias") or
+    len(param.shape) == 1`; facebookresearch/ibot uses the same function), and so does jaxssl's
+    rank mask (`jaxssl.train.optim.decay_mask`). Input (..., D_in) -> (..., out) float32.
     """
 
     features: int
@@ -105,29 +114,52 @@ class WeightNormDense(nn.Module):
         v = self.param("kernel", init, (x.shape[-1], self.features))
         w = v / jnp.maximum(jnp.linalg.norm(v, axis=0, keepdims=True), 1e-12)
         if self.trainable_scale:
-            w = w * self.param("scale", nn.initializers.ones, (self.features,))
+            # (1, out), not (out,): a weight, decayed as the reference's (out, 1) `weight_g` is.
+            w = w * self.param("scale", nn.initializers.ones, (1, self.features))
         return (x.astype(self.dtype) @ w.astype(self.dtype)).astype(jnp.float32)
 
 
 class Prototypes(nn.Module):
-    """SwAV prototypes: scores of the L2-normalised input against K unit-norm prototype vectors.
+    """SwAV prototypes: scores of the L2-normalised input against K prototype vectors.
 
     SwAV (Caron et al., 2020, arXiv:2006.09882, Sec. 3.1): "z_t [...] is then mapped to a code
     q_t by mapping this feature to a set of K trainable prototypes vectors {c_1, ..., c_K}", with
     the features and prototypes on the unit sphere so the scores z^T c_k are cosines. The
-    reference re-normalises the prototypes in place after each step; here they are normalised in
-    the forward pass (weight normalisation with the gain fixed to one; solo-learn's
-    `weight_norm(nn.Linear)` also trains the gain), so the scores always use unit prototypes and
-    the gradient is the one w.r.t. the normalised vectors. Input (..., D) -> (..., K).
+    prototypes are the columns of "weights/kernel" (D, K).
+
+    `normalize`: "in_place" (the reference): a plain bias-free linear layer; the method keeps the
+    columns at unit norm by renormalising them after each update (`renormalize`, run by the train
+    step through `Method.after_update`; facebookresearch/swav main_swav.py `train`: "normalize the
+    prototypes" with `w = nn.functional.normalize(w, dim=1, p=2); prototypes.weight.copy_(w)` before
+    each forward), so the gradient is the one w.r.t. the unit vectors and the optimiser (weight
+    decay, LARS trust ratio) sees them. "forward": weight normalisation in the forward pass with the
+    gain fixed to one (`WeightNormDense`): the scores also always use unit prototypes, but the
+    gradient is projected onto each prototype's tangent space and scaled by 1 / ||v_k|| -- a
+    different update and effective learning rate (a deviation kept as an option).
+    Input (..., D) -> (..., K).
     """
 
     num_prototypes: int = 3000
+    normalize: str = "in_place"
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         del train
-        return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(ops.l2_normalize(z))
+        z = ops.l2_normalize(z)
+        if self.normalize == "forward":
+            return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(z)
+        if self.normalize != "in_place":
+            raise ValueError(f"Prototypes normalize must be 'in_place' or 'forward', got {self.normalize!r}.")
+        # torch's default nn.Linear init, as WeightNormDense; the step renormalises before use.
+        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+        return nn.Dense(self.num_prototypes, use_bias=False, kernel_init=init, dtype=self.dtype,
+                        name="weights")(z).astype(jnp.float32)
+
+
+def renormalize(kernel: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """Columns of a (D, K) prototype matrix scaled to unit L2 norm (torch `normalize(w, dim=1)` on (K, D))."""
+    return kernel / jnp.maximum(jnp.linalg.norm(kernel, axis=0, keepdims=True), eps)
 
 
 class DINOHead(nn.Module):

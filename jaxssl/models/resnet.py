@@ -33,12 +33,18 @@ def _pad(kernel: int) -> list[tuple[int, int]]:
     return [(kernel // 2, kernel // 2)] * 2
 
 
+def _last_scale_init(zero: bool):
+    """The scale init of a block's last BatchNorm: zeros (`zero_init_residual`) or ones (torchvision's default)."""
+    return nn.initializers.zeros if zero else nn.initializers.ones
+
+
 class _BasicBlock(nn.Module):
     """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
 
     filters: int
     strides: int
     dtype: Any
+    zero_init_residual: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -48,8 +54,8 @@ class _BasicBlock(nn.Module):
                                                dtype=self.dtype, name=name, **kw)
         y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
         # Zero-init of the last BN scale in each block (Goyal et al., 2017) as in torchvision's
-        # `zero_init_residual`: every block starts as the identity.
-        y = norm("bn2", scale_init=nn.initializers.zeros)(conv(self.filters, 3, 1, "conv2")(y))
+        # `zero_init_residual`: every block starts as the identity. Optional (`Model`).
+        y = norm("bn2", scale_init=_last_scale_init(self.zero_init_residual))(conv(self.filters, 3, 1, "conv2")(y))
         if x.shape[-1] != self.filters or self.strides != 1:
             x = norm("proj_bn")(conv(self.filters, 1, self.strides, "proj")(x))
         return nn.relu(x + y)
@@ -61,6 +67,7 @@ class _Bottleneck(nn.Module):
     filters: int
     strides: int
     dtype: Any
+    zero_init_residual: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -70,7 +77,7 @@ class _Bottleneck(nn.Module):
                                                dtype=self.dtype, name=name, **kw)
         y = nn.relu(norm("bn1")(conv(self.filters, 1, 1, "conv1")(x)))
         y = nn.relu(norm("bn2")(conv(self.filters, 3, self.strides, "conv2")(y)))
-        y = norm("bn3", scale_init=nn.initializers.zeros)(conv(4 * self.filters, 1, 1, "conv3")(y))
+        y = norm("bn3", scale_init=_last_scale_init(self.zero_init_residual))(conv(4 * self.filters, 1, 1, "conv3")(y))
         if x.shape[-1] != 4 * self.filters or self.strides != 1:
             x = norm("proj_bn")(conv(4 * self.filters, 1, self.strides, "proj")(x))
         return nn.relu(x + y)
@@ -83,6 +90,14 @@ class Model(nn.Module):
       variant: "18", "34", "50" or "101".
       width: channel multiplier (1.0 = the paper's 64-128-256-512 stages).
       cifar_stem: 3x3/1 stem without max-pool (32x32 inputs).
+      zero_init_residual: zero-init the scale of the last BatchNorm of every residual block
+        (Goyal et al., 2017), so each block starts as the identity. True here and in the recipes
+        that use it (SimSiam `zero_init_residual=True` in facebookresearch/simsiam main_simsiam.py;
+        MoCo v3 main_moco.py; SimCLR's `init_zero` BN in google-research/simclr resnet.py). MoCo v2
+        (facebookresearch/moco main_moco.py: `models.__dict__[args.arch]`), SwAV
+        (facebookresearch/swav src/resnet50.py: `zero_init_residual=False`) and DINO's ResNet
+        (facebookresearch/dino main_dino.py: `torchvision_models.__dict__[args.arch]()`) build
+        torchvision's default, False: their configs set it.
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
 
     Call: `model.apply(variables, images (B,H,W,3) float, train=bool)` -> features (B, C_out)
@@ -93,6 +108,7 @@ class Model(nn.Module):
     variant: str = "18"
     width: float = 1.0
     cifar_stem: bool = False
+    zero_init_residual: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -116,5 +132,6 @@ class Model(nn.Module):
         for i, depth in enumerate(depths):
             for j in range(depth):
                 strides = 2 if (i > 0 and j == 0) else 1
-                x = block(base * 2**i, strides, self.dtype, name=f"stage{i + 1}_block{j + 1}")(x, train)
+                x = block(base * 2**i, strides, self.dtype, self.zero_init_residual,
+                          name=f"stage{i + 1}_block{j + 1}")(x, train)
         return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -4,7 +4,8 @@ data2vec (Baevski et al., 2022, arXiv:2202.03555, Sec. 3.1): "We use the standar
 architecture with a modality-specific encoding of the input data borrowed from prior work".
 `Model(modality=...)` is that: a modality-specific input encoder from `jaxssl.models.encoders`
 (ViT patches, token + position embedding, or a wav2vec 2.0 convolutional feature encoder) and
-the shared `Body`, a stack of pre-norm `Block`s (also the blocks of `jaxssl.models.vit.Model`).
+the shared `Body`, a stack of pre-norm `Block`s (also the blocks of `jaxssl.models.vit.Model`), or
+post-norm ones (`norm_first=False`, fairseq's data2vec 1.0 text and speech encoders).
 
 Unlike `vit.Model`, every block also returns the output of its feed-forward network before the
 last residual connection, which is what data2vec regresses ("we use the output of the
@@ -74,28 +75,39 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm block: x + DropPath(Attn(LN(x))); x + DropPath(MLP(LN(x))).
 
-    Returns (block output, MLP output before the last residual connection -- data2vec's target).
+    `norm_first=False`: the post-norm block of BERT/RoBERTa and fairseq's data2vec 1.0 text and
+    speech encoders, x = LN(x + Attn(x)); x = LN(x + MLP(x)) (fairseq
+    `TransformerSentenceEncoderLayer` with `layer_norm_first=False`, `normalize_before: false` in
+    examples/data2vec/config/text/pretraining/base.yaml:75), LayerNorm eps 1e-5 as torch's.
+    Returns (block output, MLP output before the last residual connection -- data2vec's target,
+    fairseq's `layer_result`).
     """
 
     num_heads: int
     mlp_dim: int
     drop_path: float = 0.0
+    norm_first: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
-        norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=name)
-        y = Attention(self.num_heads, dtype=self.dtype, name="attn")(norm("norm1")(x))
-        x = x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train)
-        y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(norm("norm2")(x))
+        eps = 1e-6 if self.norm_first else 1e-5
+        norm = lambda name: nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=name)
+        pre = norm if self.norm_first else (lambda name: lambda v: v)
+        post = (lambda name: lambda v: v) if self.norm_first else norm
+        y = Attention(self.num_heads, dtype=self.dtype, name="attn")(pre("norm1")(x))
+        x = post("norm1")(x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train))
+        y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(pre("norm2")(x))
         y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
-        return x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train), y
+        return post("norm2")(x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train)), y
 
 
 class Body(nn.Module):
     """`depth` pre-norm blocks and a final LayerNorm over (B, T, D) token embeddings.
 
     Returns (final LayerNorm'd tokens (B, T, D) float32, per-block targets [(B, T, D)] * depth).
+    `norm_first=False`: post-norm blocks and no final LayerNorm (the last block already ends in
+    one), as fairseq's post-norm encoders.
     """
 
     depth: int
@@ -103,6 +115,7 @@ class Body(nn.Module):
     mlp_ratio: float = 4.0
     drop_path_rate: float = 0.0
     layer_target: str = "ffn"
+    norm_first: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -113,9 +126,11 @@ class Body(nn.Module):
         layers = []
         for i in range(self.depth):
             rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-            x, ffn = Block(self.num_heads, mlp_dim, rate, dtype=self.dtype, name=f"block{i}")(x, train)
+            x, ffn = Block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype, name=f"block{i}")(x, train)
             layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
-        return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x).astype(jnp.float32), layers
+        if self.norm_first:
+            x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
+        return x.astype(jnp.float32), layers
 
 
 class Model(nn.Module):
@@ -126,9 +141,17 @@ class Model(nn.Module):
       width, depth, num_heads, mlp_ratio, drop_path_rate: Transformer sizes (ViT-B: 768, 12, 12).
       layer_target: what `layers` holds per block: "ffn" (data2vec) or "block".
       patch_size, img_size: image patches and the grid the position embedding is stored for.
+      pos_embed: image position embedding, "learned" or "sincos" (MAE's fixed table; `encoders.PatchEmbed`).
       vocab_size, max_len: text vocabulary and longest sequence.
       conv_layers: speech feature encoder as (channels, kernel, stride) per layer (wav2vec 2.0).
       pos_conv_kernel, pos_conv_groups: speech convolutional position embedding.
+      extractor_mode, pos_conv_depth: speech front-end variant (`encoders.ConvFeatureEncoder`).
+      norm_first: pre-norm blocks (True: ViT, data2vec image, MAE) or post-norm (False: fairseq's
+        data2vec 1.0 text and speech encoders, `normalize_before: false` / `layer_norm_first`
+        False; their configs set it). Post-norm speech also layer-normalises the frame embeddings
+        before the first block (wav2vec 2.0 `TransformerEncoder`: `if not layer_norm_first:
+        x = self.layer_norm(x)`); text already ends its embedding in a LayerNorm
+        (`layernorm_embedding: true`, base.yaml:66).
       dtype: compute dtype.
     """
 
@@ -141,21 +164,27 @@ class Model(nn.Module):
     layer_target: str = "ffn"
     patch_size: int = 16
     img_size: int = 224
+    pos_embed: str = "learned"
     vocab_size: int = 260
     max_len: int = 512
     conv_layers: Sequence[Sequence[int]] = encoders.WAV2VEC2_CONV
     pos_conv_kernel: int = 128
     pos_conv_groups: int = 16
+    extractor_mode: str = "default"
+    pos_conv_depth: int = 1
+    norm_first: bool = True
     dtype: Any = jnp.float32
 
     def input_encoder(self) -> nn.Module:
         if self.modality == "image":
-            return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, dtype=self.dtype, name="embed")
+            return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, self.pos_embed, dtype=self.dtype,
+                                       name="embed")
         if self.modality == "text":
             return encoders.TokenEmbed(self.width, self.vocab_size, self.max_len, dtype=self.dtype, name="embed")
         if self.modality == "speech":
             return encoders.ConvFeatureEncoder(self.width, tuple(map(tuple, self.conv_layers)), self.pos_conv_kernel,
-                                               self.pos_conv_groups, dtype=self.dtype, name="embed")
+                                               self.pos_conv_groups, self.extractor_mode, self.pos_conv_depth,
+                                               dtype=self.dtype, name="embed")
         raise ValueError(f"Unknown modality {self.modality!r}; use 'image', 'text' or 'speech'.")
 
     def num_tokens(self, input_shape: Sequence[int]) -> int:
@@ -173,8 +202,10 @@ class Model(nn.Module):
         if keep is not None:
             # MAE: the encoder sees only the visible tokens, (B, T_keep) indices after positions.
             tokens = jnp.take_along_axis(tokens, keep[..., None], axis=1)
+        if not self.norm_first and self.modality == "speech":
+            tokens = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="embed_norm")(tokens)
         tokens, layers = Body(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate, self.layer_target,
-                              dtype=self.dtype, name="body")(tokens, train)
+                              self.norm_first, dtype=self.dtype, name="body")(tokens, train)
         if return_layers:
             return {"tokens": tokens, "layers": layers}
         return jnp.mean(tokens, axis=1)

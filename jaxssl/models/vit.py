@@ -7,7 +7,8 @@ the ResNet backbone returns pooled features; `return_tokens=True` returns all to
 this follows: LayerNorm eps 1e-6, GELU MLP of ratio 4, truncated-normal(0.02) init).
 
 Any input size works: the learned position embedding is stored for the grid of `img_size` and
-bicubically resized to the grid of the input when they differ (DINO's `interpolate_pos_encoding`),
+bicubically resized to the grid of the input when they differ, exactly as DINO's
+`interpolate_pos_encoding` (PyTorch's bicubic, A = -0.75, no antialiasing; `encoders.interpolate_pos_embed`),
 so multi-crop (224 + 96, or 32 + 16 on CIFAR) runs one parameter set at every resolution.
 
 Optional token mask (iBOT arXiv:2111.07832, data2vec arXiv:2202.03555): `mask` (B, N) bool replaces
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 # The blocks are the shared pre-norm blocks of `jaxssl.models.transformer` (re-exported here).
+from jaxssl.models import encoders
 from jaxssl.models.transformer import Attention, Block, DropPath  # noqa: F401
 
 # name -> (width D, depth, heads); MLP width is 4 D. DeiT (arXiv:2012.12877) Table 1 / ViT Table 1.
@@ -102,8 +104,9 @@ class Model(nn.Module):
         grid = self.img_size // patch
         pos = self.param("pos_embedding", _init, (1, grid, grid, width))
         if (gh, gw) != (grid, grid):
-            # DINO interpolates the learned grid bicubically for crops of another size.
-            pos = jax.image.resize(pos, (1, gh, gw, width), method="bicubic")
+            # DINO interpolates the learned grid bicubically (A = -0.75, no antialiasing) for crops
+            # of another size (encoders.interpolate_pos_embed).
+            pos = encoders.interpolate_pos_embed(pos, (gh, gw))
         x = x + pos.reshape(1, gh * gw, width).astype(x.dtype)
         cls = self.param("cls_token", _init, (1, 1, width))
         # The CLS token has its own learned embedding, so it needs no position term.

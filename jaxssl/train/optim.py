@@ -38,7 +38,7 @@ KEYS = {
     "warmup_steps": Key(0, "int"), "end_lr_factor": Key(0.0, "float"),
     "weight_decay": Key(0.0, "float"), "weight_decay_end": Key(None, "float | None"),
     "grad_clip": Key(None, "float | None"), "grad_clip_mode": Key("global", "str"),
-    "fixed_lr_paths": Key(None, "str | None"),
+    "fixed_lr_paths": Key(None, "str | None"), "exclude_rank1": Key(True, "bool"),
 }
 # The keys only one optimiser reads: LARS (`optax.lars`), AdamW (`optax.adamw`), SGD with momentum.
 OPTIMIZER_KEYS = {
@@ -73,6 +73,11 @@ def option(cfg, key: str):
 def decay_mask(params):
     """True for parameters that get weight decay: kernels (rank >= 2), not biases or norm scales."""
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+
+
+def _mask(cfg):
+    """The weight-decay / LARS-adaptation mask of `cfg.exclude_rank1`: `decay_mask`, or None (all)."""
+    return decay_mask if option(cfg, "exclude_rank1") else None
 
 
 def peak_learning_rate(cfg, batch_size: int) -> float:
@@ -165,13 +170,15 @@ def weight_decay(cfg, total_steps: int):
 
 def _optimizer(cfg, lr, total_steps: int = 1) -> optax.GradientTransformation:
     """The optimiser named by `cfg.name` with learning rate `lr` (a schedule or a constant)."""
-    wd, name = weight_decay(cfg, total_steps), option(cfg, "name")
+    wd, name, mask = weight_decay(cfg, total_steps), option(cfg, "name"), _mask(cfg)
     if name == "lars":
-        tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
+        # optax.lars: a mask of True decays and adapts every parameter.
+        mask = True if mask is None else mask
+        tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=mask, trust_ratio_mask=mask,
                         momentum=option(cfg, "momentum"), trust_coefficient=option(cfg, "trust_coefficient"))
     elif name == "adamw":
-        tx = optax.adamw(lr, b1=option(cfg, "b1"), b2=option(cfg, "b2"), weight_decay=wd, mask=decay_mask)
+        tx = optax.adamw(lr, b1=option(cfg, "b1"), b2=option(cfg, "b2"), weight_decay=wd, mask=mask)
     else:
-        tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
+        tx = optax.chain(optax.add_decayed_weights(wd, mask=mask),
                          optax.sgd(lr, momentum=option(cfg, "momentum")))
     return tx

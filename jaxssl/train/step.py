@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxssl import augment
+from jaxssl import augment, ops
 from jaxssl.methods.base import Method
 from jaxssl.train import accumulate, sharding as shd
 from jaxssl.train.state import TrainState
@@ -27,6 +27,9 @@ def init_state(method: Method, tx: optax.GradientTransformation, rng: jax.Array,
     init_rng, extra_rng = jax.random.split(rng)
     variables = method.net.init(init_rng, example_view, train=True)
     params = variables["params"]
+    if method.after_update is not None:
+        # The constraint holds from the first step (SwAV normalises its prototypes before the first forward).
+        params = method.after_update(params)
     model_state = {k: v for k, v in variables.items() if k != "params"}
     teacher = None
     if method.teacher_momentum is not None:
@@ -81,6 +84,9 @@ def make_step_fn(method: Method, tx: optax.GradientTransformation, views: Sequen
             (loss, (model_state, extra, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if method.after_update is not None:
+            # A projection outside the gradient, e.g. SwAV's in-place prototype renormalisation.
+            params = method.after_update(params)
         teacher = state.teacher
         if method.teacher_momentum is not None:
             # EMA teacher inside the pure step: teacher <- m * teacher + (1 - m) * student.
@@ -129,5 +135,12 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, views: Seq
     step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite, accum_steps)
     rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
     state_sh = rep if state_shardings is None else state_shardings
-    return jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
+    jitted = jax.jit(step, in_shardings=(state_sh, data, rep), out_shardings=(state_sh, rep), donate_argnums=(0,))
+
+    def train_step(state, batch, rng):
+        # Traced (on the first call) with the mesh known to per-device losses (`ops.per_device`, DINOv2's KoLeo).
+        with ops.step_mesh(mesh):
+            return jitted(state, batch, rng)
+
+    return train_step
 

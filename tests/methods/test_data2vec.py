@@ -101,6 +101,57 @@ def test_masked_loss_ignores_unmasked_positions():
     assert float(data2vec.masked_loss(moved, target, mask, 0.0)) == pytest.approx(float(got))
 
 
+def _smooth_l1_np(d, beta):
+    """torch.nn.functional.smooth_l1_loss (reduction none) in float64; beta 0 -> squared error (fairseq)."""
+    if beta == 0:
+        return d ** 2
+    a = np.abs(d)
+    return np.where(a < beta, 0.5 * d ** 2 / beta, a - 0.5 * beta)
+
+
+def test_text_loss_is_fairseq_recipe():
+    # fairseq data2vec_text.py: smooth-L1 beta 4, loss_scale 1, only where the student's input is <mask>.
+    from jaxssl import masking
+    method = _method("text")
+    x = _inputs("text")
+    params = method.net.init(jax.random.key(0), x)["params"]
+    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    rng = jax.random.key(3)
+    loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    mask_rng, drop_rng = jax.random.split(rng)
+    y = data2vec.layer_targets(method.net.apply(teacher, x, train=False)["layers"], 2, "layer")
+    tokens, selected = masking.bert_mask(mask_rng, x, mask_id=259, vocab_size=256, prob=0.15)
+    pred = method.net.apply({"params": params}, tokens, train=True, rngs={"dropout": drop_rng})["prediction"]
+    at_mask = np.asarray(tokens) == 259
+    assert at_mask.sum() < np.asarray(selected).sum()  # some selected tokens were kept or randomised
+    d = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
+    want = _smooth_l1_np(d, 4.0).sum(-1)[at_mask].mean()
+    np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+    # The BERT-style option regresses every selected token, scaled as asked.
+    sel = _method("text", text_targets="selected", beta=0.0, loss_scale=0.5)
+    loss_sel, _ = sel.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    want_sel = 0.5 * _smooth_l1_np(d, 0.0).sum(-1)[np.asarray(selected)].mean()
+    np.testing.assert_allclose(float(loss_sel), want_sel, rtol=2e-5)
+
+
+def test_speech_default_is_squared_error():
+    # fairseq audio/pretraining/base_librispeech.yaml: loss_beta 0, loss_scale null (1/sqrt(D)).
+    from jaxssl import masking
+    method = _method("speech")
+    x = _inputs("speech", 4)
+    params = method.net.init(jax.random.key(0), x)["params"]
+    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    rng = jax.random.key(5)
+    loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
+    mask_rng, drop_rng = jax.random.split(rng)
+    y = data2vec.layer_targets(method.net.apply(teacher, x, train=False)["layers"], 2, "instance")
+    mask, _ = data2vec.student_mask(mask_rng, method.net.backbone, x)
+    pred = method.net.apply({"params": params}, x, train=True, mask=mask, rngs={"dropout": drop_rng})["prediction"]
+    d = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
+    want = (d ** 2).sum(-1)[np.asarray(mask)].mean() / np.sqrt(d.shape[-1])
+    np.testing.assert_allclose(float(loss), want, rtol=2e-5)
+
+
 def test_student_mask_speech_same_count():
     backbone = transformer.Model(modality="speech", **TINY)
     x = _inputs("speech", 4)
@@ -222,3 +273,55 @@ def test_configs_construct(name, arg):
     if name == "data2vec_image_cifar10":
         from jaxssl.train.validate import validate_config
         validate_config(config)
+
+
+def test_post_norm_block_matches_numpy():
+    """fairseq TransformerSentenceEncoderLayer (layer_norm_first=False): x = LN(x + Attn(x)); x = LN(x + FFN(x))."""
+    from jaxssl.models.transformer import Block
+    from scipy.special import erf
+    blk = Block(num_heads=2, mlp_dim=12, norm_first=False)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 5, 8)), jnp.float32)
+    v = blk.init(jax.random.key(0), x, train=False)
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64) + 0.1 * np.random.default_rng(1).normal(size=a.shape),
+                               v["params"])
+    out, ffn = blk.apply({"params": jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), p)}, x, train=False)
+    f = np.asarray(x, np.float64)
+
+    def ln(y, q):
+        return (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + 1e-5) * q["scale"] + q["bias"]
+
+    dense = lambda y, q: y @ q["kernel"] + q["bias"]
+    qkv = dense(f, p["attn"]["qkv"]).reshape(2, 5, 3, 2, 4)
+    q, k, val = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    logits = np.einsum("bqhc,bkhc->bhqk", q, k) / 2.0
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    att = dense(np.einsum("bhqk,bkhc->bqhc", w, val).reshape(2, 5, 8), p["attn"]["proj"])
+    h = ln(f + att, p["norm1"])
+    u = dense(h, p["fc1"])
+    want_ffn = dense(0.5 * u * (1 + erf(u / np.sqrt(2))), p["fc2"])
+    np.testing.assert_allclose(np.asarray(ffn), want_ffn, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), ln(h + want_ffn, p["norm2"]), rtol=1e-4, atol=1e-5)
+
+
+def test_text_head_has_two_layers_and_configs_are_post_norm():
+    import importlib
+    method = _method("text")
+    params = method.net.init(jax.random.key(0), _inputs("text", 2))["params"]
+    assert params["head_hidden0"]["kernel"].shape == (32, 64) and params["head"]["kernel"].shape == (64, 32)
+    assert "head_hidden0" not in _method("speech").net.init(jax.random.key(0), _inputs("speech", 2))["params"]
+    for name in ("data2vec_text_shakespeare", "data2vec_speech_fsdd"):
+        assert importlib.import_module(f"configs.{name}").get_config("cpu").model.norm_first is False
+
+
+def test_data2vec_audio_front_end():
+    """base_librispeech.yaml: extractor_mode layer_norm (LN after every conv), pos_conv_depth 5 of kernel 95 // 5."""
+    from jaxssl.models import encoders
+    enc = encoders.ConvFeatureEncoder(16, ((16, 10, 5), (16, 4, 4)), pos_conv_kernel=95, pos_conv_groups=4,
+                                      extractor_mode="layer_norm", pos_conv_depth=5)
+    x = _inputs("speech", 2)
+    v = enc.init(jax.random.key(0), x)["params"]
+    assert {"conv0_norm", "conv1_norm"} <= set(v) and "scale" in v["conv1_norm"]
+    assert [v[f"pos_conv{i}"]["kernel"].shape for i in range(5)] == [(19, 4, 16)] * 5
+    y = enc.apply({"params": v}, x)
+    assert y.shape == (2, encoders.num_frames(2000, ((16, 10, 5), (16, 4, 4))), 16) and np.isfinite(np.asarray(y)).all()

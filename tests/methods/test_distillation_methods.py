@@ -78,6 +78,7 @@ cases = {
              [g, g], ("prototypes", "weights", "kernel")),
     "ibot": (methods.get("ibot", backbone=models.get("vit", **vit, mask_token=True), total_steps=10, out_dim=64,
                          hidden_dim=32, bottleneck_dim=16, centering="sinkhorn", koleo_loss_weight=0.1,
+                         koleo_per_device=False,
                          separate_head=True, freeze_last_layer_steps=1),
              [g, g, l], ("head", "ibot", "last_layer", "kernel")),
 }
@@ -207,8 +208,27 @@ def test_weight_norm_dense():
     scaled = heads.WeightNormDense(6, trainable_scale=True)
     sv = scaled.init(jax.random.key(1), x)
     np.testing.assert_array_equal(sv["params"]["scale"], 1.0)
-    np.testing.assert_allclose(scaled.apply({"params": {"kernel": v, "scale": jnp.full(6, 2.0)}}, x),
+    np.testing.assert_allclose(scaled.apply({"params": {"kernel": v, "scale": jnp.full((1, 6), 2.0)}}, x),
                                2.0 * layer.apply(variables, x), rtol=1e-5)
+
+
+def test_weight_norm_gain_is_decayed():
+    """DINO/iBOT `get_params_groups` decays `weight_g` (shape (K, 1)); AdamW's decoupled decay on g."""
+    import ml_collections
+    from jaxssl.train import optim
+    x = jax.random.normal(jax.random.key(0), (4, 10))
+    head = heads.DINOHead(out_dim=12, hidden_dim=16, bottleneck_dim=8, norm_last_layer=False)
+    params = head.init(jax.random.key(1), x)["params"]
+    params["last_layer"]["scale"] = jnp.linspace(0.5, 2.0, 12).reshape(1, 12)
+    assert optim.decay_mask(params)["last_layer"]["scale"]
+    lr, wd = 0.1, 0.04
+    cfg = ml_collections.ConfigDict(dict(name="adamw", base_lr=lr, lr_scaling="none", weight_decay=wd))
+    tx, _ = optim.make(cfg, batch_size=256, total_steps=1000)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero, tx.init(params), params)
+    g = np.asarray(params["last_layer"]["scale"], np.float64)
+    # torch AdamW with a zero gradient: p <- p - lr * wd * p (lr at step 0 of the cosine: the peak).
+    np.testing.assert_allclose(np.asarray(updates["last_layer"]["scale"]), -lr * wd * g, rtol=1e-5)
 
 
 def test_dino_head_and_prototypes():
@@ -217,11 +237,11 @@ def test_dino_head_and_prototypes():
     variables = head.init(jax.random.key(1), x)
     p = variables["params"]
     assert set(p) == {"dense0", "dense1", "bottleneck", "last_layer"}
-    assert p["last_layer"]["kernel"].shape == (8, 12) and p["last_layer"]["scale"].shape == (12,)
+    assert p["last_layer"]["kernel"].shape == (8, 12) and p["last_layer"]["scale"].shape == (1, 12)
     y = head.apply(variables, x)
     assert y.shape == (4, 12) and float(jnp.abs(y).max()) <= 1.0 + 1e-5  # cosines while g = 1
     assert head.apply(variables, x[:, None].repeat(3, 1)).shape == (4, 3, 12)  # per-token (iBOT)
-    protos = heads.Prototypes(7)
+    protos = heads.Prototypes(7, normalize="forward")
     pv = protos.init(jax.random.key(2), x)
     s = protos.apply(pv, x)
     c = pv["params"]["weights"]["kernel"]
@@ -380,3 +400,80 @@ def test_ibot_short_cifar_run_lowers_the_loss(runs):
     # equipartition constraint rules out both collapses; the student still differs from them.
     log_k = np.log(_run_configs()["ibot"].method_kw.out_dim)
     assert 0.1 * log_k < m["teacher_entropy"][-1] < 0.99 * log_k and np.all(m["teacher_kl"][-5:] > 0.05)
+
+
+def test_swav_prototypes_renormalised_in_place_after_a_step():
+    """main_swav.py: w <- normalize(w) each iteration, outside autograd; SGD sees the unit vectors."""
+    import optax
+    from jaxssl.train import step as step_lib
+    method = methods.get("swav", backbone=models.get("vit", variant="S/4", width=16, depth=1, num_heads=2,
+                                                     img_size=8), proj_hidden=(16,), proj_dim=8, num_prototypes=6)
+    lr = 0.5
+    tx = optax.sgd(lr)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 8, 8, 3)), jnp.float32)
+    state = step_lib.init_state(method, tx, jax.random.key(0), x)
+    w0 = np.asarray(state.params["prototypes"]["weights"]["kernel"], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w0, axis=0), 1.0, rtol=1e-6)  # normalised before the first forward
+    views = [x, x[:, ::-1]]
+    grads = jax.grad(lambda p: method.loss_fn(p, state.model_state, None, state.extra, views, jax.random.key(1),
+                                              jnp.int32(0))[0])(state.params)
+    g = np.asarray(grads["prototypes"]["weights"]["kernel"], np.float64)
+    assert np.abs(g).max() > 0
+    # The step: SGD on the unit prototypes, then each prototype (column) back to unit norm.
+    stepped = w0 - lr * g
+    want = stepped / np.linalg.norm(stepped, axis=0, keepdims=True)
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    new = method.after_update(optax.apply_updates(state.params, updates))
+    np.testing.assert_allclose(np.asarray(new["prototypes"]["weights"]["kernel"]), want, rtol=1e-5, atol=1e-6)
+    # The train step applies it: unit prototypes after a real (augmenting) step.
+    view = dict(crop_size=8, crop_scale=(0.3, 1.0), flip_p=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)
+    images = np.random.default_rng(1).integers(0, 256, size=(8, 8, 8, 3), dtype=np.uint8)
+    after, _ = jax.jit(step_lib.make_step_fn(method, tx, [view, view]))(state, {"image": images}, jax.random.key(1))
+    w1 = np.asarray(after.params["prototypes"]["weights"]["kernel"], np.float64)
+    np.testing.assert_allclose(np.linalg.norm(w1, axis=0), 1.0, rtol=1e-5)
+    assert np.abs(w1 - w0).max() > 1e-4
+    # The weight-normalised option is a different update (the gradient is projected and rescaled).
+    forward = methods.get("swav", backbone=models.get("vit", variant="S/4", width=16, depth=1, num_heads=2,
+                                                      img_size=8), proj_hidden=(16,), proj_dim=8, num_prototypes=6,
+                          prototype_norm="forward")
+    assert forward.after_update is None
+
+
+def test_koleo_per_device_is_mean_of_per_shard_losses():
+    """DINOv2 ssl_meta_arch.py: KoLeo on each GPU's own rows; 8 fake devices vs a float64 NumPy per-shard mean."""
+    code = """
+    import json, jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jaxssl import losses, ops
+    from jaxssl.train import sharding as shd
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32)
+    mesh = shd.make_mesh()
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    f = jax.jit(lambda a: jnp.mean(losses.koleo_per_device(a)))
+    with ops.step_mesh(mesh):
+        per_dev = float(f(xs))
+    glob = float(jax.jit(lambda a: jnp.mean(losses.koleo(a)))(xs))
+    no_mesh = float(jax.jit(lambda a: jnp.mean(losses.koleo_per_device(a)))(xs))
+    g = jax.jit(jax.grad(lambda a: jnp.mean(losses.koleo_per_device(a))))
+    with ops.step_mesh(mesh):
+        grad = np.asarray(g(xs)).tolist()
+    print("RESULT " + json.dumps(dict(devices=len(jax.devices()), per_dev=per_dev, glob=glob, no_mesh=no_mesh,
+                                      grad=grad)))
+    """
+    out = multidevice.run(code, devices=8)
+    assert out["devices"] == 8
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype(np.float32).astype(np.float64)
+
+    def koleo_np(rows):  # dinov2/loss/koleo_loss.py: normalise, nearest by dot product, -log(pdist + eps)
+        u = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+        sim = u @ u.T
+        np.fill_diagonal(sim, -np.inf)
+        d = np.linalg.norm(u - u[sim.argmax(1)], axis=1)
+        return -np.log(d + 1e-8).mean()
+
+    want = np.mean([koleo_np(shard) for shard in np.split(x, 8)])
+    np.testing.assert_allclose(out["per_dev"], want, rtol=1e-5)
+    np.testing.assert_allclose(out["glob"], koleo_np(x), rtol=1e-5)
+    np.testing.assert_allclose(out["no_mesh"], koleo_np(x), rtol=1e-5)  # no mesh: the batch is one device's
+    assert abs(out["per_dev"] - out["glob"]) > 1e-3
+    assert np.isfinite(out["grad"]).all()

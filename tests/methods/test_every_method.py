@@ -83,6 +83,14 @@ def overrides(config):
     elif "queue_size" in kw:
         # MoCo v2: 1.5 batches, so that step 2's enqueue wraps around the ring buffer.
         kw.queue_size = BATCH + BATCH // 2
+    if config.model.get("name") == "resnet":
+        # Zero-init of each block's last BN (MoCo v2, SwAV and DINO-ResNet use torchvision's ones):
+        # at this batch of 16 a ones-init ResNet has near-constant BN channels, whose 1/sqrt(var + eps)
+        # (up to ~300) magnifies the float32 reduction-order noise this test bounds (measured: MoCo v2's
+        # grad norm 5.6e-5 relative between 8 and 1 devices with ones, < 1e-6 with zeros). The
+        # sharding invariance under test does not depend on the init; tests/models/test_resnet.py
+        # checks the option itself.
+        config.model.zero_init_residual = True
     return config
 
 

@@ -68,3 +68,36 @@ def test_config_constructs(arg):
     config = mae_cifar10.get_config(arg)
     validate_config(config)
     methods.get(config.method, backbone=models.get(**config.model), **config.method_kw)
+
+
+def _mae_sincos_np(embed_dim, gs):
+    """MAE util/pos_embed.py get_2d_sincos_pos_embed (no cls token), re-derived in float64."""
+    def one_d(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+    grid = np.stack(np.meshgrid(np.arange(gs, dtype=np.float64), np.arange(gs, dtype=np.float64)), axis=0)
+    return np.concatenate([one_d(embed_dim // 2, grid[0]), one_d(embed_dim // 2, grid[1])], axis=1)
+
+
+def test_sincos_tables_are_maes():
+    from jaxssl.models import encoders
+    for dim, gs in ((16, 4), (32, 3), (768, 14)):
+        np.testing.assert_allclose(encoders.sincos_2d(dim, gs, gs), _mae_sincos_np(dim, gs), rtol=1e-12, atol=1e-12)
+
+
+def test_mae_position_embeddings_are_fixed_sincos():
+    from jaxssl.models import encoders
+    method = _method()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
+    params = method.net.init(jax.random.key(0), x)["params"]
+    paths = [jax.tree_util.keystr(k) for k, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert not [p for p in paths if "pos" in p], paths  # no trainable position table anywhere
+    assert method.net.backbone.pos_embed == "sincos"
+    # The encoder's input is the patch embedding plus MAE's table (grid 4x4, width 32).
+    embed = encoders.PatchEmbed(32, 4, 16, pos_embed="sincos")
+    zero = jax.tree_util.tree_map(jnp.zeros_like, params["backbone"]["embed"])
+    pos_only = embed.apply({"params": zero}, x)
+    np.testing.assert_allclose(np.asarray(pos_only[0]), _mae_sincos_np(32, 4), rtol=1e-6, atol=1e-6)
+    lp = _method(pos_embed="learned").net.init(jax.random.key(0), x)["params"]
+    assert "decoder_pos" in lp and "pos_embedding" in lp["backbone"]["embed"]

@@ -56,3 +56,48 @@ def test_mlp_head_and_encoder():
     out = enc.apply(v, x, train=False)
     assert out["features"].shape == (3, 32) and out["projection"].shape == (3, 8) and out["prediction"].shape == (3, 8)
     np.testing.assert_array_equal(enc.apply(v, x, method="features"), out["features"])
+
+
+@pytest.mark.parametrize("variant,last", [("18", "bn2"), ("50", "bn3")])
+def test_zero_init_residual_is_an_option(variant, last):
+    """zero_init_residual (torchvision's flag): the last BN scale of each block is 0, else 1 (torchvision default)."""
+    x = jnp.ones((1, 16, 16, 3))
+    for zero in (True, False):
+        m = models.get("resnet", variant=variant, width=0.0625, cifar_stem=True, zero_init_residual=zero)
+        p = m.init(jax.random.key(0), x, train=False)["params"]
+        for name, block in p.items():
+            if name.startswith("stage"):
+                np.testing.assert_array_equal(np.asarray(block[last]["scale"]), 0.0 if zero else 1.0)
+                assert float(np.asarray(block["bn1"]["scale"]).min()) == 1.0
+
+
+@pytest.mark.parametrize("name,zero", [("moco_v2_cifar10", False), ("swav_cifar10", False), ("dino_cifar10", False),
+                                       ("simsiam_cifar10", True), ("simclr_cifar10", True)])
+def test_recipes_choose_zero_init_residual(name, zero):
+    import importlib
+    config = importlib.import_module(f"configs.{name}").get_config("")
+    assert models.get(**config.model).zero_init_residual is zero
+
+
+def test_simclr_projector_last_bn_scale_no_centre_matches_numpy():
+    """SimCLR tf2/model.py ProjectionHead: Linear(no bias) -> BN -> relu, then Linear(no bias) -> BN(scale, center=False)."""
+    from jaxssl.methods import simclr
+    backbone = models.get("resnet", variant="18", width=0.0625, cifar_stem=True)
+    net = simclr.make(backbone=backbone, proj_hidden=(6,), proj_dim=4).net
+    proj = net.projector
+    h = jax.random.normal(jax.random.key(0), (8, 5))
+    v = proj.init(jax.random.key(1), h)
+    p = v["params"]
+    assert set(p["out_norm"]) == {"scale"} and "bias" not in p["out"]  # no centring, no output bias
+    p = jax.tree_util.tree_map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(2), a.shape), p)
+    z, _ = proj.apply({**v, "params": p}, h, train=True, mutable=["batch_stats"])
+
+    def bn(x, scale, bias=0.0):  # train-mode BN, biased variance, eps 1e-5
+        return (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * scale + bias
+
+    f = lambda a: np.asarray(a, np.float64)
+    y = np.maximum(bn(f(h) @ f(p["dense0"]["kernel"]), f(p["norm0"]["scale"]), f(p["norm0"]["bias"])), 0)
+    want = bn(y @ f(p["out"]["kernel"]), f(p["out_norm"]["scale"]))
+    np.testing.assert_allclose(np.asarray(z), want, rtol=1e-4, atol=1e-5)
+    plain = simclr.make(backbone=backbone, proj_hidden=(6,), proj_dim=4, proj_last_bn=False).net.projector
+    assert "out_norm" not in plain.init(jax.random.key(1), h)["params"]

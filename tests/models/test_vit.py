@@ -93,15 +93,15 @@ def test_position_embedding_interpolates_to_other_sizes(tiny):
     small = jax.random.normal(jax.random.key(2), (3, 8, 8, 3))
     assert model.apply(variables, small, train=False, return_tokens=True).shape == (3, 5, 32)
     assert model.apply(variables, jnp.ones((1, 32, 24, 3)), train=False, return_tokens=True).shape == (1, 1 + 48, 32)
-    # Resizing the stored grid to its own size is the identity, so the native size is unchanged,
-    # and a 2x2 grid sees the bicubic (antialiased) downsampling of the 4x4 embedding.
+    # The native size uses the stored grid as it is; a 2x2 grid sees DINO's bicubic (A = -0.75, no
+    # antialiasing) resampling of the 4x4 embedding.
     pos = variables["params"]["pos_embedding"]
-    np.testing.assert_allclose(jax.image.resize(pos, pos.shape, "bicubic"), pos, rtol=1e-6)
     g = jax.grad(lambda p: model.apply({"params": p}, small, train=False).sum())(variables["params"])
     assert float(jnp.abs(g["pos_embedding"]).min()) > 0  # every stored position is used
     # Interpolating in the model equals feeding the pre-resized embedding as a native 8 px model.
     native = models.get("vit", **{**TINY, "img_size": 8}, mask_token=True)
-    resized = {**variables["params"], "pos_embedding": jax.image.resize(pos, (1, 2, 2, 32), "bicubic")}
+    want = _torch_bicubic_np(np.asarray(pos[0], np.float64), 2, 2)[None]
+    resized = {**variables["params"], "pos_embedding": jnp.asarray(want, jnp.float32)}
     np.testing.assert_allclose(native.apply({"params": resized}, small, train=False),
                                model.apply(variables, small, train=False), rtol=1e-5, atol=1e-6)
 
@@ -119,3 +119,45 @@ def test_unknown_variant():
         vit.parse_variant("XL/16")
     with pytest.raises(ValueError, match="Unknown ViT variant"):
         vit.parse_variant("S")
+
+
+def _torch_bicubic_np(img, out_h, out_w, offset=0.1):
+    """float64 re-derivation of PyTorch's upsample_bicubic2d (align_corners=False, given scale_factor):
+    per output pixel, 4x4 taps clamped to the border, cubic_convolution1/2 with A = -0.75."""
+    a = -0.75
+    conv1 = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1       # |x| <= 1
+    conv2 = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # 1 < |x| < 2
+
+    def coeffs(t):
+        return [conv2(t + 1), conv1(t), conv1(1 - t), conv2(2 - t)]
+
+    in_h, in_w = img.shape[:2]
+    sh, sw = in_h / (out_h + offset), in_w / (out_w + offset)  # 1 / scale_factor
+    out = np.zeros((out_h, out_w) + img.shape[2:])
+    for i in range(out_h):
+        ry = sh * (i + 0.5) - 0.5
+        y0 = int(np.floor(ry))
+        cy = coeffs(ry - y0)
+        for j in range(out_w):
+            rx = sw * (j + 0.5) - 0.5
+            x0 = int(np.floor(rx))
+            cx = coeffs(rx - x0)
+            for m in range(4):
+                for n in range(4):
+                    yy = min(max(y0 - 1 + m, 0), in_h - 1)
+                    xx = min(max(x0 - 1 + n, 0), in_w - 1)
+                    out[i, j] += cy[m] * cx[n] * img[yy, xx]
+    return out
+
+
+@pytest.mark.parametrize("src,dst", [(4, 2), (4, 7), (14, 6), (5, 3)])
+def test_pos_embed_interpolation_is_dinos_bicubic(src, dst):
+    from jaxssl.models import encoders
+    pos = np.random.default_rng(src * dst).normal(size=(1, src, src, 3))
+    got = encoders.interpolate_pos_embed(jnp.asarray(pos, jnp.float32), (dst, dst + 1))
+    want = _torch_bicubic_np(pos[0], dst, dst + 1)
+    np.testing.assert_allclose(np.asarray(got[0]), want, rtol=1e-5, atol=1e-5)
+    if dst < src:  # jax.image.resize antialiases when shrinking: a different function
+        other = jax.image.resize(jnp.asarray(pos), (1, dst, dst + 1, 3), method="bicubic")
+        assert np.abs(np.asarray(other[0]) - want).max() > 1e-2
+

@@ -45,7 +45,8 @@ def _views(sizes, seed=0):
 # own example only and accumulation must equal the large batch. One method per kind of whole-batch
 # objective (VICReg shares Barlow Twins' `base.embed_each` and is left out for test time).
 _NO_BN = {
-    "simclr": (dict(temperature=0.5, proj_hidden=(), proj_dim=8), (8, 8)),
+    # proj_last_bn=False: BN-free (SimCLR's reference projector ends in a BatchNorm).
+    "simclr": (dict(temperature=0.5, proj_hidden=(), proj_dim=8, proj_last_bn=False), (8, 8)),
     "barlow_twins": (dict(proj_hidden=(), proj_dim=8), (8, 8)),
     # Multi-crop (2 x 8 px + 2 x 4 px) and a full queue in use: Sinkhorn over batch + queue.
     "swav": (dict(proj_hidden=(), proj_dim=8, num_prototypes=6, queue_size=8, crops_for_assign=(0, 1)), (8, 8, 4, 4)),
@@ -126,7 +127,8 @@ def test_with_batchnorm_each_micro_batch_uses_its_own_statistics():
 
 def test_train_step_with_accumulation_equals_the_large_batch_step():
     """Two `make_step_fn` steps (augmentation on device, then the split): same params as accum_steps=1."""
-    method = methods.get("simclr", backbone=PixelMLP(), temperature=0.5, proj_hidden=(), proj_dim=8)
+    method = methods.get("simclr", backbone=PixelMLP(), temperature=0.5, proj_hidden=(), proj_dim=8,
+                         proj_last_bn=False)  # BN-free: accumulation equals the large batch exactly
     tx = optax.adam(1e-2)
     view = dict(crop_size=8, crop_scale=(0.3, 1.0), flip_p=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)
     images = np.random.default_rng(0).integers(0, 256, size=(B, 8, 8, 3), dtype=np.uint8)

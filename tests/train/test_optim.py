@@ -46,6 +46,38 @@ def test_weight_decay_touches_only_kernels(name):
     assert float(jnp.abs(updates["kernel"]).max()) > 0.0
 
 
+def test_exclude_rank1_false_decays_everything_like_torch_sgd():
+    """MoCo v2 / SimSiam: torch SGD(model.parameters(), weight_decay): g + wd * p for every tensor."""
+    rng = np.random.default_rng(0)
+    params = {"kernel": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32), "bias": jnp.asarray(rng.normal(size=2),
+                                                                                                  jnp.float32)}
+    grads = jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    lr, wd = 0.1, 0.5
+    for exclude in (False, True):
+        tx, _ = optim.make(_cfg(name="sgd", base_lr=lr, lr_scaling="none", warmup_steps=0, weight_decay=wd,
+                                momentum=0.9, exclude_rank1=exclude), batch_size=256, total_steps=1000)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        for k in params:
+            p, g = np.asarray(params[k], np.float64), np.asarray(grads[k], np.float64)
+            decayed = not exclude or p.ndim > 1
+            want = -lr * (g + (wd * p if decayed else 0.0))  # first step: momentum buffer = d_p
+            np.testing.assert_allclose(np.asarray(updates[k]), want, rtol=1e-5, err_msg=f"{k} {exclude}")
+
+
+def test_exclude_rank1_false_lars_adapts_biases():
+    """SwAV: LARC over model.parameters(): every tensor gets the trust ratio and the decay."""
+    params = {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full(2, 3.0)}
+    grads = {"kernel": jnp.full((2, 2), 0.5), "bias": jnp.full(2, 0.25)}
+    tx, _ = optim.make(_cfg(name="lars", base_lr=1.0, lr_scaling="none", warmup_steps=0, weight_decay=0.1,
+                            trust_coefficient=0.02, exclude_rank1=False), batch_size=256, total_steps=1000)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    for k in params:
+        p, g = np.asarray(params[k], np.float64).ravel(), np.asarray(grads[k], np.float64).ravel()
+        d = g + 0.1 * p
+        trust = 0.02 * np.linalg.norm(p) / np.linalg.norm(d)  # optax.lars: eta ||p|| / ||g + wd p||
+        np.testing.assert_allclose(np.asarray(updates[k]).ravel(), -trust * d, rtol=1e-5, err_msg=k)
+
+
 def test_grad_clip_and_unknown_optimizer():
     tx, _ = optim.make(_cfg(name="sgd", grad_clip=1.0, weight_decay=0.0, warmup_steps=0, momentum=0.0,
                             lr_scaling="none"), 256, 10)

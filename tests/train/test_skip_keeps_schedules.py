@@ -92,4 +92,8 @@ def test_swav_queue_start_and_prototype_freeze_follow_state_step():
         # The queue (B rows) is full after step 0, so it is used from queue_start_step on.
         assert r["queue_used"] == float(i >= 3), (i, r["queue_used"])
         assert r["prototypes_frozen"] == float(i < 4), (i, r["prototypes_frozen"])
-        assert _moved(prototypes[i], prototypes[i + 1]) == (i >= 4 and i != BAD), i
+        # Renormalised in place after every step (the reference's, frozen or not): a frozen unit
+        # prototype comes back within float32 rounding, not bit for bit.
+        moved = any(np.abs(x - y).max() > 1e-6 for x, y in
+                    zip(jax.tree_util.tree_leaves(prototypes[i]), jax.tree_util.tree_leaves(prototypes[i + 1])))
+        assert moved == (i >= 4 and i != BAD), i
