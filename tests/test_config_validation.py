@@ -285,7 +285,7 @@ def test_missing_dataset_names_the_prepare_command(tmp_path, no_init):
 
 def test_batch_larger_than_the_dataset_is_reported(monkeypatch, tmp_path, no_init):
     _fake_source(monkeypatch, {"train": [{"image": np.zeros((8, 8, 3), np.uint8), "label": 0}] * 16})
-    with pytest.raises(ValueError, match=r"larger than this process's slice"):
+    with pytest.raises(ValueError, match=r"global batch \(\d+\) is larger than"):
         loop.train(_train_config(), str(tmp_path))
 
 
