@@ -12,7 +12,6 @@ Use it as the TFDS ``data_dir``::
 
 from __future__ import annotations
 
-import importlib
 import pathlib
 
 import pytest
@@ -30,15 +29,19 @@ def cifar10_data_dir() -> str:
     Fails (never skips) when the shared source arrays are missing and nothing is cached:
     the real-data tests are part of the contract (the message says where the arrays are looked for).
     """
-    # jaxssl.data.prepare is also the name of the exported function; fetch the module.
-    prepare = importlib.import_module("jaxssl.data.prepare")
+    return _prepared("cifar10", TFDS_TEST_DIR, "CIFAR-10 source arrays", train_limit=CIFAR10_TRAIN_LIMIT,
+                     test_limit=CIFAR10_TEST_LIMIT)
+
+
+def _prepared(name: str, data_dir: pathlib.Path, what: str, **limits) -> str:
+    """`name` prepared offline into `data_dir` (a subset: `limits`); fails, never skips, without its source."""
+    from jaxssl.data import prepare
     try:
         # overwrite=True: a cached subset with other limits is replaced, never reused.
-        prepare.ensure_prepared("cifar10", TFDS_TEST_DIR, train_limit=CIFAR10_TRAIN_LIMIT,
-                                test_limit=CIFAR10_TEST_LIMIT, overwrite=True)
+        prepare.ensure_prepared(name, data_dir, overwrite=True, **limits)
     except FileNotFoundError as e:
-        pytest.fail(f"CIFAR-10 source arrays unavailable: {e}")
-    return str(TFDS_TEST_DIR)
+        pytest.fail(f"{what} unavailable: {e}")
+    return str(data_dir)
 
 
 IMAGENETTE_TRAIN_LIMIT = 200
@@ -52,11 +55,5 @@ def imagenette_data_dir() -> str:
     Prepared once (offline, from shared/data/imagenette2-112_train.tar) into
     ``<repo>/.cache/tfds_test_imagenette`` and reused; fails (never skips) without the tar.
     """
-    prepare = importlib.import_module("jaxssl.data.prepare")
-    data_dir = REPO / ".cache" / "tfds_test_imagenette"
-    try:
-        prepare.ensure_prepared("imagenette", data_dir, train_limit=IMAGENETTE_TRAIN_LIMIT,
-                                holdout_limit=IMAGENETTE_HOLDOUT_LIMIT, overwrite=True)
-    except FileNotFoundError as e:
-        pytest.fail(f"Imagenette source archive unavailable: {e}")
-    return str(data_dir)
+    return _prepared("imagenette", REPO / ".cache" / "tfds_test_imagenette", "Imagenette source archive",
+                     train_limit=IMAGENETTE_TRAIN_LIMIT, holdout_limit=IMAGENETTE_HOLDOUT_LIMIT)

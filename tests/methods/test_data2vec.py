@@ -109,13 +109,18 @@ def _smooth_l1_np(d, beta):
     return np.where(a < beta, 0.5 * d ** 2 / beta, a - 0.5 * beta)
 
 
+def _student_and_perturbed_teacher(kind: str, batch: int | None = None):
+    """(method, inputs, student params, teacher 1% off the student): a teacher that differs, so targets do."""
+    method = _method(kind)
+    x = _inputs(kind) if batch is None else _inputs(kind, batch)
+    params = method.net.init(jax.random.key(0), x)["params"]
+    return method, x, params, {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+
+
 def test_text_loss_is_fairseq_recipe():
     # fairseq data2vec_text.py: smooth-L1 beta 4, loss_scale 1, only where the student's input is <mask>.
     from jaxssl import masking
-    method = _method("text")
-    x = _inputs("text")
-    params = method.net.init(jax.random.key(0), x)["params"]
-    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    method, x, params, teacher = _student_and_perturbed_teacher("text")
     rng = jax.random.key(3)
     loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
     mask_rng, drop_rng = jax.random.split(rng)
@@ -137,10 +142,7 @@ def test_text_loss_is_fairseq_recipe():
 def test_speech_default_is_squared_error():
     # fairseq audio/pretraining/base_librispeech.yaml: loss_beta 0, loss_scale null (1/sqrt(D)).
     from jaxssl import masking
-    method = _method("speech")
-    x = _inputs("speech", 4)
-    params = method.net.init(jax.random.key(0), x)["params"]
-    teacher = {"params": jax.tree_util.tree_map(lambda p: p * 1.01, params)}
+    method, x, params, teacher = _student_and_perturbed_teacher("speech", 4)
     rng = jax.random.key(5)
     loss, _ = method.loss_fn(params, {}, teacher, {}, [x], rng, jnp.int32(0))
     mask_rng, drop_rng = jax.random.split(rng)
