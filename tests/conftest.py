@@ -12,11 +12,24 @@ Use it as the TFDS ``data_dir``::
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# One persistent XLA compilation cache for the run, shared by the in-process tests and by every
+# subprocess they start (subprocesses inherit os.environ; jax reads these variables when it is
+# imported, which happens after this file). Many tests compile the same programs: a resumed run
+# compiles the step of the run it resumes, both processes of a multi-host test compile the same
+# step, several tests train the same `:runlocal` config. Compilation dominates the suite on 2 cores.
+# The key covers the HLO, the XLA flags, the devices and the jax version, so a hit is the same
+# executable. A maximum size turns on the cache's LRU eviction and, with it, its file lock
+# (`filelock`), so that concurrent processes never read a half-written entry.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".cache" / "jax_compilation"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 TFDS_TEST_DIR = REPO / ".cache" / "tfds_test"
 CIFAR10_TRAIN_LIMIT = 2048
 CIFAR10_TEST_LIMIT = 512
