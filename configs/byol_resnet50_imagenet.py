@@ -19,15 +19,8 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, runlocal=False)
-    batch_size = 4096
-    epoch = common.steps_per_epoch(batch_size, common.IMAGENET_TRAIN_IMAGES)
     views = tuple({**v, "mean": common.IMAGENET_MEAN, "std": common.IMAGENET_STD} for v in common.byol_views(224))
-    config = common.base_config(
-        "byol", batch_size=batch_size, total_steps=1000 * epoch, views=views, knn_every_steps=20 * epoch,
-        model=dict(name="resnet", variant="50", width=1.0, cifar_stem=False), data=dict(common.IMAGENET_DATA),
-        dtype="bfloat16", log_steps=100, ckpt_steps=5000,
-        knn_kw=dict(batch_size=1024, mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD))
-    common.imagenet_knn(config)
+    config, epoch = common.imagenet_config("byol", batch_size=4096, epochs=1000, views=views, model=common.RESNET50)
     config.method_kw = dict(proj_hidden=(4096,), proj_dim=256, pred_hidden=(4096,), base_momentum=0.996,
                             total_steps=config.get_ref("total_steps"))
     config.optimizer = common.lars(0.2, warmup_steps=10 * epoch, weight_decay=1.5e-6, trust_coefficient=0.001)

@@ -81,6 +81,27 @@ def imagenet_knn(config: ml_collections.ConfigDict) -> None:
     config.evals.knn.num_classes = 1000
 
 
+RESNET50 = dict(name="resnet", variant="50", width=1.0, cifar_stem=False)
+
+
+def imagenet_config(method: str, *, batch_size: int, epochs: int, views, model: dict,
+                    knn_every_epochs: int = 20) -> tuple[ml_collections.ConfigDict, int]:
+    """The skeleton of a published ImageNet-1k recipe, for accelerators; returns (config, steps per epoch).
+
+    TFDS `imagenet2012` prepared by TFDS's own builder from the hand-downloaded archives in
+    `config.data.manual_dir`, host decode/crop with 32 grain workers, bfloat16 compute, a log line
+    every 100 steps, a checkpoint every 5000, and kNN of the validation split (batch 1024, ImageNet
+    mean/std) every `knn_every_epochs` epochs. The caller adds `method_kw` and `optimizer`.
+    """
+    epoch = steps_per_epoch(batch_size, IMAGENET_TRAIN_IMAGES)
+    config = base_config(method, batch_size=batch_size, total_steps=epochs * epoch, views=views,
+                         knn_every_steps=knn_every_epochs * epoch, model=model, data=dict(IMAGENET_DATA),
+                         dtype="bfloat16", log_steps=100, ckpt_steps=5000,
+                         knn_kw=dict(batch_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    imagenet_knn(config)
+    return config, epoch
+
+
 # ----------------------------------------------------------------------------------------------
 # The run skeleton and the shared `:cpu` / `:runlocal` sizes. A config file calls these and then
 # holds only the numbers specific to its method (with their sources).
@@ -256,6 +277,19 @@ def dino_vit_optimizer(epoch: int) -> dict:
     per_param. `epoch`: optimiser steps per epoch."""
     return adamw(5e-4, warmup_steps=10 * epoch, weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0,
                  grad_clip_mode="per_param", end_lr_factor=1e-6 / 5e-4)
+
+
+def dino_vit_method_kw(config: ml_collections.ConfigDict, epoch: int) -> dict:
+    """DINO's ViT head and schedules (facebookresearch/dino main_dino.py defaults with the README's
+    "boosting" ViT-S run: `--teacher_temp 0.07 --warmup_teacher_temp_epochs 30 --norm_last_layer false`):
+    head 2048 -> 256 -> 65536 without BatchNorm, student temperature 0.1, teacher 0.04 -> 0.07 over 30
+    epochs, centre momentum 0.9, teacher EMA 0.996 -> 1, last layer frozen for 1 epoch. `epoch`:
+    optimiser steps per epoch; `total_steps` follows `config.total_steps` (command-line overrides too)."""
+    return dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048, bottleneck_dim=256,
+                use_bn_in_head=False, norm_last_layer=False, global_views=2, student_temperature=0.1,
+                teacher_temperature=0.07, warmup_teacher_temperature=0.04,
+                warmup_teacher_temperature_steps=30 * epoch, center_momentum=0.9, base_momentum=0.996,
+                freeze_last_layer_steps=epoch)
 
 
 def _shrink(config: ml_collections.ConfigDict, *, batch_size: int, total_steps: int, warmup_steps: int,

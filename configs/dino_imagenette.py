@@ -45,11 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         model=dict(name="vit", variant="S/8", img_size=96, drop_path_rate=0.1), data=common.IMAGENETTE_DATA,
         knn_kw=dict(batch_size=256, mean=MEAN, std=STD))
     common.imagenette_knn(config)
-    config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048,
-                            bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=False, global_views=2,
-                            student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-                            warmup_teacher_temperature_steps=30 * epoch, center_momentum=0.9,
-                            base_momentum=0.996, freeze_last_layer_steps=epoch)
+    config.method_kw = common.dino_vit_method_kw(config, epoch)
     config.optimizer = common.dino_vit_optimizer(epoch)
     if arg.cpu or arg.runlocal:
         config.input.views = _views(64, 32, 4)

@@ -22,28 +22,18 @@ import ml_collections
 
 from configs import common
 
-TRAIN_IMAGES = common.IMAGENET_TRAIN_IMAGES
 IMAGENET_MEAN, IMAGENET_STD = common.IMAGENET_MEAN, common.IMAGENET_STD
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, runlocal=False)
     batch_size = 1024  # 16 GPUs x batch_size_per_gpu 64.
-    epoch = common.steps_per_epoch(batch_size, TRAIN_IMAGES)
-    config = common.base_config(
-        "dino", batch_size=batch_size, total_steps=300 * epoch, dtype="bfloat16", log_steps=100, ckpt_steps=5000,
-        model=dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1),
-        data=dict(common.IMAGENET_DATA),
-        views=common.dino_views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
-                                mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        # DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
-        knn_every_steps=20 * epoch, knn_kw=dict(batch_size=1024, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-    common.imagenet_knn(config)
-    config.method_kw = dict(total_steps=config.get_ref("total_steps"), out_dim=65536, hidden_dim=2048,
-                            bottleneck_dim=256, use_bn_in_head=False, norm_last_layer=False, global_views=2,
-                            student_temperature=0.1, teacher_temperature=0.07, warmup_teacher_temperature=0.04,
-                            warmup_teacher_temperature_steps=30 * epoch, center_momentum=0.9,
-                            base_momentum=0.996, freeze_last_layer_steps=epoch)
+    views = common.dino_views(224, 96, 8, global_scale=(0.4, 1.0), local_scale=(0.05, 0.4), blur=True,
+                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    # kNN every 20 epochs: DINO's k-NN protocol (k = 20, T = 0.07; eval_knn.py) on the full train/validation splits.
+    config, epoch = common.imagenet_config("dino", batch_size=batch_size, epochs=300, views=views,
+                                           model=dict(name="vit", variant="S/16", img_size=224, drop_path_rate=0.1))
+    config.method_kw = common.dino_vit_method_kw(config, epoch)
     config.optimizer = common.dino_vit_optimizer(epoch)
     # --min_lr 1e-6 is absolute: as a factor of the peak lr (5e-4 x batch/256).
     config.optimizer.end_lr_factor = 1e-6 / (5e-4 * batch_size / 256)

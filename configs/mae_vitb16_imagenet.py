@@ -21,16 +21,11 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, runlocal=False)
-    batch_size = 4096
-    epoch = common.steps_per_epoch(batch_size, common.IMAGENET_TRAIN_IMAGES)
     view = common.crop_flip_view(224, (0.2, 1.0), mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD)
-    config = common.base_config(
-        "mae", batch_size=batch_size, total_steps=800 * epoch, views=(view,), knn_every_steps=100 * epoch,
+    config, epoch = common.imagenet_config(
+        "mae", batch_size=4096, epochs=800, views=(view,), knn_every_epochs=100,
         model=dict(name="transformer", modality="image", width=768, depth=12, num_heads=12, patch_size=16,
-                   img_size=224),
-        data=dict(common.IMAGENET_DATA), dtype="bfloat16", log_steps=100, ckpt_steps=5000,
-        knn_kw=dict(batch_size=1024, mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD))
-    common.imagenet_knn(config)
+                   img_size=224))
     config.method_kw = dict(mask_ratio=0.75, norm_pix_loss=True, decoder_dim=512, decoder_depth=8, decoder_heads=16)
     config.optimizer = common.adamw(1.5e-4, warmup_steps=40 * epoch, weight_decay=0.05, b2=0.95)
     if arg.runlocal:

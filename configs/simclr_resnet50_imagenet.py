@@ -21,15 +21,9 @@ from configs import common
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, runlocal=False)
-    batch_size = 4096
-    epoch = common.steps_per_epoch(batch_size, common.IMAGENET_TRAIN_IMAGES)
     view = common.simclr_view(224, strength=1.0, blur_p=0.5, mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD)
-    config = common.base_config(
-        "simclr", batch_size=batch_size, total_steps=100 * epoch, views=(view, view), knn_every_steps=10 * epoch,
-        model=dict(name="resnet", variant="50", width=1.0, cifar_stem=False), data=dict(common.IMAGENET_DATA),
-        dtype="bfloat16", log_steps=100, ckpt_steps=5000,
-        knn_kw=dict(batch_size=1024, mean=common.IMAGENET_MEAN, std=common.IMAGENET_STD))
-    common.imagenet_knn(config)
+    config, epoch = common.imagenet_config("simclr", batch_size=4096, epochs=100, views=(view, view),
+                                           model=common.RESNET50, knn_every_epochs=10)
     config.method_kw = dict(temperature=0.1, proj_hidden=(2048,), proj_dim=128)
     config.optimizer = common.lars(0.3, warmup_steps=10 * epoch, weight_decay=1e-6, trust_coefficient=0.001)
     if arg.runlocal:
