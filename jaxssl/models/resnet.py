@@ -38,6 +38,20 @@ def _last_scale_init(zero: bool):
     return nn.initializers.zeros if zero else nn.initializers.ones
 
 
+def _conv_norm(dtype: Any, train: bool):
+    """The blocks' layer factories: a bias-free conv with PyTorch's padding, and BatchNorm (momentum 0.9)."""
+    conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False, dtype=dtype, name=name)
+    norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name, **kw)
+    return conv, norm
+
+
+def _add_shortcut(x, y, strides: int, conv, norm):
+    """relu(shortcut(x) + y): identity, or a strided 1x1 conv + BN where the shape changes (`proj`, `proj_bn`)."""
+    if x.shape[-1] != y.shape[-1] or strides != 1:
+        x = norm("proj_bn")(conv(y.shape[-1], 1, strides, "proj")(x))
+    return nn.relu(x + y)
+
+
 class _BasicBlock(nn.Module):
     """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
 
@@ -48,17 +62,12 @@ class _BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False,
-                                              dtype=self.dtype, name=name)
-        norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                               dtype=self.dtype, name=name, **kw)
+        conv, norm = _conv_norm(self.dtype, train)
         y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
         # Zero-init of the last BN scale in each block (Goyal et al., 2017) as in torchvision's
         # `zero_init_residual`: every block starts as the identity. Optional (`Model`).
         y = norm("bn2", scale_init=_last_scale_init(self.zero_init_residual))(conv(self.filters, 3, 1, "conv2")(y))
-        if x.shape[-1] != self.filters or self.strides != 1:
-            x = norm("proj_bn")(conv(self.filters, 1, self.strides, "proj")(x))
-        return nn.relu(x + y)
+        return _add_shortcut(x, y, self.strides, conv, norm)
 
 
 class _Bottleneck(nn.Module):
@@ -71,16 +80,11 @@ class _Bottleneck(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False,
-                                              dtype=self.dtype, name=name)
-        norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9,
-                                               dtype=self.dtype, name=name, **kw)
+        conv, norm = _conv_norm(self.dtype, train)
         y = nn.relu(norm("bn1")(conv(self.filters, 1, 1, "conv1")(x)))
         y = nn.relu(norm("bn2")(conv(self.filters, 3, self.strides, "conv2")(y)))
         y = norm("bn3", scale_init=_last_scale_init(self.zero_init_residual))(conv(4 * self.filters, 1, 1, "conv3")(y))
-        if x.shape[-1] != 4 * self.filters or self.strides != 1:
-            x = norm("proj_bn")(conv(4 * self.filters, 1, self.strides, "proj")(x))
-        return nn.relu(x + y)
+        return _add_shortcut(x, y, self.strides, conv, norm)
 
 
 class Model(nn.Module):
