@@ -1,12 +1,12 @@
 """Double-buffered device placement of a checkpointable host iterator.
 
-`DevicePrefetch(host_iter, place, size=2)` yields `place(next(host_iter))`, keeping `size - 1`
-batches already placed on the devices ahead of the one it hands out. The trainer dispatches step
-n (asynchronously) and then asks for batch n + 1, which has been on its way to the devices since
-step n - 1 was dispatched: the host reads, decodes and transfers one batch while the devices compute
-the previous step, and a step never starts by waiting for its input's host-to-device copy (on a GPU
-that copy overlaps the running step instead of following it; flax's `jax_utils.prefetch_to_device`
-and big_vision's `prefetch_iterator` do the same).
+`DevicePrefetch(host_iter, place, size=2)` yields `place(next(host_iter))`. The trainer takes batch
+n, dispatches step n (asynchronously: the call returns while the devices compute) and calls
+`fill()`, which reads batch n + 1 and starts its transfer then: the host reads, decodes and places
+the next batch while the devices run the current step, and step n + 1 never starts by waiting for
+its input's host-to-device copy (flax's `jax_utils.prefetch_to_device` and big_vision's
+`prefetch_iterator` keep such a device-side queue too). `size` is the number of batches on the
+devices at once, counting the one in use.
 
 Exact resume: `get_state()` is the host iterator's state just after the last batch handed out, not
 after the batches held in the buffer, so a checkpoint taken at step n resumes with batch n + 1 (the
@@ -24,44 +24,51 @@ from typing import Any, Callable, Iterator
 
 
 class DevicePrefetch:
-    """`place(batch)` of each batch of `host_iter`, `size - 1` ahead; checkpointable like `host_iter`.
+    """`place(batch)` of each batch of `host_iter`, up to `size - 1` placed ahead; checkpointable like `host_iter`.
+
+    Use: `batch = next(it)`, dispatch the step on it, then `it.fill()`: the following batches are
+    read and placed while that step runs.
 
     Args:
       host_iter: an iterator with `get_state()` / `set_state(state)` (jaxssl's training iterators).
       place: host batch -> device batch (e.g. `sharding.to_global` over the run's mesh).
-      size: batches in flight, counting the one handed out; 1 places each batch when it is asked
-        for (no prefetch), 2 is double buffering.
+      size: batches on the devices at once, counting the one in use: 1 places each batch when it is
+        asked for (no prefetch), 2 is double buffering.
     """
 
     def __init__(self, host_iter: Iterator[Any], place: Callable[[Any], Any], size: int = 2):
         if size < 1:
             raise ValueError(f"prefetch size must be >= 1, got {size}.")
         self.host_iter, self.place, self.size = host_iter, place, size
-        # (host-iterator state before the batch, placed batch); the state restores to that batch.
+        # (host-iterator state just after the batch, placed batch).
         self._buffer: collections.deque = collections.deque()
+        self._state = copy.deepcopy(host_iter.get_state())  # after the last batch handed out
 
     def __iter__(self) -> "DevicePrefetch":
         return self
 
     def _put(self) -> None:
+        batch = next(self.host_iter)
         state = copy.deepcopy(self.host_iter.get_state())
-        self._buffer.append((state, self.place(next(self.host_iter))))
+        self._buffer.append((state, self.place(batch)))
+
+    def fill(self) -> None:
+        """Read and place batches until `size - 1` wait in the buffer (call it right after dispatching a step)."""
+        while len(self._buffer) < self.size - 1:
+            self._put()
 
     def __next__(self) -> Any:
-        # Top up first, then hand out the oldest: with size 2 the batch handed out was placed during
-        # the previous call (while the devices ran the step dispatched before it), and the one placed
-        # now is the next step's.
-        while len(self._buffer) < self.size:
+        if not self._buffer:
             self._put()
-        return self._buffer.popleft()[1]
+        self._state, batch = self._buffer.popleft()
+        return batch
 
     def get_state(self) -> Any:
         """The host iterator's state after the last batch handed out (buffered ones are not consumed)."""
-        if self._buffer:
-            return copy.deepcopy(self._buffer[0][0])
-        return self.host_iter.get_state()
+        return copy.deepcopy(self._state)
 
     def set_state(self, state: Any) -> None:
         """Continue from `state` (of `get_state`); batches placed before are dropped."""
         self._buffer.clear()
         self.host_iter.set_state(state)
+        self._state = copy.deepcopy(state)

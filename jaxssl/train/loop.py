@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import functools
 import signal
 import threading
 import time
@@ -321,7 +320,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     run = _setup(config)
     # The next batch is placed on the devices while the current step runs (double buffering); its
     # get_state() is that of the batches consumed, so checkpoints resume exactly (jaxssl/data/prefetch.py).
-    train_iter = prefetch.DevicePrefetch(run.train_iter, functools.partial(shd.to_global, mesh=run.mesh),
+    train_iter = prefetch.DevicePrefetch(run.train_iter, lambda batch: shd.to_global(batch, run.mesh),
                                          size=defaults.get(config, "data.prefetch"))
     state, guard = run.state, run.guard
 
@@ -352,6 +351,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     batch = next(train_iter)
                 # Asynchronous: returns once the step is enqueued; the metrics stay on the devices.
                 state, metrics = run.train_step(state, batch, run.rng)
+                if step < config.total_steps:
+                    with jax.profiler.TraceAnnotation("input"):
+                        train_iter.fill()  # the next batch is read and transferred while this step runs
                 checkpointer.check_saves(now=step)  # a failed async save (disk full) stops the run now
                 pending.append(metrics)
                 if pbar is not None:

@@ -38,8 +38,9 @@ def test_same_batches_and_exact_resume_from_any_step(size):
     seen, states = [], []
     for _ in range(5):
         seen.append(_value(next(it)))
+        it.fill()  # (the trainer dispatches the step first)
         states.append(it.get_state())
-        # Double buffering: when batch n is handed out, batches up to n + size - 1 are already placed.
+        # After fill(), batches up to n + size - 1 are placed: the next one is on the devices.
         assert placed[-1] == seen[-1] + size - 1
     assert seen == [0, 1, 2, 3, 4]
     # get_state() counts consumed batches only, whatever is in the buffer.
@@ -51,6 +52,25 @@ def test_same_batches_and_exact_resume_from_any_step(size):
     # set_state on a running iterator drops what it had placed.
     it.set_state({"i": 1})
     assert _value(next(it)) == 1
+
+
+def test_a_failed_placement_loses_no_batch():
+    # The trainer checkpoints on KeyboardInterrupt: the state must not count a batch read but never placed.
+    calls = []
+
+    def place(batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return batch
+
+    it = prefetch.DevicePrefetch(_Counter(), place)
+    assert _value(next(it)) == 0
+    it.fill()
+    assert _value(next(it)) == 1
+    with pytest.raises(KeyboardInterrupt):
+        it.fill()
+    assert it.get_state() == {"i": 2}  # resumes with batch 2
 
 
 def test_batches_are_global_arrays_on_the_mesh():
