@@ -151,3 +151,20 @@ def test_unknown_options_name_the_choices():
         models.get("vit", variant="S/8", depth=1, img_size=16, remat="all").init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="attention_impl must be one of"):
         models.get("vit", variant="S/8", depth=1, img_size=16, attention_impl="flash").init(jax.random.key(0), x)
+
+
+def test_bfloat16_policy_float32_parameters_attention_weights_and_outputs():
+    # README "precision policy": parameters float32, attention softmax float32, outputs float32.
+    kw = dict(variant="S/8", width=32, depth=1, num_heads=2, img_size=16, dtype=jnp.bfloat16)
+    x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
+    for name, model in (("vit", models.get("vit", **kw)),
+                        ("transformer", models.get("transformer", width=32, depth=1, num_heads=2, patch_size=8,
+                                                   img_size=16, dtype=jnp.bfloat16))):
+        variables = model.init(jax.random.key(0), x, train=False)
+        assert {p.dtype for p in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}, name
+        out = model.apply(variables, x, train=False)
+        assert out.dtype == jnp.float32, name
+    model = models.get("vit", **kw)
+    weights = vit.intermediates(model, model.init(jax.random.key(0), x, train=False), x)["attention"][0]
+    assert weights.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(weights).sum(-1), 1.0, atol=1e-6)  # float32, not bfloat16, rounding
