@@ -10,10 +10,11 @@ batch read and placed when its step starts; "after": 2, the double-buffered devi
 - device: the XLA client's execution threads (the thunks of the step program and the host->device
   copies); on a CPU these are threads of the same process, on a GPU the streams.
 
-Over the steady-state steps (after `--skip` warm-up steps and outside log/checkpoint steps) it reports
+Over the steps after `--skip` warm-up steps (log steps, which fetch the metrics, included) it reports
 the device's idle fraction of the wall time, and the part of that idle time during which the host
 was inside `"input"`: the time the devices waited for the next batch. Zero means no step waits on
-the host. It also reports the host's own busy fraction (input + dispatch) per step.
+the host. It also reports the host's median time per step in `"input"` and in the whole loop
+iteration (input, dispatch, and at log steps the wait for the metrics).
 
   .venv/bin/python benchmarks/host_trace.py                      # before/after table, ~2 min on 2 cores
   .venv/bin/python benchmarks/host_trace.py --steps 40 --batch 64
@@ -51,6 +52,9 @@ def _config(args, prefetch: int):
     config.log_steps = args.log_steps
     config.ckpt_steps = args.steps  # one checkpoint, at the end
     config.evals = {}
+    # The second run compiles nothing: the programs are the same whatever config.data.prefetch says.
+    jax.config.update("jax_compilation_cache_dir", args.cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     return config
 
 
@@ -78,7 +82,7 @@ def _overlap(a, b) -> float:
     return total
 
 
-def analyse(trace_path: str, skip: int, log_steps: int, total_steps: int) -> dict:
+def analyse(trace_path: str, skip: int, total_steps: int) -> dict:
     """Host/device timelines of one trace -> per-step fractions (microseconds in, seconds out)."""
     with gzip.open(trace_path) as f:
         events = json.load(f)["traceEvents"]
@@ -101,11 +105,12 @@ def analyse(trace_path: str, skip: int, log_steps: int, total_steps: int) -> dic
         device = [(e["ts"], e["ts"] + e["dur"]) for e in spans
                   if threads.get((e["pid"], e["tid"]), "").startswith("tf_XLA")
                   and not e["name"].startswith(("ThreadpoolListener", "end: "))]
-    # Steady state: after the warm-up, and no step that logs or checkpoints (they fetch metrics).
-    keep = sorted(n for n in steps if n > skip and n % log_steps and n < total_steps and (n - 1) % log_steps)
+    # After the warm-up (compilation), up to the last step (its final fetch and checkpoint): log steps,
+    # which fetch the metrics and drain the device queue, are part of what a run pays.
+    keep = sorted(n for n in steps if skip < n < total_steps)
     if len(keep) < 2:
-        raise ValueError(f"too few steady-state steps ({keep}); raise --steps or --log_steps.")
-    lo, hi = steps[keep[0]][0], steps[keep[-1] + 1][0] if keep[-1] + 1 in steps else steps[keep[-1]][1]
+        raise ValueError(f"too few steps after the warm-up ({keep}); raise --steps.")
+    lo, hi = steps[keep[0]][0], steps[keep[-1] + 1][0]
     clip = lambda iv: [[max(s, lo), min(e, hi)] for s, e in iv if e > lo and s < hi]
     busy = _intervals_union(clip(device))
     idle = []
@@ -125,28 +130,27 @@ def analyse(trace_path: str, skip: int, log_steps: int, total_steps: int) -> dic
             "device_idle_fraction": sum(e - s for s, e in idle) / wall,
             "device_waits_on_input_fraction": _overlap(idle, inp) / wall,
             "host_input_s_median": statistics.median(input_s) / 1e6,
-            "host_step_s_median": statistics.median(host_step) / 1e6,
-            "host_busy_fraction": sum(host_step) / wall}
+            "host_step_s_median": statistics.median(host_step) / 1e6}
 
 
 def run(args, prefetch: int) -> dict:
+    """One traced `loop.train` run (compilation included; its steps are skipped in the analysis)."""
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0  # XLA and the loop's annotations only (Python calls would swamp the trace)
     with tempfile.TemporaryDirectory() as workdir, tempfile.TemporaryDirectory() as trace_dir:
-        config = _config(args, prefetch)
-        loop.train(config, os.path.join(workdir, "run"))  # compile + warm caches (same shapes)
-        config.total_steps = 2 * args.steps  # resumes from the checkpoint: the traced steps are args.steps .. 2 args.steps
-        config.ckpt_steps = 2 * args.steps
-        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-            loop.train(config, os.path.join(workdir, "run"))
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True, profiler_options=options):
+            loop.train(_config(args, prefetch), os.path.join(workdir, "run"))
         path = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)[0]
-        return analyse(path, args.steps + args.skip, args.log_steps, 2 * args.steps)
+        return analyse(path, args.skip, args.steps)
 
 
 def main():
     p = _common.parser(__doc__)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--steps", type=int, default=24, help="traced steps (after as many untraced ones).")
-    p.add_argument("--skip", type=int, default=2, help="traced steps left out at the start.")
-    p.add_argument("--log_steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=24, help="steps per run (all traced).")
+    p.add_argument("--skip", type=int, default=4, help="steps left out at the start (compilation, warm-up).")
+    p.add_argument("--log_steps", type=int, default=4, help="metrics fetched every this many steps.")
+    p.add_argument("--cache_dir", default=os.path.join(tempfile.gettempdir(), "jaxssl_host_trace_cache"))
     p.add_argument("--data_dir", default=DATA_DIR)
     p.add_argument("--prefetch", default="1,2", help="config.data.prefetch values to compare.")
     args = p.parse_args()
@@ -157,7 +161,7 @@ def main():
         results[value] = run(args, value)
         print(f"prefetch={value}: {results[value]}", flush=True)
     keys = ("wall_s_per_step", "device_busy_fraction", "device_idle_fraction", "device_waits_on_input_fraction",
-            "host_input_s_median", "host_busy_fraction")
+            "host_input_s_median", "host_step_s_median")
     rows = [[f"data.prefetch={v}" + {1: " (before)", 2: " (after)"}.get(v, "")] + [f"{r[k]:.4g}" for k in keys]
             for v, r in results.items()]
     print(_common.table(["trainer"] + list(keys), rows))
