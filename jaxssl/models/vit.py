@@ -15,9 +15,11 @@ Optional token mask (iBOT arXiv:2111.07832, data2vec arXiv:2202.03555): `mask` (
 the embeddings of masked patches by a learned `mask_token` (created when `mask_token=True`) before
 the position embedding is added.
 
-Introspection without extra outputs: each block sows its attention weights (B, heads, 1+N, 1+N)
-and its output tokens into the "intermediates" collection (`apply(..., mutable=["intermediates"])`,
-see `intermediates`); sowing is a no-op otherwise, so training pays nothing for it.
+Attention runs through `jax.nn.dot_product_attention` (`attention_impl`, see
+`transformer.Attention`). Introspection without extra outputs: with a mutable "intermediates"
+collection (`apply(..., mutable=["intermediates"])`, see `intermediates`) each block takes the
+explicit path and sows its attention weights (B, heads, 1+N, 1+N) and its output tokens; otherwise
+nothing is sown and the weights are never materialised, so training pays nothing for it.
 """
 from __future__ import annotations
 
