@@ -43,6 +43,7 @@ class DevicePrefetch:
         # (host-iterator state just after the batch, placed batch).
         self._buffer: collections.deque = collections.deque()
         self._state = copy.deepcopy(host_iter.get_state())  # after the last batch handed out
+        self._error: BaseException | None = None  # raised by fill(), re-raised by the next __next__
 
     def __iter__(self) -> "DevicePrefetch":
         return self
@@ -53,11 +54,22 @@ class DevicePrefetch:
         self._buffer.append((state, self.place(batch)))
 
     def fill(self) -> None:
-        """Read and place batches until `size - 1` wait in the buffer (call it right after dispatching a step)."""
-        while len(self._buffer) < self.size - 1:
-            self._put()
+        """Read and place batches until `size - 1` wait in the buffer (call it right after dispatching a step).
+
+        An exception while reading or placing (a bad file, an interrupt) is raised by the `next()`
+        that would have read that batch without prefetching, so the step already dispatched is
+        logged and checkpointed as before.
+        """
+        try:
+            while self._error is None and len(self._buffer) < self.size - 1:
+                self._put()
+        except BaseException as e:  # noqa: BLE001  (re-raised by __next__, where the batch is needed)
+            self._error = e
 
     def __next__(self) -> Any:
+        if not self._buffer and self._error is not None:
+            error, self._error = self._error, None
+            raise error
         if not self._buffer:
             self._put()
         self._state, batch = self._buffer.popleft()
@@ -70,5 +82,6 @@ class DevicePrefetch:
     def set_state(self, state: Any) -> None:
         """Continue from `state` (of `get_state`); batches placed before are dropped."""
         self._buffer.clear()
+        self._error = None
         self.host_iter.set_state(state)
         self._state = copy.deepcopy(state)
