@@ -11,8 +11,9 @@ The two ViT steps of issue 24, built from the repository's configs through `meth
 Variants are `ATTENTION:REMAT` pairs: ATTENTION `einsum` (the explicit softmax(QK^T)V path, what the
 ViT ran before issue 24), `fused` (`jax.nn.dot_product_attention`, implementation None: XLA's
 composition) or `cudnn` (cuDNN flash attention: GPUs, bfloat16); REMAT a `config.remat` value.
-For each: XLA's cost analysis of the lowered step (FLOPs, bytes accessed; backend-independent), and
-with `--memory` the compiled step's `memory_analysis()` (temporary buffers = activations kept for the
+For each: XLA's cost analysis of the lowered step (FLOPs, bytes accessed; backend-independent), the
+activations the loss's backward pass keeps (`saved_residuals` of the jaxpr: the memory remat saves,
+backend-independent), and with `--memory` the compiled step's `memory_analysis()` (temporary buffers = activations kept for the
 backward pass + workspace; arguments = state + batch; outputs aliased to the donated state).
 `--time`: also run `--steps` steps on real arrays: median s/step, images/s and MFU (XLA-counted
 step FLOPs / time / dense bf16 peak of `mfu.PEAK_TFLOPS`; on a CPU no MFU).
@@ -61,6 +62,25 @@ def config_of(name: str, args, attention: str, remat: str):
     return cfg, views
 
 
+def saved_activations(method, state, views, batch: int) -> float:
+    """Bytes the loss's backward pass keeps from its forward (`saved_residuals`, on the jaxpr: what
+    remat changes, whatever the backend), leaving out residuals that are inputs (parameters, images).
+
+    Backend-independent, unlike a CPU memory analysis: XLA:CPU drops the optimisation barriers that
+    keep rematerialised recomputation in the backward pass, so its temp size does not move with remat.
+    """
+    from jax._src import ad_checkpoint  # pylint: disable=g-import-not-at-top  (no public equivalent)
+    images = [jax.ShapeDtypeStruct((batch, v["crop_size"], v["crop_size"], 3), jnp.float32) for v in views]
+
+    def loss(params, images, model_state, teacher, extra):
+        return method.loss_fn(params, model_state, teacher, extra, images, jax.random.key(0), jnp.int32(0))[0]
+
+    residuals = ad_checkpoint.saved_residuals(loss, state.params, images, state.model_state, state.teacher,
+                                              state.extra)
+    return float(sum(np.prod(a.shape) * a.dtype.itemsize for a, why in residuals
+                     if not why.startswith("from the argument")))
+
+
 def build(name: str, args, attention: str, remat: str, abstract: bool):
     """(train_step, state, batch, n_views) of jaxssl's step for one variant."""
     cfg, views = config_of(name, args, attention, remat)
@@ -73,16 +93,17 @@ def build(name: str, args, attention: str, remat: str, abstract: bool):
         batch = {"image": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=shd.data_sharded(mesh))}
     else:
         batch = shd.to_global({"image": np.random.default_rng(0).integers(0, 256, shape, np.uint8)}, mesh)
-    return step_lib.make_train_step(method, tx, views, mesh, lr), state, batch, len(views)
+    return step_lib.make_train_step(method, tx, views, mesh, lr), state, batch, (method, views)
 
 
 def analyse(name: str, variant: str, args) -> dict:
     attention, remat = variant.split(":")
-    train_step, state, batch, n_views = build(name, args, attention, remat, abstract=not args.time)
+    train_step, state, batch, (method, views) = build(name, args, attention, remat, abstract=not args.time)
     lowered = train_step.lower(state, batch, jax.random.key(1))
     cost = _common.xla_cost(lowered)
-    row = {"model": name, "variant": variant, "attention": attention, "remat": remat, "views": n_views,
-           "flops": float(cost.get("flops", float("nan"))), "bytes_accessed": float(cost.get("bytes accessed", 0.0))}
+    row = {"model": name, "variant": variant, "attention": attention, "remat": remat, "views": len(views),
+           "flops": float(cost.get("flops", float("nan"))), "bytes_accessed": float(cost.get("bytes accessed", 0.0)),
+           "saved_activation_bytes": saved_activations(method, state, views, args.batch)}
     if args.memory or args.time:
         t = time.perf_counter()
         options = FAST_CPU if jax.default_backend() == "cpu" and not args.time else None
@@ -122,7 +143,9 @@ def table(rows) -> str:
     for r in rows:
         b = base[r["model"]]
         cells = [r["model"], r["variant"], f"{r['flops'] / 1e9:,.1f}", f"{r['flops'] / b['flops']:.4f}",
-                 f"{r['bytes_accessed'] / 2**30:,.2f}", f"{r['bytes_accessed'] / b['bytes_accessed']:.3f}"]
+                 f"{r['bytes_accessed'] / 2**30:,.2f}", f"{r['bytes_accessed'] / b['bytes_accessed']:.3f}",
+                 mib(r["saved_activation_bytes"]),
+                 f"{r['saved_activation_bytes'] / b['saved_activation_bytes']:.3f}"]
         if "temp_size_in_bytes" in r:
             cells += [mib(r["temp_size_in_bytes"]), f"{r['temp_size_in_bytes'] / b['temp_size_in_bytes']:.3f}",
                       mib(r["peak_estimate_bytes"])]
@@ -130,7 +153,8 @@ def table(rows) -> str:
             cells += [f"{r['median_s']:.4g}", f"{r['images_per_s']:,.0f}",
                       f"{100 * r['mfu_xla_flops']:.1f}%" if r["mfu_xla_flops"] else "-"]
         out.append(cells)
-    head = ["model", "attention:remat", "GFLOP (lowered)", "/ first", "GiB accessed (lowered)", "/ first"]
+    head = ["model", "attention:remat", "GFLOP (lowered)", "/ first", "GiB accessed (lowered)", "/ first",
+            "activations kept for backward, MiB", "/ first"]
     if any("temp_size_in_bytes" in r for r in rows):
         head += ["temp MiB (compiled)", "/ first", "peak est. MiB"]
     if any("median_s" in r for r in rows):
