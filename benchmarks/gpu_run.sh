@@ -9,6 +9,12 @@
 # Runs the STEPS (default: all, in the order below) one after the other, each under its own
 # timeout, skipping a step when less than its minimum time is left of BUDGET_S (default 540 s; on an
 # H200 the steps took: env 13 s, simclr 67 s, byol 86 s, dino 198 s, mfu 171 s, augment 32 s).
+# Issue 24 (ViT speed; not yet run on a GPU, budget guesses from the ViT-S compile times of 48-78 s):
+#   bash benchmarks/gpu_run.sh OUT 560 env dino_cudnn vit_mae vit_dino
+# dino_cudnn: throughput_dino.py (jaxssl / hand-written / lightly) with cuDNN flash attention;
+# vit_mae: MAE ViT-B/16 batch 256 s/step, images/s and MFU, XLA vs cuDNN attention; vit_dino: DINO
+# ViT-S/16 b64 per attention path and remat policy (speed and XLA memory analysis); host_trace: the
+# profiler trace of the trainer, needs the CIFAR-10 subset (BENCH_TFDS_DIR, tests/conftest.py).
 # Everything printed goes to OUT_DIR/log.txt, the JSON files to OUT_DIR/results/ (packed into
 # OUT_DIR/results.tar at the end). A failing step does not stop the others.
 set -u
@@ -59,6 +65,14 @@ print(\"jax\", jax.__version__, jax.devices(), \"flax\", flax.__version__, \"opt
       --warmup 3 --blocks 4 --steps 4 --workers $W --tag _gpu ;;
     mfu) step mfu 150 240 $PY benchmarks/mfu.py --batch 128 --dtype bfloat16 --local_views 6 \
       --warmup 2 --steps 10 --tag _b128 ;;
+    dino_cudnn) step dino_cudnn 150 260 $PY benchmarks/throughput_dino.py --batch 64 --dtype bfloat16 \
+      --attention_impl cudnn --warmup 3 --blocks 4 --steps 4 --workers $W --tag _gpu_cudnn ;;
+    vit_mae) step vit_mae 120 240 $PY benchmarks/vit_step.py --models mae_vitb16 --batch 256 --time \
+      --variants fused:none,cudnn:none --warmup 3 --steps 10 --tag _gpu_mae ;;
+    vit_dino) step vit_dino 150 300 $PY benchmarks/vit_step.py --models dino_vits16 --batch 64 --time \
+      --variants fused:none,cudnn:none,cudnn:dots_saveable --warmup 3 --steps 10 --tag _gpu_dino ;;
+    host_trace) step host_trace 90 200 $PY benchmarks/host_trace.py --batch 256 --steps 40 \
+      --data_dir ${BENCH_TFDS_DIR:-$PWD/.cache/tfds_test} --tag _gpu ;;
     augment) step augment 40 90 $PY benchmarks/augment_throughput.py --size 224 --batch 64 --blocks 2 --steps $(( 2 * W )) \
       --contenders jaxssl,torchvision_v2_nw$W,lightly_nw$W --threads 1 --tag _gpu ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;

@@ -71,7 +71,7 @@ def setup(args):
     """(config, method_kw, method, tx, lr, views): jaxssl's DINO from the config, resized by args."""
     cfg = dino_vits16_imagenet.get_config()
     dtype = jnp.dtype(args.dtype)
-    model_kw = {**cfg.model, "img_size": args.global_size, "dtype": dtype}
+    model_kw = {**cfg.model, "img_size": args.global_size, "dtype": dtype, "attention_impl": args.attention_impl}
     model_kw.update({k: v for k, v in (("width", args.width), ("depth", args.depth), ("num_heads", args.heads)) if v})
     kw = {**cfg.method_kw, "global_views": 2, "freeze_last_layer_steps": cfg.method_kw.freeze_last_layer_steps
           if args.freeze_last_layer else 0}
@@ -270,6 +270,9 @@ def main():
     p.add_argument("--out_dim", type=int, default=None, help="DINO head K override (config: 65536).")
     p.add_argument("--hidden_dim", type=int, default=None, help="DINO head hidden width override (2048).")
     p.add_argument("--bottleneck_dim", type=int, default=None, help="DINO head bottleneck override (256).")
+    p.add_argument("--attention_impl", default=None, choices=(None, "xla", "cudnn", "einsum"),
+                   help="the ViT's attention (jaxssl and handwritten share the modules): default "
+                        "jax.nn.dot_product_attention as JAX chooses; cudnn: flash attention (GPU, bfloat16).")
     p.add_argument("--freeze_last_layer", action="store_true", help="time a first-epoch step (last layer frozen).")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--blocks", type=int, default=None)

@@ -12,6 +12,10 @@ Top level (`TOP_LEVEL`), besides the required run description:
   nonfinite ("raise"): stop at the first NaN/Inf; "skip": drop such updates and go on.
   nonfinite_patience (10): with "skip", raise after this many non-finite steps in a row.
   accum_steps (1): micro-batches per step, GradCache-style (jaxssl/train/accumulate.py).
+  remat ("none"): rematerialise each Transformer block of a ViT / transformer backbone in the backward
+    pass under a `jax.checkpoint` policy: "block" (keep only block inputs), "dots_saveable" (keep
+    matmul outputs), "dots_with_no_batch_dims_saveable" (keep weight-matmul outputs); same loss and
+    gradients, less activation memory (jaxssl/models/transformer.py `REMAT_POLICIES`).
   mesh ({fsdp: 1, fsdp_min_size: FSDP_MIN_SIZE}): the device layout (`MESH`, jaxssl/train/sharding.py).
   init_from (None): a safetensors file of PyTorch weights (timm or torchvision layout, detected, or
     named as "timm:PATH" / "torchvision:PATH") that the backbone starts from instead of its random
@@ -22,7 +26,9 @@ second mesh axis (FSDP); smaller leaves stay replicated.
 $TFDS_DATA_DIR, else ~/tensorflow_datasets), `prepare_offline` (download and convert before
 training, on process 0), `worker_count` (grain host workers; 0: in the main process), `skip_bad_images`
 (an image folder's unreadable files are skipped and counted instead of raising), `manual_dir` (the
-archives of imagenet2012, jaxssl/data/manual.py); the sequence
+archives of imagenet2012, jaxssl/data/manual.py), `prefetch` (batches on the devices at once, counting
+the one in use: 2 places the next batch while the current step runs, 1 places each batch when its
+step starts; jaxssl/data/prefetch.py); the sequence
 inputs also read `seq_len` (tokens per text window, jaxssl/data/text.py), `sample_rate` and
 `clip_seconds` (FSDD audio clips, jaxssl/data/audio.py).
 
@@ -64,6 +70,9 @@ DATA = {
     "skip_bad_images": Key(False, "bool"),
     # imagenet2012: the folder holding ILSVRC2012_img_{train,val}.tar ("": <data_dir>/downloads/manual).
     "manual_dir": Key("", "str | None"),
+    # Double-buffered device placement (jaxssl/data/prefetch.py): the next batch is transferred while
+    # the current step runs.
+    "prefetch": Key(2, "int"),
     # Sequence inputs (configs/data2vec_text_shakespeare.py, configs/data2vec_speech_fsdd.py):
     # 512 tokens (the paper's RoBERTa length), 1 s clips at 16 kHz (jaxssl.data.audio.load_fsdd).
     "seq_len": Key(512, "int"), "sample_rate": Key(16_000, "int"), "clip_seconds": Key(1.0, "float"),
@@ -79,6 +88,7 @@ TOP_LEVEL = {
     "nonfinite_patience": Key(10, "int"), "accum_steps": Key(1, "int"),
     "mesh": Key({k: v.default for k, v in MESH.items()}, "dict | None"),
     "init_from": Key(None, "str | None"),
+    "remat": Key("none", "str"),
 }
 
 # The tables by the dotted prefix of their keys ("" = top level).

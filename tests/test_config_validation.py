@@ -124,6 +124,9 @@ BAD = {
                                      st.tuples(st.tuples(st.integers(1, 9), st.floats(max_value=0.0)))),
     "data.name": st.one_of(st.just(""), st.integers(), st.none()),
     "data.split": st.one_of(st.integers(), st.none()),
+    "data.prefetch": st.one_of(st.integers(max_value=0), text),
+    # An unknown policy, or any policy on this config's ResNet (no Transformer blocks to rematerialise).
+    "remat": st.one_of(text, st.sampled_from(["block", "dots_saveable"])),
 }
 
 

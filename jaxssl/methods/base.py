@@ -189,11 +189,15 @@ def build(config: Mapping[str, Any]) -> Method:
     `config` is an ml_collections ConfigDict or the plain dict of a run's `config.json`:
     `models.get(**config["model"], dtype)` is the backbone, and `get(config["method"], backbone=...,
     dtype=..., **config["method_kw"])` the method around it; `config["dtype"]` ("float32" or
-    "bfloat16", default float32) is the compute dtype of both. Nothing is initialised here.
+    "bfloat16", default float32) is the compute dtype of both, and `config["remat"]` (default "none")
+    the backbone's per-block rematerialisation. Nothing is initialised here.
     """
     from jaxssl import defaults, models  # pylint: disable=g-import-not-at-top
     dtype = jnp.dtype(defaults.get(config, "dtype"))
-    backbone = models.get(**{**dict(config["model"]), "dtype": dtype})
+    model_kw = {**dict(config["model"]), "dtype": dtype}
+    if defaults.get(config, "remat") != "none":  # Transformer backbones only (validated)
+        model_kw["remat"] = defaults.get(config, "remat")
+    backbone = models.get(**model_kw)
     return get(config["method"], backbone=backbone, dtype=dtype, **dict(config["method_kw"]))
 
 

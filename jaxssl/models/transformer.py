@@ -51,25 +51,82 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
 
+# `attention_impl` values: None, "xla" and "cudnn" go to `jax.nn.dot_product_attention` (its
+# `implementation`); "einsum" is the explicit softmax(QK^T / sqrt(C)) V with materialised weights.
+ATTENTION_IMPLS = (None, "xla", "cudnn", "einsum")
+
+# `remat` values -> the `jax.checkpoint` policy of each block (what the backward pass may keep from
+# the forward instead of recomputing it). "none": no rematerialisation (everything saved).
+REMAT_POLICIES = {
+    "none": None,
+    # Keep only each block's input: the whole block is recomputed in the backward pass
+    # (activation memory O(depth x B x T x D) instead of O(depth x B x T x (12 D + heads x T))).
+    "block": jax.checkpoint_policies.nothing_saveable,
+    # Keep the outputs of the matrix products (qkv, proj, fc1, fc2, attention einsums) and recompute
+    # the cheap elementwise work (LayerNorm, GELU, softmax, dropout masks) between them.
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    # Keep only the weight matmuls' outputs (not the batched QK^T / AV products).
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def check_options(attention_impl: str | None, remat: str) -> None:
+    """ValueError naming the valid choices for an unknown `attention_impl` or `remat`."""
+    if attention_impl not in ATTENTION_IMPLS:
+        raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {attention_impl!r}.")
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {remat!r}.")
+
+
+def block_class(remat: str) -> type[nn.Module]:
+    """`Block`, or `Block` under `nn.remat` with the policy named by `remat` (`REMAT_POLICIES`).
+
+    The parameters keep their names and shapes (the module is named by the caller), so checkpoints
+    and PyTorch exports do not depend on `remat`; only what the backward pass stores changes.
+    """
+    check_options(None, remat)
+    if remat == "none":
+        return Block
+    # static_argnums counts `self`: argument 2 is `train` (a Python bool that selects DropPath).
+    return nn.remat(Block, policy=REMAT_POLICIES[remat], static_argnums=(2,))
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention; sows its softmax weights (B, heads, T, T) as "attention"."""
+    """Multi-head self-attention over (B, T, D).
+
+    `attention_impl` None / "xla" / "cudnn": `jax.nn.dot_product_attention` with that
+    `implementation` (None: JAX picks; jax 0.10-0.11 pick XLA's composition, whose QK^T is
+    accumulated in float32 and whose softmax is float32; "cudnn": cuDNN's fused flash attention on
+    NVIDIA GPUs, bfloat16/float16 only, head dim a multiple of 8). "einsum": the explicit
+    softmax(QK^T / sqrt(C)) V, the same numbers (tests/models/test_attention_impl.py). The
+    explicit path also runs, whatever `attention_impl` says, when the "intermediates" collection is
+    mutable (`vit.intermediates`, attention maps): only it has the weights (B, heads, T, T) to sow
+    as "attention". Parameters are the same for every choice.
+    """
 
     num_heads: int
     dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x):
         b, t, d = x.shape
         if d % self.num_heads:
             raise ValueError(f"ViT width {d} is not divisible by num_heads={self.num_heads}.")
+        check_options(self.attention_impl, "none")
         qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name="qkv")(x)
-        q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k) / jnp.sqrt(d // self.num_heads).astype(x.dtype)
-        # Softmax in float32 even under bfloat16 compute: the weights must sum to one.
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        self.sow("intermediates", "attention", weights)
-        out = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(self.dtype), v).reshape(b, t, d)
-        return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out)
+        q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)  # (B, T, H, C)
+        scale = 1.0 / (d // self.num_heads) ** 0.5
+        if self.attention_impl == "einsum" or self.is_mutable_collection("intermediates"):
+            # QK^T accumulated in float32 (as dot_product_attention does), softmax in float32 even
+            # under bfloat16 compute: the weights must sum to one.
+            logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+            weights = jax.nn.softmax(logits, axis=-1)
+            self.sow("intermediates", "attention", weights)
+            out = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(v.dtype), v)
+        else:
+            out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=self.attention_impl)
+        return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out.reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -88,6 +145,7 @@ class Block(nn.Module):
     drop_path: float = 0.0
     norm_first: bool = True
     dtype: Any = jnp.float32
+    attention_impl: str | None = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -95,7 +153,8 @@ class Block(nn.Module):
         norm = lambda name: nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=name)
         pre = norm if self.norm_first else (lambda name: lambda v: v)
         post = (lambda name: lambda v: v) if self.norm_first else norm
-        y = Attention(self.num_heads, dtype=self.dtype, name="attn")(pre("norm1")(x))
+        y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+                      name="attn")(pre("norm1")(x))
         x = post("norm1")(x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train))
         y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(pre("norm2")(x))
         y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
@@ -107,7 +166,8 @@ class Body(nn.Module):
 
     Returns (final LayerNorm'd tokens (B, T, D) float32, per-block targets [(B, T, D)] * depth).
     `norm_first=False`: post-norm blocks and no final LayerNorm (the last block already ends in
-    one), as fairseq's post-norm encoders.
+    one), as fairseq's post-norm encoders. `attention_impl`: `Attention`'s; `remat`: a key of
+    `REMAT_POLICIES`, each block rematerialised in the backward pass under that policy.
     """
 
     depth: int
@@ -117,16 +177,20 @@ class Body(nn.Module):
     layer_target: str = "ffn"
     norm_first: bool = True
     dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
 
     @nn.compact
     def __call__(self, x, train: bool):
         if self.layer_target not in ("ffn", "block"):
             raise ValueError(f"layer_target must be 'ffn' or 'block', got {self.layer_target!r}.")
         mlp_dim = int(x.shape[-1] * self.mlp_ratio)
+        block = block_class(self.remat)
         layers = []
         for i in range(self.depth):
             rate = self.drop_path_rate * i / max(self.depth - 1, 1)
-            x, ffn = Block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype, name=f"block{i}")(x, train)
+            x, ffn = block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype,
+                           attention_impl=self.attention_impl, name=f"block{i}")(x, train)
             layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
         if self.norm_first:
             x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
@@ -153,6 +217,10 @@ class Model(nn.Module):
         x = self.layer_norm(x)`); text already ends its embedding in a LayerNorm
         (`layernorm_embedding: true`, base.yaml:66).
       dtype: compute dtype.
+      attention_impl: None (default), "xla", "cudnn" or "einsum" (`Attention`).
+      remat: "none" (default), "block", "dots_saveable" or "dots_with_no_batch_dims_saveable":
+        recompute each block in the backward pass under that policy (`REMAT_POLICIES`; the
+        trainer sets it from `config.remat`). Same outputs and gradients, less activation memory.
     """
 
     modality: str = "image"
@@ -174,6 +242,8 @@ class Model(nn.Module):
     pos_conv_depth: int = 1
     norm_first: bool = True
     dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
 
     def input_encoder(self) -> nn.Module:
         if self.modality == "image":
@@ -205,7 +275,8 @@ class Model(nn.Module):
         if not self.norm_first and self.modality == "speech":
             tokens = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="embed_norm")(tokens)
         tokens, layers = Body(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate, self.layer_target,
-                              self.norm_first, dtype=self.dtype, name="body")(tokens, train)
+                              self.norm_first, dtype=self.dtype, attention_impl=self.attention_impl,
+                              remat=self.remat, name="body")(tokens, train)
         if return_layers:
             return {"tokens": tokens, "layers": layers}
         return jnp.mean(tokens, axis=1)

@@ -15,9 +15,11 @@ Optional token mask (iBOT arXiv:2111.07832, data2vec arXiv:2202.03555): `mask` (
 the embeddings of masked patches by a learned `mask_token` (created when `mask_token=True`) before
 the position embedding is added.
 
-Introspection without extra outputs: each block sows its attention weights (B, heads, 1+N, 1+N)
-and its output tokens into the "intermediates" collection (`apply(..., mutable=["intermediates"])`,
-see `intermediates`); sowing is a no-op otherwise, so training pays nothing for it.
+Attention runs through `jax.nn.dot_product_attention` (`attention_impl`, see
+`transformer.Attention`). Introspection without extra outputs: with a mutable "intermediates"
+collection (`apply(..., mutable=["intermediates"])`, see `intermediates`) each block takes the
+explicit path and sows its attention weights (B, heads, 1+N, 1+N) and its output tokens; otherwise
+nothing is sown and the weights are never materialised, so training pays nothing for it.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 # The blocks are the shared pre-norm blocks of `jaxssl.models.transformer` (re-exported here).
-from jaxssl.models import encoders
+from jaxssl.models import encoders, transformer
 from jaxssl.models.transformer import Attention, Block, DropPath  # noqa: F401
 
 # name -> (width D, depth, heads); MLP width is 4 D. DeiT (arXiv:2012.12877) Table 1 / ViT Table 1.
@@ -59,6 +61,12 @@ class Model(nn.Module):
         first (DeiT / DINO `drop_path_rate`, 0.1 for ViT-S/16 in DINO); active only when train.
       mask_token: create the learned mask token used by `mask` (iBOT, data2vec).
       dtype: compute dtype; parameters stay float32.
+      attention_impl: None (default: `jax.nn.dot_product_attention`, JAX picks), "xla", "cudnn"
+        (cuDNN flash attention, GPU and bfloat16 only) or "einsum" (explicit weights); see
+        `transformer.Attention`. `intermediates` always takes the explicit path.
+      remat: "none" (default), "block", "dots_saveable" or "dots_with_no_batch_dims_saveable":
+        per-block `jax.checkpoint` policy (`transformer.REMAT_POLICIES`; the trainer sets it from
+        `config.remat`). Same outputs and gradients, less activation memory.
 
     Call: `apply(variables, x (B,H,W,3), train=bool, mask=None | (B, N) bool,
     return_tokens=False)` -> (B, D) CLS feature, or (B, 1+N, D) tokens with `return_tokens`, float32.
@@ -75,6 +83,8 @@ class Model(nn.Module):
     drop_path_rate: float = 0.0
     mask_token: bool = False
     dtype: Any = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
 
     def dims(self) -> tuple[int, int, int, int]:
         """(width, depth, heads, patch) after overrides."""
@@ -113,9 +123,11 @@ class Model(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, width)), x], axis=1)
 
         mlp_dim = int(width * self.mlp_ratio)
+        block = transformer.block_class(self.remat)
         for i in range(depth):
             rate = self.drop_path_rate * i / max(depth - 1, 1)
-            x, _ = Block(heads, mlp_dim, rate, dtype=self.dtype, name=f"block{i}")(x, train)
+            x, _ = block(heads, mlp_dim, rate, dtype=self.dtype, attention_impl=self.attention_impl,
+                         name=f"block{i}")(x, train)
             self.sow("intermediates", f"out{i}", x)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x).astype(jnp.float32)
         return x if return_tokens else x[:, 0]

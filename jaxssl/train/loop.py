@@ -35,7 +35,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxssl import defaults, evaluate, methods
-from jaxssl.data import inputs
+from jaxssl.data import inputs, prefetch
 from jaxssl.train import checkpoint as ckpt_lib
 from jaxssl.train import lock as lock_lib
 from jaxssl.train import optim, sharding as shd, step as step_lib, validate
@@ -318,7 +318,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """`train` once the config is valid and the workdir locked."""
     _check_workdir_config(workdir, config)
     run = _setup(config)
-    state, guard, train_iter = run.state, run.guard, run.train_iter
+    # The next batch is placed on the devices while the current step runs (double buffering); its
+    # get_state() is that of the batches consumed, so checkpoints resume exactly (jaxssl/data/prefetch.py).
+    train_iter = prefetch.DevicePrefetch(run.train_iter, lambda batch: shd.to_global(batch, run.mesh),
+                                         size=defaults.get(config, "data.prefetch"))
+    state, guard = run.state, run.guard
 
     # --- Restore ---------------------------------------------------------------------------
     checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_ckpts)
@@ -341,32 +345,40 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                         unit="step", dynamic_ncols=True)
         last_logged, checked, t0 = start, start, time.time()
         for step in range(start + 1, config.total_steps + 1):
-            state, metrics = run.train_step(state, shd.to_global(next(train_iter), run.mesh), run.rng)
-            checkpointer.check_saves(now=step)  # a failed async save (disk full) stops the run now
-            pending.append(metrics)
-            if pbar is not None:
-                pbar.update(1)
-            stopping = stop.signum is not None and step < config.total_steps
-            is_log = step % config.log_steps == 0 or step == config.total_steps
-            is_ckpt = step % config.ckpt_steps == 0 or step == config.total_steps or stopping
-            if is_log or is_ckpt:
-                # Fetch only here: the host never waits on the device in between. Every step is
-                # checked before a checkpoint holding it is written.
-                pending = jax.device_get(pending)
-                guard.check(pending[checked - last_logged:], checked + 1, last_saved)
-                checked = step
-            if is_log:
-                final.update(_log_row(pending, step, last_logged, t0, guard, writer, pbar))
-                pending, last_logged, t0 = [], step, time.time()
-            if step != config.total_steps:
-                _evaluate(run, state, step, writer, final=False)
-            if is_ckpt:
-                save(step, force=step == config.total_steps or stopping)
-                last_saved = step
-            if stopping:
-                checkpointer.wait()  # "which is checkpointed" must be true
-                raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is checkpointed "
-                                f"in {checkpointer.directory}. Rerun the same command to resume.")
+            # Named regions for `jax.profiler` traces (benchmarks/host_trace.py); free when not tracing.
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                with jax.profiler.TraceAnnotation("input"):
+                    batch = next(train_iter)
+                # Asynchronous: returns once the step is enqueued; the metrics stay on the devices.
+                state, metrics = run.train_step(state, batch, run.rng)
+                if step < config.total_steps:
+                    with jax.profiler.TraceAnnotation("input"):
+                        train_iter.fill()  # the next batch is read and transferred while this step runs
+                checkpointer.check_saves(now=step)  # a failed async save (disk full) stops the run now
+                pending.append(metrics)
+                if pbar is not None:
+                    pbar.update(1)
+                stopping = stop.signum is not None and step < config.total_steps
+                is_log = step % config.log_steps == 0 or step == config.total_steps
+                is_ckpt = step % config.ckpt_steps == 0 or step == config.total_steps or stopping
+                if is_log or is_ckpt:
+                    # Fetch only here: the host never waits on the device in between. Every step is
+                    # checked before a checkpoint holding it is written.
+                    pending = jax.device_get(pending)
+                    guard.check(pending[checked - last_logged:], checked + 1, last_saved)
+                    checked = step
+                if is_log:
+                    final.update(_log_row(pending, step, last_logged, t0, guard, writer, pbar))
+                    pending, last_logged, t0 = [], step, time.time()
+                if step != config.total_steps:
+                    _evaluate(run, state, step, writer, final=False)
+                if is_ckpt:
+                    save(step, force=step == config.total_steps or stopping)
+                    last_saved = step
+                if stopping:
+                    checkpointer.wait()  # "which is checkpointed" must be true
+                    raise Preempted(f"Stopped by signal {stop.signum} (SIGTERM) after step {step}, which is "
+                                    f"checkpointed in {checkpointer.directory}. Rerun the same command to resume.")
         finished = True
     except KeyboardInterrupt:
         # Unlike SIGTERM this can land inside a step whose input state is already donated: save if possible.

@@ -131,6 +131,7 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, views: Seq
 
     `state_shardings`: the state's layout, a TrainState of NamedShardings (e.g.
     `shd.state_shardings(state, mesh)` for FSDP); None replicates the state. The new state keeps it.
+    `train_step.lower(state, batch, rng)` lowers the jitted step (as `jax.jit(...).lower`).
     """
     step = make_step_fn(method, tx, views, lr_schedule, probe, skip_nonfinite, accum_steps)
     rep, data = shd.replicated(mesh), shd.data_sharded(mesh)
@@ -142,5 +143,11 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, views: Seq
         with ops.step_mesh(mesh):
             return jitted(state, batch, rng)
 
+    def lower(state, batch, rng):
+        # `jax.stages.Lowered` of the step (cost/memory analysis, AOT compile); arguments may be ShapeDtypeStructs.
+        with ops.step_mesh(mesh):
+            return jitted.lower(state, batch, rng)
+
+    train_step.lower = lower
     return train_step
 

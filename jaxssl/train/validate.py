@@ -25,6 +25,7 @@ from jaxssl import defaults
 from jaxssl.data import inputs
 from jaxssl.evaluate import common as eval_common
 from jaxssl.evaluate.linear_probe import online_probe
+from jaxssl.models import transformer
 from jaxssl.train import optim
 
 # Top-level keys (meanings and defaults: jaxssl/defaults.py).
@@ -219,7 +220,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise TypeError(f"config.{key} must be an int, got {value!r} ({type(value).__name__}).")
         if low is not None and value < low:
             raise ValueError(f"config.{key} must be >= {low}, got {value}.")
-    for key, choices in (("dtype", tuple(DTYPES)), ("nonfinite", ("raise", "skip")), ("progress_bar", (True, False))):
+    for key, choices in (("dtype", tuple(DTYPES)), ("nonfinite", ("raise", "skip")), ("progress_bar", (True, False)),
+                         ("remat", tuple(transformer.REMAT_POLICIES))):
         if key in config and not any(config[key] is c or (isinstance(c, str) and config[key] == c) for c in choices):
             raise ValueError(f"config.{key} must be one of {list(choices)}, got {config[key]!r}.")
     for key in ("method_kw", "model", "data", "input", "optimizer", "evals"):
@@ -230,6 +232,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _check_kwargs("mesh", config.mesh, _spec(defaults.MESH), "jaxssl.train.sharding")
         if defaults.get(config, "mesh.fsdp") < 1:
             raise ValueError(f"config.mesh.fsdp must be >= 1 (1: no FSDP), got {config.mesh.fsdp}.")
+    if defaults.get(config, "data.prefetch") < 1:
+        raise ValueError(f"config.data.prefetch must be >= 1 (1: no prefetch, 2: double buffering), "
+                         f"got {config.data.prefetch}.")
     if not config.data.name:
         raise ValueError("config.data.name is empty; name a TFDS dataset (e.g. 'cifar10').")
 
@@ -249,6 +254,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"{', '.join(models.BACKBONES)}.") from None
     fields = {k: (f.default, f.type) for k, f in model_cls.__dataclass_fields__.items() if k not in ("parent", "name")}
     _check_kwargs("model", {k: v for k, v in config.model.items() if k != "name"}, fields, f"model {name!r}")
+    if "remat" in config.model:
+        raise ValueError(f"Set rematerialisation with config.remat (one key for every backbone), not "
+                         f"config.model.remat={config.model.remat!r}.")
+    if defaults.get(config, "remat") != "none" and "remat" not in fields:
+        raise ValueError(f"config.remat={config.remat!r} applies to Transformer backbones (vit, transformer); "
+                         f"model {name!r} has no blocks to rematerialise: set config.remat='none'.")
 
     # Views: the keys of `augment.apply`, typed by its defaults. Images need at least one view;
     # token ids and waveforms (jaxssl.data.inputs) reach the method unchanged, so they take none.
