@@ -1,4 +1,4 @@
-"""JEPA losses: SIGReg, LeJEPA invariance and the I-JEPA regression against float64 NumPy, lightly 1.6, and 8 devices."""
+"""JEPA losses (SIGReg, LeJEPA invariance, I-JEPA regression) vs float64 NumPy, lightly 1.6 and 8 devices."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +10,7 @@ from tests import lightly_fixtures, multidevice
 
 
 def _sigreg_numpy(z, a, knots=17, t_max=3.0):
-    """float64 re-derivation: |ECF - CF|^2 weighted by exp(-t^2/2), trapezoid over the SYMMETRIC grid [-t_max, t_max]."""
+    """float64: |ECF - CF|^2 weighted by exp(-t^2/2), trapezoid over the SYMMETRIC grid [-t_max, t_max]."""
     t = np.linspace(-t_max, t_max, 2 * knots - 1)
     x = z @ a  # (..., N, K)
     ecf = np.mean(np.exp(1j * x[..., None] * t), axis=-3)  # (..., K, T)
