@@ -54,7 +54,8 @@ def test_ijepa_padding_is_exactly_the_truncated_masks():
     truncated = predict(variables, cut)
     np.testing.assert_allclose(np.asarray(padded[:, :, :k_t]), np.asarray(truncated), rtol=2e-5, atol=2e-5)
     # Whatever the padding ids point at (here: target patches) changes nothing.
-    scrambled = m._replace(context_ids=jnp.where(m.context_valid, m.context_ids, m.target_ids[:, :1, :1].reshape(-1, 1)))
+    a_target_patch = m.target_ids[:, 0, :1]  # (B, 1)
+    scrambled = m._replace(context_ids=jnp.where(m.context_valid, m.context_ids, a_target_patch))
     again = predict(variables, scrambled)
     np.testing.assert_allclose(np.asarray(again[:, :, :k_t]), np.asarray(truncated), rtol=2e-5, atol=2e-5)
 
