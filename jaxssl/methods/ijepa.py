@@ -159,8 +159,7 @@ def make(*, backbone: nn.Module, total_steps: int, predictor_dim: int = 384, pre
         value = jnp.mean(losses.ijepa(out["prediction"], targets, masks.target_valid, beta=LOSSES[loss]))
         metrics = {"context_patches": jnp.sum(masks.context_valid[0]).astype(jnp.float32),
                    "target_patches": jnp.sum(masks.target_valid[0, 0]).astype(jnp.float32),
-                   "h_std": monitors.feature_std(out["features"]),
-                   "pred_std": monitors.feature_std(out["prediction"].reshape(-1, out["prediction"].shape[-1]))}
+                   "h_std": monitors.feature_std(out["features"])}
         return value, (model_state, extra, metrics)
 
     momentum = optax.linear_schedule(base_momentum, final_momentum, max(total_steps, 1))
