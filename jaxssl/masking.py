@@ -9,6 +9,8 @@
 * `span_mask` -- wav2vec 2.0 / data2vec speech span masking (arXiv:2006.11477 Sec. 3.1:
   "we randomly sample without replacement a certain proportion p of all time steps to be
   starting indices and then mask the subsequent M consecutive time steps");
+* `multiblock_mask` -- I-JEPA's context block and M target blocks (arXiv:2301.08243), with the
+  official collator's common counts as validity flags of padded index arrays;
 * `bert_mask` -- BERT/RoBERTa dynamic token corruption (arXiv:1907.11692 Sec. 3.1: 15% of the
   tokens are selected; of those 80% become <mask>, 10% a random token, 10% stay unchanged),
   re-drawn every step ("dynamic masking").
@@ -17,6 +19,8 @@ Sample i of every generator uses `jax.random.split(rng, batch)[i]` (or one key f
 so the masks depend only on the key, never on the device layout.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -214,3 +218,141 @@ def bert_mask(rng: jax.Array, tokens: jax.Array, *, mask_id: int, vocab_size: in
     corrupted = jnp.where(selected & (u < mask_frac), jnp.asarray(mask_id, tokens.dtype), tokens)
     corrupted = jnp.where(selected & (u >= mask_frac) & (u < mask_frac + random_frac), random_tokens, corrupted)
     return corrupted, selected
+
+
+class MultiBlock(NamedTuple):
+    """I-JEPA multi-block masks of one batch (see `multiblock_mask`); True = in the block.
+
+    Attributes:
+      context: (B, N) bool, the context block with the targets removed, before truncation.
+      targets: (B, M, N) bool, the M target blocks.
+      context_ids: (B, Kc) int32, the context patches in raster order first, then padding.
+      context_valid: (B, Kc) bool, True for the first `k_c` entries of every row, where k_c is the
+        smallest context count in the batch (the official collator's common count): the
+        patches the context encoder sees. Padding entries are arbitrary patches to be ignored.
+      target_ids: (B, M, Kt) int32, each target block's patches in raster order, then padding.
+      target_valid: (B, M, Kt) bool, True for the first k_t entries (k_t: smallest target count).
+    """
+
+    context: jax.Array
+    targets: jax.Array
+    context_ids: jax.Array
+    context_valid: jax.Array
+    target_ids: jax.Array
+    target_valid: jax.Array
+
+
+def _block_size(u, scale, aspect, grid, xp=jnp):
+    """The official `_sample_block_size`: ONE uniform u sets both the scale and the aspect ratio.
+
+    `xp` is jax.numpy (traced draws) or numpy (static bounds); both round half to even, as Python's `round`.
+    """
+    h, w = grid
+    max_keep = xp.floor(h * w * (scale[0] + u * (scale[1] - scale[0])))
+    a = aspect[0] + u * (aspect[1] - aspect[0])
+    # `while h >= self.height: h -= 1`: blocks are strictly smaller than the grid.
+    bh = xp.minimum(xp.round(xp.sqrt(max_keep * a)), h - 1).astype(xp.int32)
+    bw = xp.minimum(xp.round(xp.sqrt(max_keep / a)), w - 1).astype(xp.int32)
+    return bh, bw
+
+
+def block_area_range(scale, aspect, grid, samples: int = 100_001) -> tuple[int, int]:
+    """(smallest, largest) block area `_block_size` can give, from a dense grid of u in [0, 1]; static."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    bh, bw = _block_size(np.linspace(0.0, 1.0, samples), scale, aspect, grid, xp=np)
+    area = bh * bw
+    return int(area.min()), int(area.max())
+
+
+def multiblock_mask(rng: jax.Array, batch: int, grid: tuple[int, int], *, num_targets: int = 4,
+                    target_scale: tuple[float, float] = (0.15, 0.2),
+                    target_aspect: tuple[float, float] = (0.75, 1.5),
+                    context_scale: tuple[float, float] = (0.85, 1.0), min_keep: int = 10,
+                    allow_overlap: bool = False, attempts: int = 20) -> MultiBlock:
+    r"""I-JEPA multi-block masks (Assran et al., 2023, arXiv:2301.08243, Sec. 3), on device.
+
+    facebookresearch/ijepa `src/masks/multiblock.py` `MaskCollator`, step for step:
+
+    1. Once per batch, a target block size and a context block size: with one u ~ U[0, 1) each,
+       scale s = s_lo + u (s_hi - s_lo), aspect a = a_lo + u (a_hi - a_lo) (the same u),
+       k = floor(h w s), block (round(sqrt(k a)), round(sqrt(k / a))), each side at most grid - 1.
+       The context block has aspect 1.
+    2. Per image, M target blocks at uniform top-left corners in [0, h - b_h) x [0, w - b_w).
+    3. Per image, the context block at a uniform corner with the targets removed; a placement
+       keeping <= `min_keep` patches is redrawn, and after every `attempts` failures one more of
+       the last targets stops being removed (the official `tries` relaxation). Here the
+       (M + 1) x `attempts` proposals are drawn at once and the first valid one in that order
+       is taken, so the result is a pure function of the key.
+    4. Every mask is truncated to the smallest count in the batch (its first patches in raster
+       order), so all images share one context count and one target count.
+
+    Shapes must be static under `jit`, so the index arrays are padded to the largest possible
+    block area and the common counts of step 4 are `*_valid` flags; consumers mask the padding
+    (attention keys and loss terms).
+
+    Args:
+      rng: PRNG key; the block sizes come from `fold_in(rng, 0)`, image i from
+        `split(fold_in(rng, 1), batch)[i]`, so the masks depend only on the key and the batch.
+      batch: B, the GLOBAL batch (the common counts are minima over it).
+      grid: (h, w) patch grid.
+      num_targets: M (`num_pred_masks: 4`, configs/in1k_vith14_ep300.yaml).
+      target_scale, target_aspect: `pred_mask_scale` (0.15, 0.2), `aspect_ratio` (0.75, 1.5).
+      context_scale: `enc_mask_scale` (0.85, 1.0).
+      min_keep: a block must keep more than this many patches (`min_keep: 10`).
+      allow_overlap: keep the targets inside the context (`allow_overlap: false`).
+      attempts: placements per relaxation level (the official `timeout` of 20).
+
+    Returns:
+      A `MultiBlock`.
+
+    Example:
+      >>> m = multiblock_mask(jax.random.key(0), 2, (14, 14))
+      >>> m.targets.shape, bool(jnp.any(m.context & m.targets.any(1)))
+      ((2, 4, 196), False)
+    """
+    h, w = grid
+    n = h * w
+    t_min, t_max = block_area_range(target_scale, target_aspect, grid)
+    c_min, c_max = block_area_range(context_scale, (1.0, 1.0), grid)
+    if min(t_min, c_min) <= min_keep:
+        # The official sampler would loop forever: a target block is never clipped, so its size
+        # alone decides whether it keeps more than min_keep patches.
+        raise ValueError(f"On a {h}x{w} grid the smallest target / context block has {t_min} / {c_min} patches, "
+                         f"not more than min_keep={min_keep}; lower min_keep or raise the scales.")
+    k_size, k_img = jax.random.fold_in(rng, 0), jax.random.fold_in(rng, 1)
+    u_t, u_c = jax.random.uniform(k_size, (2,))
+    th, tw = _block_size(u_t, target_scale, target_aspect, grid)
+    ch, cw = _block_size(u_c, context_scale, (1.0, 1.0), grid)
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+
+    def place(key, bh, bw):
+        k_top, k_left = jax.random.split(key)
+        top = jax.random.randint(k_top, (), 0, h - bh)
+        left = jax.random.randint(k_left, (), 0, w - bw)
+        return ((rows >= top) & (rows < top + bh) & (cols >= left) & (cols < left + bw)).reshape(n)
+
+    def one(key):
+        k_t, k_c = jax.random.split(key)
+        targets = jax.vmap(lambda k: place(k, th, tw))(jax.random.split(k_t, num_targets))  # (M, N)
+        levels = num_targets + 1
+        cands = jax.vmap(lambda k: place(k, ch, cw))(jax.random.split(k_c, levels * attempts))
+        cands = cands.reshape(levels, attempts, n)
+        if not allow_overlap:
+            # Level r removes the first M - r targets (the official relaxation drops the last ones).
+            first = jnp.cumsum(targets, axis=0) > 0  # first[j]: union of targets 0..j
+            keep_out = jnp.concatenate([first[::-1], jnp.zeros((1, n), bool)])  # level r: targets 0..M-1-r
+            cands = cands & ~keep_out[:, None, :]
+        counts = jnp.sum(cands, axis=-1).reshape(-1)
+        valid = counts > min_keep
+        pick = jnp.where(jnp.any(valid), jnp.argmax(valid), valid.shape[0] - 1)
+        return cands.reshape(-1, n)[pick], targets
+
+    context, targets = jax.vmap(one)(jax.random.split(k_img, batch))
+    k_c = jnp.min(jnp.sum(context, axis=-1))
+    k_t = jnp.min(jnp.sum(targets, axis=-1))
+    # Stable sort of "not in the block": the block's patches first, in raster order (torch.nonzero).
+    context_ids = jnp.argsort(~context, axis=-1, stable=True)[:, :c_max].astype(jnp.int32)
+    target_ids = jnp.argsort(~targets, axis=-1, stable=True)[..., :t_max].astype(jnp.int32)
+    return MultiBlock(context, targets, context_ids, jnp.broadcast_to(jnp.arange(c_max) < k_c, (batch, c_max)),
+                      target_ids,
+                      jnp.broadcast_to(jnp.arange(t_max) < k_t, targets.shape[:2] + (t_max,)))

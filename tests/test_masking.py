@@ -85,3 +85,75 @@ def test_random_block_mask_counts_and_blocks():
     assert not masks_fn(jax.random.key(2), (0.1, 0.5), 0.0).any()
     half = masks_fn(jax.random.key(3), (0.1, 0.5), 0.5)
     assert 0.4 < float(half.any(1).mean()) < 0.6
+
+
+def _official_block_size(u, scale, aspect, grid):
+    """facebookresearch/ijepa src/masks/multiblock.py `_sample_block_size`, in plain Python."""
+    import math
+    height, width = grid
+    max_keep = int(height * width * (scale[0] + u * (scale[1] - scale[0])))
+    ar = aspect[0] + u * (aspect[1] - aspect[0])
+    h, w = int(round(math.sqrt(max_keep * ar))), int(round(math.sqrt(max_keep / ar)))
+    while h >= height:
+        h -= 1
+    while w >= width:
+        w -= 1
+    return h, w
+
+
+def _extent(mask_2d):
+    rows, cols = np.nonzero(mask_2d)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+def test_multiblock_block_sizes_follow_the_official_sampler():
+    for u in np.linspace(0.0, 0.999, 37):
+        for scale, aspect in (((0.15, 0.2), (0.75, 1.5)), ((0.85, 1.0), (1.0, 1.0))):
+            got = masking._block_size(np.float64(u), scale, aspect, (14, 14), xp=np)
+            assert tuple(int(v) for v in got) == _official_block_size(float(u), scale, aspect, (14, 14))
+
+
+def test_multiblock_invariants():
+    grid, b, m_targets = (14, 14), 16, 4
+    gen = jax.jit(lambda k: masking.multiblock_mask(k, b, grid))
+    for seed in range(3):
+        m = jax.tree.map(np.asarray, gen(jax.random.key(seed)))
+        assert m.targets.shape == (b, m_targets, 196) and m.context.shape == (b, 196)
+        # One target block shape for the whole batch (drawn once per batch), full rectangles.
+        shapes = {_extent(t.reshape(grid)) for t in m.targets.reshape(-1, 196)}
+        assert len(shapes) == 1
+        (th, tw), = shapes
+        np.testing.assert_array_equal(m.targets.sum(-1), th * tw)
+        assert 0.15 * 196 - 14 <= th * tw <= 0.2 * 196 + 14 and 0.75 - 0.5 <= th / tw <= 1.5 + 0.5
+        # Context: disjoint from every target, more than min_keep patches, inside a square block.
+        assert not np.any(m.context & m.targets.any(1))
+        assert np.all(m.context.sum(-1) > 10)
+        for c in m.context:
+            eh, ew = _extent(c.reshape(grid))
+            assert eh <= 13 and ew <= 13
+        # Common counts: the batch minimum, the first patches of each mask in raster order.
+        k_c = m.context.sum(-1).min()
+        np.testing.assert_array_equal(m.context_valid.sum(-1), k_c)
+        for c, ids, ok in zip(m.context, m.context_ids, m.context_valid):
+            np.testing.assert_array_equal(ids[ok], np.flatnonzero(c)[:k_c])
+        for t, ids, ok in zip(m.targets.reshape(-1, 196), m.target_ids.reshape(-1, m.target_ids.shape[-1]),
+                              m.target_valid.reshape(-1, m.target_valid.shape[-1])):
+            np.testing.assert_array_equal(ids[ok], np.flatnonzero(t))
+    # Deterministic from the key; another key gives other masks.
+    a = masking.multiblock_mask(jax.random.key(7), b, grid)  # eager == jitted
+    again = gen(jax.random.key(7))
+    for x, y in zip(a, again):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(a.context), np.asarray(gen(jax.random.key(8)).context))
+
+
+def test_multiblock_relaxes_and_rejects_impossible_settings():
+    # Large targets on a small grid: the context falls back to removing fewer targets, never <= min_keep.
+    m = masking.multiblock_mask(jax.random.key(0), 32, (8, 8), target_scale=(0.4, 0.45), min_keep=4)
+    assert np.all(np.asarray(m.context).sum(-1) > 4)
+    try:
+        masking.multiblock_mask(jax.random.key(0), 2, (8, 8), min_keep=10)  # 9-patch targets
+    except ValueError as e:
+        assert "min_keep" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")

@@ -106,10 +106,11 @@ class SplitFeatures:
       batch_size: global evaluation batch (divided over processes; a multiple of the device count).
       view: the evaluation transform of images (`jaxssl.augment.apply` keys, normalisation only);
         must be None for token or waveform inputs.
+      method: None (the network's `features`) or a `features.make_fn` method (e.g. patch tokens).
     """
 
     def __init__(self, net, mesh: Mesh, config, data_dir: str, *, train_split: str, test_split: str,
-                 train_examples: int | None, test_examples: int | None, batch_size: int, view):
+                 train_examples: int | None, test_examples: int | None, batch_size: int, view, method=None):
         if inputs.kind(config) != "image" and view:
             raise ValueError(f"config.evals: a view applies to images only; {config['data']['name']} is "
                              f"{inputs.kind(config)}: remove the evaluator's `view`.")
@@ -118,6 +119,7 @@ class SplitFeatures:
         self.limits = tuple(None if n is None or n < 0 else int(n) for n in (train_examples, test_examples))
         self.batch_size = batch_size
         self.view = dict(view or {}) if inputs.kind(config) == "image" else None
+        self.method = method
         self._fn = None  # compiled on first use, for the variables' layout of that call
 
     def _iter(self, split: str, prefetch: int = 4):
@@ -133,7 +135,7 @@ class SplitFeatures:
         """(train_features, train_labels, test_features, test_labels), float32 (N, F) / int32 (N,), every process."""
         if self._fn is None:  # the trainer's variables keep one layout (replicated or FSDP) for the whole run
             shardings = jax.tree_util.tree_map(lambda x: x.sharding, variables)
-            self._fn = features.make_fn(self.net, self.mesh, self.view, shardings)
+            self._fn = features.make_fn(self.net, self.mesh, self.view, shardings, method=self.method)
         out = []
         for split, limit in zip(self.splits, self.limits):
             out.extend(features.of_split(self._fn, variables, self._iter(split), self.mesh, limit=limit))

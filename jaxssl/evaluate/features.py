@@ -32,13 +32,15 @@ def _freeze(view: Mapping[str, Any] | None) -> tuple | None:
     return tuple(sorted((k, fix(v)) for k, v in dict(view).items()))
 
 
-def _make_fn(net, mesh: Mesh, view: tuple | None, variables_shardings):
+def _make_fn(net, mesh: Mesh, view: tuple | None, variables_shardings, method=None):
     view_dict = None if view is None else dict(view)
     has_features = callable(getattr(net, "features", None))  # a method's network vs. a bare backbone
 
     def forward(variables, x, rng):
         if view_dict is not None:
             x = augment.apply(rng, x, view_dict)  # the evaluation view: all probabilities 0 by default
+        if method is not None:  # another output than the features (e.g. patch tokens, attentive probe)
+            return net.apply(variables, x, train=False, method=method)
         if has_features:
             return net.apply(variables, x, train=False, method="features")
         return net.apply(variables, x, train=False)
@@ -51,18 +53,20 @@ def _make_fn(net, mesh: Mesh, view: tuple | None, variables_shardings):
 _cached_fn = functools.lru_cache(maxsize=16)(_make_fn)
 
 
-def make_fn(net, mesh: Mesh, view: Mapping[str, Any] | None = None, variables_shardings=None):
+def make_fn(net, mesh: Mesh, view: Mapping[str, Any] | None = None, variables_shardings=None, method=None):
     """Jitted `fn(variables, x, rng) -> features (B, F)` in eval mode, rows sharded over the batch axes.
 
     `variables_shardings`: the variables' layout (e.g. FSDP, `shd.state_shardings`); None: replicated.
     `rng` only matters for a view with random ops (e.g. augmented linear-probe features).
+    `method`: None (the network's `features`), or a function `method(module, x, train)` for
+    `net.apply(..., method=method)` (module-level, so it is hashable), e.g. patch tokens (B, T, D).
     """
     if variables_shardings is not None:
-        return _make_fn(net, mesh, _freeze(view), variables_shardings)
+        return _make_fn(net, mesh, _freeze(view), variables_shardings, method)
     try:
-        return _cached_fn(net, mesh, _freeze(view), None)
+        return _cached_fn(net, mesh, _freeze(view), None, method)
     except TypeError:  # an unhashable module (e.g. nn.Sequential of a list): compiled for this call only
-        return _make_fn(net, mesh, _freeze(view), None)
+        return _make_fn(net, mesh, _freeze(view), None, method)
 
 
 def of_split(fn, variables, batches: Iterable[Mapping[str, np.ndarray]], mesh: Mesh, *,

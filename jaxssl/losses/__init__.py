@@ -8,7 +8,9 @@ from jaxssl.losses._autoencoding import reconstruction, vae_elbo
 from jaxssl.losses._redundancy import barlow_twins, barlow_twins_terms, vicreg, vicreg_terms
 from jaxssl.losses._distillation import centered_softmax, dino, ibot_patch, koleo, koleo_per_device, update_center
 from jaxssl.losses._clustering import swav
+from jaxssl.losses._predictive import ijepa, ijepa_targets, lejepa_invariance, sigreg, slice_directions
 
 __all__ = ["nt_xent", "infonce", "negative_cosine", "vicreg", "vicreg_terms", "barlow_twins", "barlow_twins_terms",
            "centered_softmax", "dino", "ibot_patch", "koleo", "koleo_per_device", "update_center", "swav",
-           "smooth_l1", "masked_mse", "reconstruction", "vae_elbo"]
+           "smooth_l1", "masked_mse", "reconstruction", "vae_elbo", "ijepa", "ijepa_targets", "lejepa_invariance",
+           "sigreg", "slice_directions"]

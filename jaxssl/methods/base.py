@@ -109,6 +109,8 @@ class Method(NamedTuple):
       after_update: optional `params -> params` the step applies to the freshly initialised
         parameters and after every optimiser update, outside the gradient (SwAV's in-place
         renormalisation of its prototypes); None: nothing.
+      eval_teacher: the trainer's evaluators embed with the EMA teacher's variables instead of
+        the student's (I-JEPA evaluates its target encoder); needs `teacher_momentum`.
     """
 
     net: nn.Module
@@ -118,6 +120,7 @@ class Method(NamedTuple):
     embed: EmbedFn | None = None
     objective: ObjectiveFn | None = None
     after_update: Callable[[Any], Any] | None = None
+    eval_teacher: bool = False
 
 
 def split_rng(rng: jax.Array | None) -> tuple[jax.Array | None, jax.Array | None]:

@@ -18,7 +18,8 @@ Call: `apply(variables, x, train=bool, mask=None, return_layers=False)` -> (B, D
 features; with `return_layers=True` a dict {"tokens": (B, T, D) final-normed tokens,
 "layers": [(B, T, D)] * depth per-block targets}. `mask` (B, T) bool replaces the masked input
 embeddings by the learned mask embedding (image and speech; text is masked at the token level);
-`keep` (B, T') int instead keeps only those tokens (MAE's encoder on visible patches).
+`keep` (B, T') int instead keeps only those tokens (MAE's encoder on visible patches), and
+`keep_valid` (B, T') bool marks padding among them that no token attends to (I-JEPA's context).
 """
 from __future__ import annotations
 
@@ -102,6 +103,9 @@ class Attention(nn.Module):
     explicit path also runs, whatever `attention_impl` says, when the "intermediates" collection is
     mutable (`vit.intermediates`, attention maps): only it has the weights (B, heads, T, T) to sow
     as "attention". Parameters are the same for every choice.
+
+    `mask` (B, T) bool, optional: only True tokens are attended to (keys); padding tokens of a
+    fixed-size sequence (I-JEPA's common counts) change nothing for the others.
     """
 
     num_heads: int
@@ -109,7 +113,7 @@ class Attention(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, mask: jax.Array | None = None):
         b, t, d = x.shape
         if d % self.num_heads:
             raise ValueError(f"ViT width {d} is not divisible by num_heads={self.num_heads}.")
@@ -117,15 +121,19 @@ class Attention(nn.Module):
         qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)  # (B, T, H, C)
         scale = 1.0 / (d // self.num_heads) ** 0.5
+        key_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads, queries
         if self.attention_impl == "einsum" or self.is_mutable_collection("intermediates"):
             # QK^T accumulated in float32 (as dot_product_attention does), softmax in float32 even
             # under bfloat16 compute: the weights must sum to one.
             logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+            if key_mask is not None:
+                logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
             weights = jax.nn.softmax(logits, axis=-1)
             self.sow("intermediates", "attention", weights)
             out = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(v.dtype), v)
         else:
-            out = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation=self.attention_impl)
+            out = jax.nn.dot_product_attention(q, k, v, scale=scale, mask=key_mask,
+                                               implementation=self.attention_impl)
         return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out.reshape(b, t, d))
 
 
@@ -148,13 +156,13 @@ class Block(nn.Module):
     attention_impl: str | None = None
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         eps = 1e-6 if self.norm_first else 1e-5
         norm = lambda name: nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=name)
         pre = norm if self.norm_first else (lambda name: lambda v: v)
         post = (lambda name: lambda v: v) if self.norm_first else norm
         y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
-                      name="attn")(pre("norm1")(x))
+                      name="attn")(pre("norm1")(x), mask)
         x = post("norm1")(x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train))
         y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(pre("norm2")(x))
         y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
@@ -181,7 +189,7 @@ class Body(nn.Module):
     remat: str = "none"
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, mask: jax.Array | None = None):
         if self.layer_target not in ("ffn", "block"):
             raise ValueError(f"layer_target must be 'ffn' or 'block', got {self.layer_target!r}.")
         mlp_dim = int(x.shape[-1] * self.mlp_ratio)
@@ -190,7 +198,7 @@ class Body(nn.Module):
         for i in range(self.depth):
             rate = self.drop_path_rate * i / max(self.depth - 1, 1)
             x, ffn = block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype,
-                           attention_impl=self.attention_impl, name=f"block{i}")(x, train)
+                           attention_impl=self.attention_impl, name=f"block{i}")(x, train, mask)
             layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
         if self.norm_first:
             x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
@@ -267,7 +275,7 @@ class Model(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = True, mask: jax.Array | None = None, return_layers: bool = False,
-                 keep: jax.Array | None = None):
+                 keep: jax.Array | None = None, keep_valid: jax.Array | None = None):
         tokens = self.input_encoder()(x, mask=mask, train=train)
         if keep is not None:
             # MAE: the encoder sees only the visible tokens, (B, T_keep) indices after positions.
@@ -276,7 +284,7 @@ class Model(nn.Module):
             tokens = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="embed_norm")(tokens)
         tokens, layers = Body(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate, self.layer_target,
                               self.norm_first, dtype=self.dtype, attention_impl=self.attention_impl,
-                              remat=self.remat, name="body")(tokens, train)
+                              remat=self.remat, name="body")(tokens, train, keep_valid)
         if return_layers:
             return {"tokens": tokens, "layers": layers}
         return jnp.mean(tokens, axis=1)

@@ -258,8 +258,10 @@ def _setup(config: ml_collections.ConfigDict) -> _Run:
     return _Run(mesh, method, state, train_step, train_iter, evaluators, guard, jax.random.fold_in(rng, 2))
 
 
-def _variables(state) -> dict:
-    """What the evaluators embed with: the student's weights and model state."""
+def _variables(method, state) -> dict:
+    """What the evaluators embed with: the student's weights and model state (or the EMA teacher's, `eval_teacher`)."""
+    if method.eval_teacher:
+        return dict(state.teacher)
     return {"params": state.params, **state.model_state}
 
 
@@ -268,7 +270,7 @@ def _evaluate(run: _Run, state, step: int, writer: _Writer, final: bool) -> dict
     out = {}
     for entry in run.evaluators:
         if final or (entry.every_steps > 0 and step % entry.every_steps == 0):
-            res = entry.evaluator.run(_variables(state))
+            res = entry.evaluator.run(_variables(run.method, state))
             writer.write(step, res)
             log.info("step %d %s %s", step, entry.name, res)
             out.update(res)

@@ -162,7 +162,7 @@ def test_public_surface():
     # from config.evals), the function lives in it.
     assert jaxssl.evaluate.knn is importlib.import_module("jaxssl.evaluate.knn")
     assert jaxssl.evaluate.knn.knn is knn
-    assert jaxssl.evaluate.common.available() == ["knn", "linear_probe"]
+    assert jaxssl.evaluate.common.available() == ["attentive_probe", "knn", "linear_probe"]
     assert callable(jaxssl.monitors.feature_std)
 
 
