@@ -76,9 +76,10 @@ def test_fused_attention_with_token_mask_and_drop_path():
     _assert_same(_loss_and_grads(fused, variables, x, **call), _loss_and_grads(explicit, variables, x, **call))
 
 
-@pytest.mark.parametrize("mode", ["keep", "mask", "post_norm_text"])
+@pytest.mark.parametrize("mode", ["keep", "keep_valid", "mask", "post_norm_text"])
 def test_fused_attention_in_the_transformer_body(mode):
-    # MAE's encoder on visible tokens (`keep`), data2vec's masked image input, the post-norm text encoder.
+    # MAE's encoder on visible tokens (`keep`), I-JEPA's padded visible tokens (`keep_valid`: a key
+    # mask on the attention), data2vec's masked image input, the post-norm text encoder.
     kw = dict(width=48, depth=2, num_heads=4, patch_size=8, img_size=32)
     call = dict(train=True, return_layers=True, rngs={"dropout": jax.random.key(3)})
     if mode == "post_norm_text":
@@ -86,8 +87,10 @@ def test_fused_attention_in_the_transformer_body(mode):
         x = jax.random.randint(jax.random.key(1), (3, 16), 0, 50)
     else:
         x = jax.random.normal(jax.random.key(1), (3, 32, 32, 3))
-        if mode == "keep":
+        if mode.startswith("keep"):
             call["keep"] = jnp.sort(jax.random.permutation(jax.random.key(2), 16)[:4])[None].repeat(3, 0)
+            if mode == "keep_valid":  # the last kept token of rows 0 and 2 is padding
+                call["keep_valid"] = jnp.array([[True, True, True, False], [True] * 4, [True, True, True, False]])
         else:
             call["mask"] = jax.random.bernoulli(jax.random.key(2), 0.5, (3, 16))
     fused = models.get("transformer", **kw, drop_path_rate=0.2)
