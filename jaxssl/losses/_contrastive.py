@@ -227,7 +227,7 @@ def dcl(z1: jax.Array, z2: jax.Array, temperature: float = 0.1, *, weighted: boo
     Args:
       z1: (N, D) embeddings of the first view (the global batch under `jax.jit`).
       z2: (N, D) embeddings of the second view (row i is the positive of z1's row i).
-      temperature: tau > 0 (0.1, lightly's default; the paper reports DCL robust to it, Sec. 5).
+      temperature: tau > 0 (0.1, lightly's default; the paper reports DCL less sensitive to it than InfoNCE).
       weighted: False for DCL, True for DCLW.
       sigma: sigma > 0 of the DCLW weight (0.5, the paper's Sec. 4.3 and lightly).
 

@@ -136,7 +136,8 @@ def whiten(x: jax.Array, eps: float = 0.0) -> jax.Array:
     r"""Cholesky whitening of one batch: zero mean and identity covariance.
 
     W-MSE (Ermolov et al., 2021, arXiv:2007.06346, Eq. 4-5): "W_V is the inverse of the Cholesky
-    factor of the covariance", with the official code's shrinkage eps,
+    factor of the covariance", with the official code's shrinkage eps (L computed here from a QR
+    factorisation, the same factor in exact arithmetic, see the code),
 
     .. math::
         \Sigma = \frac{1}{M - 1} (X - \bar x)^\top (X - \bar x), \qquad
@@ -158,13 +159,18 @@ def whiten(x: jax.Array, eps: float = 0.0) -> jax.Array:
       https://arxiv.org/abs/2007.06346 ; htdt/self-supervised `methods/whitening.py`.
     """
     x = _rows(x, "whiten")
+    m, d = x.shape
     xc = x - jnp.mean(x, axis=0)
-    d = x.shape[1]
-    cov = xc.T @ xc / (x.shape[0] - 1)
-    cov = (1.0 - eps) * cov + eps * jnp.eye(d, dtype=cov.dtype)
-    chol = jnp.linalg.cholesky(cov)
-    # xc @ L^{-T}: solve L Y^T = xc^T for Y^T (the reference's conv with triangular_solve(I, L)).
-    return jax.scipy.linalg.solve_triangular(chol, xc.T, lower=True).T
+    # The Cholesky factor without forming the covariance: for A = [sqrt((1-eps)/(M-1)) xc; sqrt(eps) I],
+    # A^T A is the shrunk covariance, so A's QR factor R (sign-fixed to a positive diagonal) is L^T.
+    # Forming xc^T xc squares the condition number, which float32 cannot afford near collapse (and
+    # then rounding noise dominates the whitened rows); the QR route does not.
+    a = jnp.concatenate([jnp.sqrt((1.0 - eps) / (m - 1)) * xc, jnp.sqrt(eps) * jnp.eye(d, dtype=xc.dtype)])
+    r = jnp.linalg.qr(a, mode="r")
+    # xc L^{-T} = xc R^{-1} diag(sign(diag R)): solve R^T Y^T = xc^T (the reference's conv with
+    # triangular_solve(I, L)).
+    y = jax.scipy.linalg.solve_triangular(r, xc.T, trans="T", lower=False).T
+    return y * jnp.sign(jnp.diagonal(r))
 
 
 def wmse(z: jax.Array, perm: jax.Array, w_size: int, eps: float = 0.0) -> jax.Array:

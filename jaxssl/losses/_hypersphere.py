@@ -83,7 +83,12 @@ def uniformity(z: jax.Array, t: float = 2.0) -> jax.Array:
         raise ValueError(f"uniformity expects (N, D) embeddings with N >= 2, got {z.shape}.")
     n = z.shape[0]
     u = _unit(z)
-    # ||u_i - u_j||^2 = 2 - 2 u_i . u_j for unit rows (clipped at 0 against rounding).
-    sq = jnp.maximum(2.0 - 2.0 * (u @ u.T), 0.0)
+    # ||u_i - u_j||^2 from the Gram matrix of the rows centred on their mean (the distances do not
+    # depend on the centre, so it carries no gradient). Not 2 - 2 u_i . u_j: near collapse (a fresh
+    # network maps all images close together) that difference cancels to a few float32 ulps, and the
+    # gradient, a small component orthogonal to nearly parallel rows, drowns in rounding noise.
+    a = u - jax.lax.stop_gradient(jnp.mean(u, axis=0))
+    norms = jnp.sum(a * a, axis=-1)
+    sq = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * (a @ a.T), 0.0)
     upper = jnp.triu(jnp.ones((n, n), bool), k=1)
     return jax.nn.logsumexp(jnp.where(upper, -t * sq, -jnp.inf)) - jnp.log(n * (n - 1) / 2)
