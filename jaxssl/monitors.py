@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxssl import ops
+from jaxssl import losses, ops
 
 
 def _as_rows(z: jax.Array) -> jax.Array:
@@ -211,6 +211,39 @@ def prototype_usage(
     mean_q = jnp.where(mean_q > 0, mean_q, 0.0)
     safe_log = jnp.log(jnp.where(mean_q > 0, mean_q, 1.0))
     return {"usage": jnp.mean(used), "entropy": -jnp.sum(mean_q * safe_log)}
+
+
+def alignment_uniformity(z1: jax.Array, z2: jax.Array, *, alpha: float = 2.0, t: float = 2.0) -> dict[str, jax.Array]:
+    """Wang & Isola's alignment of positive pairs and uniformity of the batch, as monitors.
+
+    .. math::
+
+        \\mathrm{align} = \\frac{1}{N} \\sum_n \\lVert u_{1n} - u_{2n} \\rVert^{\\alpha}, \\qquad
+        \\mathrm{uniform} = \\log \\frac{2}{N(N-1)} \\sum_{i<j} e^{-t \\lVert u_{1i} - u_{1j} \\rVert^2}
+
+    with u = z / ||z|| (`jaxssl.losses.alignment` and `jaxssl.losses.uniformity` on inputs without
+    gradient). Any two-view method can log them: collapse shows as align -> 0 with uniform -> 0;
+    healthy contrastive training lowers both (Wang & Isola, 2020, Sec. 5, Fig. 5).
+
+    Args:
+        z1: (N, D) embeddings of view 1 (the global batch).
+        z2: (N, D) embeddings of view 2 (row n the positive of z1's row n).
+        alpha: alignment exponent (2, the paper's).
+        t: uniformity scale (2, the paper's).
+
+    Returns:
+        ``{"align": float32 in [0, 2^alpha], "uniform": float32 in [-4t, 0]}``.
+
+    Example:
+        >>> m = alignment_uniformity(jnp.ones((4, 3)), jnp.ones((4, 3)))
+        >>> float(m["align"]), round(abs(float(m["uniform"])), 4)  # collapsed: both 0
+        (0.0, 0.0)
+
+    References:
+        Wang & Isola, 2020, https://arxiv.org/abs/2005.10242.
+    """
+    z1, z2 = _as_rows(z1), _as_rows(z2)
+    return {"align": jnp.mean(losses.alignment(z1, z2, alpha)), "uniform": losses.uniformity(z1, t)}
 
 
 def monitors(z: jax.Array) -> dict[str, float]:

@@ -125,3 +125,142 @@ def infonce(q: jax.Array, k: jax.Array, queue: jax.Array | None = None, temperat
         logits = jnp.concatenate([positive, u @ ops.l2_normalize(queue).T], axis=-1) / temperature
         labels = jnp.zeros((q.shape[0],), jnp.int32)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def nearest_neighbour(z: jax.Array, support: jax.Array) -> jax.Array:
+    r"""The row of `support` most cosine-similar to each row of `z`, as a constant (no gradient).
+
+    NNCLR (Dwibedi et al., 2021, arXiv:2104.14548, Eq. 2): "NN(z, Q) = argmin_{q in Q} ||z - q||_2",
+    with z and q L2-normalised, i.e. the support-set element of largest cosine similarity,
+
+    .. math::
+        \mathrm{NN}(z_i, Q) = q_{j^*}, \qquad j^* = \arg\max_j \frac{z_i \cdot q_j}{\lVert z_i \rVert \lVert q_j \rVert}
+
+    The argmax has no gradient, and the support rows are state, not parameters: the result goes
+    through `jax.lax.stop_gradient` so that no caller differentiates into the support set.
+
+    Args:
+      z: (N, D) queries (any scale).
+      support: (K, D) support set Q (any scale; returned as stored).
+
+    Returns:
+      (N, D) rows of `support` (float32 or wider), without gradient.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> nearest_neighbour(jnp.array([[0., 2.]]), jnp.array([[1., 0.], [0., 5.]])).tolist()
+      [[0.0, 5.0]]
+
+    References:
+      Dwibedi et al., With a Little Help from My Friends: Nearest-Neighbor Contrastive Learning of
+      Visual Representations, https://arxiv.org/abs/2104.14548.
+    """
+    if z.ndim != 2 or support.ndim != 2 or support.shape[1] != z.shape[1]:
+        raise ValueError(f"nearest_neighbour expects (N, D) queries and a (K, D) support set, got {z.shape} "
+                         f"and {support.shape}.")
+    support = jnp.asarray(support)
+    index = jnp.argmax(ops.l2_normalize(z) @ ops.l2_normalize(support).T, axis=-1)
+    return jax.lax.stop_gradient(support[index].astype(jnp.promote_types(support.dtype, jnp.float32)))
+
+
+def nnclr(z: jax.Array, p: jax.Array, support: jax.Array, temperature: float = 0.1) -> jax.Array:
+    r"""NNCLR's loss, per example: the nearest support-set neighbour of z_i must pick out p_i^+.
+
+    NNCLR (Dwibedi et al., 2021, arXiv:2104.14548, Eq. 2, with the prediction head of Sec. 3.2
+    on the positive side): with u = NN(z_i, Q)/||.|| (:func:`nearest_neighbour`, no gradient) and
+    v = p/||p|| the predictions of the OTHER view,
+
+    .. math::
+        \ell_i = -\log \frac{\exp(u_i \cdot v_i / \tau)}{\sum_{k=1}^{N} \exp(u_i \cdot v_k / \tau)}
+
+    The negatives are the other N - 1 predictions of the batch (the global batch under `jax.jit`),
+    as in the paper's Eq. 2 and solo-learn's `nnclr_loss_func`: this is
+    `infonce(NN(z, Q), p)` without a queue. lightly 1.6's NNCLR recipe instead feeds
+    (NN(z), p) to `NTXentLoss`, whose denominator also holds the 2N - 2 same-side pairs (the
+    SimCLR form, `jaxssl.losses.nt_xent`): a different number, documented by the parity test.
+
+    Args:
+      z: (N, D) projections of one view, whose neighbours are looked up.
+      p: (N, D) predictions of the other view (row i is the positive of z's row i); differentiated.
+      support: (K, D) support set Q (NNCLR keeps embeddings of earlier batches in a queue).
+      temperature: tau > 0 (0.1, NNCLR Sec. 4.1).
+
+    Returns:
+      (N,) per-example losses; NNCLR's objective is the mean of this loss for (z1, p2) and (z2, p1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.eye(2)
+      >>> float(nnclr(z, z, support=z, temperature=1.0).mean())  # log(1 + 1/e)  # doctest: +ELLIPSIS
+      0.313...
+
+    References:
+      Dwibedi et al., https://arxiv.org/abs/2104.14548 ; vturrisi/solo-learn
+      `solo/losses/nnclr.py` (`nnclr_loss_func`).
+    """
+    return infonce(nearest_neighbour(z, support), p, None, temperature)
+
+
+def dcl(z1: jax.Array, z2: jax.Array, temperature: float = 0.1, *, weighted: bool = False,
+        sigma: float = 0.5) -> jax.Array:
+    r"""Decoupled contrastive loss (DCL) and its weighted form (DCLW), per anchor, over the 2N views.
+
+    DCL (Yeh et al., 2022, arXiv:2110.06848, Eq. 6) removes the positive pair from the InfoNCE
+    denominator: "the negative-positive-coupling (NPC) effect [...] we remove the positive pair
+    from the denominator". With u = z/||z||, s_ij = u_i . u_j / tau over the 2N stacked views and
+    p(i) the other view of the same image,
+
+    .. math::
+        \ell_i = -w_i\, s_{i,p(i)} + \log \sum_{k \notin \{i, p(i)\}} \exp(s_{ik})
+
+    DCL has w_i = 1. DCLW weights the positive term with the negative von Mises-Fisher weight
+    (Eq. 7), computed within each view over the batch,
+
+    .. math::
+        w_i = 2 - \frac{\exp(u_i \cdot u_{p(i)} / \sigma)}{\frac{1}{N}\sum_{n=1}^{N} \exp(u_n \cdot u_{p(n)} / \sigma)}
+
+    so that both views of a pair get the same weight. The weight scales the positive term and is
+    not itself optimised: it is a constant (`jax.lax.stop_gradient`), as in lightly 1.6
+    (`negative_mises_fisher_weights` on detached inputs); raminnakhli's reimplementation, which
+    lightly cites, differentiates it (the authors released no code).
+
+    Args:
+      z1: (N, D) embeddings of the first view (the global batch under `jax.jit`).
+      z2: (N, D) embeddings of the second view (row i is the positive of z1's row i).
+      temperature: tau > 0 (0.1, lightly's default; the paper reports DCL less sensitive to it than InfoNCE).
+      weighted: False for DCL, True for DCLW.
+      sigma: sigma > 0 of the DCLW weight (0.5, the paper's Sec. 4.3 and lightly).
+
+    Returns:
+      (2N,) per-anchor losses: rows 0..N-1 anchor on view 1, rows N..2N-1 on view 2. The mean is
+      lightly's `DCLLoss` / `DCLWLoss` (its 0.5 (loss(z1, z2) + loss(z2, z1))).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.eye(2)
+      >>> round(float(dcl(z, z, temperature=1.0).mean()), 4)  # -1 + log(2)
+      -0.3069
+
+    References:
+      Yeh et al., Decoupled Contrastive Learning, https://arxiv.org/abs/2110.06848 ;
+      lightly-ai/lightly `lightly/loss/dcl_loss.py`.
+    """
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"dcl expects two (N, D) arrays of equal shape, got {z1.shape} and {z2.shape}.")
+    _check_temperature(temperature)
+    _check_temperature(sigma)
+    n = z1.shape[0]
+    z = jnp.concatenate([z1, z2], axis=0)
+    u = ops.l2_normalize(z.astype(jnp.promote_types(z.dtype, jnp.float32)))
+    logits = (u @ u.T) / temperature
+    positive = jnp.concatenate([jnp.arange(n, 2 * n), jnp.arange(0, n)])
+    pos_logit = jnp.take_along_axis(logits, positive[:, None], axis=-1)[:, 0]
+    # Decoupling: neither the anchor itself nor its positive is in the denominator.
+    excluded = jnp.eye(2 * n, dtype=bool) | (jnp.arange(2 * n)[None, :] == positive[:, None])
+    negative = jax.nn.logsumexp(jnp.where(excluded, -jnp.inf, logits), axis=-1)
+    weight = 1.0
+    if weighted:
+        cos = jax.lax.stop_gradient(jnp.sum(u[:n] * u[n:], axis=-1))
+        w = 2.0 - n * jax.nn.softmax(cos / sigma)
+        weight = jnp.concatenate([w, w])
+    return -weight * pos_logit + negative

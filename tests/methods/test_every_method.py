@@ -83,6 +83,11 @@ def overrides(config):
     elif "queue_size" in kw:
         # MoCo v2: 1.5 batches, so that step 2's enqueue wraps around the ring buffer.
         kw.queue_size = BATCH + BATCH // 2
+    if "w_size" in kw:
+        # W-MSE: one whitening sub-batch of all 16 images (spread over the 8 devices), with an embedding
+        # of 4 so that its covariance is full rank and well conditioned: whitening magnifies rounding
+        # noise by the condition number.
+        kw.w_size, kw.proj_dim = BATCH, 4
     if config.model.get("name") == "resnet":
         # Zero-init of each block's last BN (MoCo v2, SwAV and DINO-ResNet use torchvision's ones):
         # at this batch of 16 a ones-init ResNet has near-constant BN channels, whose 1/sqrt(var + eps)
