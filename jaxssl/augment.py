@@ -160,6 +160,16 @@ def random_resized_crop(rng: Array, images: Array, *, size: int | tuple[int, int
     (B, s_h, s_w, C) in the input's value range, for ``size = s`` (square) or ``(s_h, s_w)``.
     ``scale`` bounds the crop area as a fraction of ``H * W``; ``ratio`` bounds ``w / h``.
     """
+    return random_resized_crop_with_boxes(rng, images, size=size, scale=scale, ratio=ratio)[0]
+
+
+def random_resized_crop_with_boxes(rng: Array, images: Array, *, size: int | tuple[int, int],
+                                   scale: tuple[float, float] = (0.08, 1.0),
+                                   ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[Array, Array]:
+    """:func:`random_resized_crop` that also returns the boxes: (crops, int32 (B, 4) ``[top, left, h, w]``).
+
+    For methods that need where each crop came from (VICRegL's location-based matching).
+    """
     size = (size, size) if isinstance(size, int) else tuple(size)
     if not (0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1]):
         raise ValueError(f"Need 0 < scale[0] <= scale[1] and 0 < ratio[0] <= ratio[1] (ordered (low, high) "
@@ -168,7 +178,7 @@ def random_resized_crop(rng: Array, images: Array, *, size: int | tuple[int, int
     images = images.astype(jnp.float32)
     keys = jax.random.split(rng, images.shape[0])
     boxes = jax.vmap(lambda k: _sample_crop_box(k, height, width, tuple(scale), tuple(ratio)))(keys)
-    return jax.vmap(lambda im, b: _crop_resize(im, b, size))(images, boxes)
+    return jax.vmap(lambda im, b: _crop_resize(im, b, size))(images, boxes), boxes
 
 
 def random_flip(rng: Array, images: Array, *, p: float = 0.5) -> Array:

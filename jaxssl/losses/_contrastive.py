@@ -63,6 +63,61 @@ def nt_xent(z1: jax.Array, z2: jax.Array, temperature: float = 0.5) -> jax.Array
     return -jnp.take_along_axis(log_prob, positive[:, None], axis=-1)[:, 0]
 
 
+DIRECTCLR_NEGATIVES = ("cross_view", "all")
+
+
+def directclr(z1: jax.Array, z2: jax.Array, dim: int, *, temperature: float = 0.1,
+              negatives: str = "cross_view") -> jax.Array:
+    r"""DirectCLR: InfoNCE on the first `dim` coordinates of the representation, per example.
+
+    DirectCLR (Jing et al., 2022, arXiv:2110.09348, Sec. 6): "we directly optimize the
+    representation space without a trainable projector [...] only a subvector of the
+    representation r[0:d0] is fed into the loss". With :math:`u = r_{[:d_0]} / \lVert r_{[:d_0]} \rVert`
+    and the official `infoNCE` (facebookresearch/directclr `directclr/main.py`: logits
+    `z1 @ z2.T / 0.1` against the gathered batch, symmetrised `infoNCE(z1, z2) / 2 + infoNCE(z2, z1) / 2`),
+
+    .. math::
+        \ell_n = \tfrac12 \Big( -\log \frac{e^{u_{1n} \cdot u_{2n} / \tau}}{\sum_m e^{u_{1n} \cdot u_{2m} / \tau}}
+                 - \log \frac{e^{u_{2n} \cdot u_{1n} / \tau}}{\sum_m e^{u_{2n} \cdot u_{1m} / \tau}} \Big)
+
+    (`negatives="cross_view"`, the N keys of the other view, as :func:`infonce` with no queue).
+    `negatives="all"` is lightly's `DirectCLRLoss` (an `NTXentLoss`, :func:`nt_xent`: the 2N - 2
+    other views, same-view ones included, returned per anchor as (2N,)); lightly also defaults to
+    `loss_dim=64` and temperature 0.5 where the official code has `--dim 360` (ResNet-50) and 0.1.
+
+    Args:
+      z1: (N, F) representations (backbone outputs, no projector) of view 1; the GLOBAL batch.
+      z2: (N, F) representations of view 2.
+      dim: d0 <= F, the number of leading coordinates fed to the loss.
+      temperature: tau (0.1, the official `infoNCE`).
+      negatives: "cross_view" (official) or "all" (lightly).
+
+    Returns:
+      (N,) per-example losses ("cross_view"), or (2N,) per-anchor losses ("all"); the objective is
+      their mean.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.array([[1.0, 0.0, 5.0], [0.0, 1.0, 5.0]])
+      >>> [round(float(x), 4) for x in directclr(z, z, 2, temperature=1.0)]  # log(1 + 1/e)
+      [0.3133, 0.3133]
+
+    References:
+      Jing, Vincent, LeCun, Tian, Understanding Dimensional Collapse in Contrastive Self-supervised
+      Learning, https://arxiv.org/abs/2110.09348 ; lightly `loss/directclr_loss.py`.
+    """
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(f"directclr expects two (N, F) arrays of equal shape, got {z1.shape} and {z2.shape}.")
+    if not 0 < dim <= z1.shape[1]:
+        raise ValueError(f"directclr needs 0 < dim <= {z1.shape[1]} (the representation size), got {dim}.")
+    if negatives not in DIRECTCLR_NEGATIVES:
+        raise ValueError(f"Unknown negatives {negatives!r}; choose one of {DIRECTCLR_NEGATIVES}.")
+    a, b = z1[:, :dim], z2[:, :dim]
+    if negatives == "all":
+        return nt_xent(a, b, temperature)
+    return 0.5 * (infonce(a, b, temperature=temperature) + infonce(b, a, temperature=temperature))
+
+
 def infonce(q: jax.Array, k: jax.Array, queue: jax.Array | None = None, temperature: float = 0.2) -> jax.Array:
     r"""InfoNCE of queries against their keys, per query; negatives from a queue or the other keys.
 

@@ -1,4 +1,4 @@
-r"""Redundancy-reduction losses: VICReg and Barlow Twins.
+r"""Redundancy-reduction losses: VICReg (and VICRegL's local form) and Barlow Twins.
 
 Unlike the other loss families these are **batch-level** objectives and return a scalar, not
 per-example values: every term except VICReg's invariance is a function of statistics of the
@@ -79,20 +79,23 @@ def vicreg_terms(z1: jax.Array, z2: jax.Array, *, eps: float = 1e-4) -> dict[str
       `main_vicreg.py` (`VICReg.forward`).
     """
     z1, z2 = _check_pair(z1, z2, "vicreg")
-    n, d = z1.shape
-
-    def variance(z):
-        std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
-        return jnp.mean(jax.nn.relu(1.0 - std))
-
-    def covariance(z):
-        zc = z - jnp.mean(z, axis=0)
-        cov = zc.T @ zc / (n - 1)
-        return jnp.sum(ops.off_diagonal(cov) ** 2) / d
-
     return {"invariance": jnp.mean((z1 - z2) ** 2),
-            "variance": 0.5 * (variance(z1) + variance(z2)),
-            "covariance": covariance(z1) + covariance(z2)}
+            "variance": 0.5 * (_variance(z1, eps) + _variance(z2, eps)),
+            "covariance": _covariance(z1) + _covariance(z2)}
+
+
+def _variance(z: jax.Array, eps: float) -> jax.Array:
+    """VICReg's hinge on the per-dimension std over the N rows of (N, D) `z` (unbiased variance)."""
+    std = jnp.sqrt(jnp.var(z, axis=0, ddof=1) + eps)
+    return jnp.mean(jax.nn.relu(1.0 - std))
+
+
+def _covariance(z: jax.Array) -> jax.Array:
+    """VICReg's sum of squared off-diagonal covariances of (N, D) `z`, divided by D."""
+    n, d = z.shape
+    zc = z - jnp.mean(z, axis=0)
+    cov = zc.T @ zc / (n - 1)
+    return jnp.sum(ops.off_diagonal(cov) ** 2) / d
 
 
 def vicreg(z1: jax.Array, z2: jax.Array, *, sim_coeff: float = 25.0, std_coeff: float = 25.0,
@@ -122,6 +125,167 @@ def vicreg(z1: jax.Array, z2: jax.Array, *, sim_coeff: float = 25.0, std_coeff: 
     """
     t = vicreg_terms(z1, z2, eps=eps)
     return sim_coeff * t["invariance"] + std_coeff * t["variance"] + cov_coeff * t["covariance"]
+
+
+VICREGL_MATCH_ORDERS = ("index", "distance")
+
+
+def _matches(inputs: jax.Array, candidates: jax.Array, sq_dist: jax.Array, num_matches: int | None,
+             order: str) -> tuple[jax.Array, jax.Array]:
+    """VICRegL's nearest-neighbour filtering (official `neirest_neighbores`).
+
+    Each input position's nearest candidate by `sq_dist` (N, Mi, Mc); the `num_matches` input
+    positions with the smallest such distance are kept (None: all), in increasing position
+    order ("index", the official mask-select) or by increasing distance ("distance", lightly).
+    Returns two (N, k, C) arrays: the kept inputs and their nearest candidates.
+    """
+    nearest = jnp.argmin(sq_dist, axis=-1)
+    best = jnp.min(sq_dist, axis=-1)
+    k = inputs.shape[1] if num_matches is None else min(num_matches, inputs.shape[1])
+    keep = jnp.argsort(best, axis=1, stable=True)[:, :k]
+    if order == "index":
+        keep = jnp.sort(keep, axis=1)
+    take = lambda x, idx: jnp.take_along_axis(x, idx[..., None], axis=1)
+    return take(inputs, keep), take(candidates, jnp.take_along_axis(nearest, keep, axis=1))
+
+
+def _sq_dist(a: jax.Array, b: jax.Array) -> jax.Array:
+    """(N, Ma, C), (N, Mb, C) -> (N, Ma, Mb) squared Euclidean distances (ranking as `torch.cdist`)."""
+    return (jnp.sum(a * a, -1)[:, :, None] + jnp.sum(b * b, -1)[:, None, :]
+            - 2.0 * jnp.einsum("nac,nbc->nab", a, b))
+
+
+def _local_vicreg(x: jax.Array, y: jax.Array, eps: float) -> jax.Array:
+    """Unweighted (invariance, variance, covariance) of matched (N, k, C) maps: statistics per slot k.
+
+    The official `VICRegL._vicreg_loss`: batch statistics of each of the k matched slots over the
+    N images, averaged over slots; variance and covariance the mean of the two sides.
+    """
+    per_slot = lambda f: lambda z: jnp.mean(jax.vmap(f, in_axes=1)(z))
+    var = per_slot(lambda z: _variance(z, eps))
+    cov = per_slot(_covariance)
+    return jnp.stack([jnp.mean((x - y) ** 2), 0.5 * (var(x) + var(y)), 0.5 * (cov(x) + cov(y))])
+
+
+def vicregl_terms(embeddings, maps, locations, *, global_views: int = 2, num_matches=(20, 4),
+                  l2_all_matches: bool = True, match_order: str = "index",
+                  eps: float = 1e-4) -> dict[str, jax.Array]:
+    r"""The unweighted VICRegL terms: VICReg on the global embeddings and on matched local features.
+
+    VICRegL (Bardes et al., 2022, arXiv:2210.01571, Sec. 3): "the VICReg criterion [is applied]
+    between pairs of feature vectors from the feature maps", matched two ways: "location-based"
+    (each position is matched to the spatially closest position of the other view, in image
+    coordinates) and "feature-based" (to the closest in the embedding space), keeping "the top-γ
+    pairs". Following the official `main_vicregl.py` (`global_loss`, `local_loss`, `_local_loss`,
+    `neirest_neighbores`), with G global views first among V views and pairs
+    :math:`P = \{(a, b): a < G, b \ne a\}`:
+
+    .. math::
+        \text{invariance} &= \frac{1}{|P|} \sum_{(a, b) \in P} \mathrm{mse}(z_a, z_b), \quad
+        \text{variance} = \frac1V \sum_v v(z_v), \quad
+        \text{covariance} = \frac1V \sum_v c(z_v) \\
+        \text{local\_}t &= \frac{1}{|P|} \sum_{(a, b) \in P} \sum_{m \in \{\text{l2}, \text{location}\}}
+            \tfrac12 \big( t(\mathrm{NN}_m(a \to b; \gamma_0)) + t(\mathrm{NN}_m(b \to a; \gamma_1)) \big)
+
+    with v, c VICReg's variance hinge and covariance term (:func:`vicreg_terms`); on matched
+    (N, k, C) maps t is computed per slot over the N images and averaged over the k slots, with
+    variance and covariance the mean of the two sides. Note the covariance is averaged over views
+    (VICReg sums its two views'), which is why lightly's `VICRegLLoss` halves `nu`.
+
+    Where lightly 1.6 differs (its numbers are reproduced with `l2_all_matches=False,
+    match_order="distance"`): (1) the official code matches ALL positions in feature space
+    (`--l2_all_matches 1`) and uses `num_matches` = (gamma_0, gamma_1) = (20, 4) only for the
+    location matching; lightly uses (20, 4) for both; (2) the official code keeps the matched
+    positions in index order, lightly sorts them by distance, which changes the per-slot
+    statistics. Deviation from the official code (a bug there): its `local_loss` assigns instead of
+    accumulating over the pairs (`inv_loss, var_loss, cov_loss = self._local_loss(...)`), so only the
+    last pair counts (divided by the number of pairs); here, as in lightly, every pair counts.
+
+    Args:
+      embeddings: V arrays (N, D), the expander outputs of the views (globals first); GLOBAL batch.
+      maps: V arrays (N, M_v, C), the local-projector outputs of each view's feature map, M_v
+        positions (row-major H_v x W_v).
+      locations: V arrays (N, M_v, 2), each position's (y, x) coordinates in the original image.
+      global_views: G, how many leading views are global crops (2).
+      num_matches: (gamma_0, gamma_1) kept pairs of the a -> b and b -> a matchings (20, 4),
+        capped at the number of positions.
+      l2_all_matches: feature-based matching keeps every position (official default True).
+      match_order: "index" (official) or "distance" (lightly), see above.
+      eps: variance epsilon (1e-4).
+
+    Returns:
+      {"invariance", "variance", "covariance", "local_invariance", "local_variance",
+      "local_covariance"}: float32 scalars (batch-level).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> e = [jnp.ones((4, 3))] * 2; m = [jnp.ones((4, 2, 3))] * 2; loc = [jnp.zeros((4, 2, 2))] * 2
+      >>> float(vicregl_terms(e, m, loc)["local_invariance"])
+      0.0
+
+    References:
+      Bardes, Ponce, LeCun, VICRegL: Self-Supervised Learning of Local Visual Features,
+      https://arxiv.org/abs/2210.01571 ; facebookresearch/VICRegL `main_vicregl.py`; lightly
+      `loss/vicregl_loss.py`.
+    """
+    v = len(embeddings)
+    if not (len(maps) == len(locations) == v and 1 <= global_views <= v and v >= 2):
+        raise ValueError(f"vicregl needs V >= 2 embeddings, maps and locations with 1 <= global_views <= V, got "
+                         f"{len(embeddings)}, {len(maps)}, {len(locations)} and global_views={global_views}.")
+    if match_order not in VICREGL_MATCH_ORDERS:
+        raise ValueError(f"Unknown match_order {match_order!r}; choose one of {VICREGL_MATCH_ORDERS}.")
+    f32 = lambda xs: [jnp.asarray(x, jnp.promote_types(jnp.result_type(x), jnp.float32)) for x in xs]
+    embeddings, maps, locations = f32(embeddings), f32(maps), f32(locations)
+    for i, (z, m, loc) in enumerate(zip(embeddings, maps, locations)):
+        if z.ndim != 2 or m.ndim != 3 or loc.shape != (*m.shape[:2], 2) or m.shape[0] != z.shape[0]:
+            raise ValueError(f"view {i}: expected (N, D) embedding, (N, M, C) map and (N, M, 2) locations, got "
+                             f"{z.shape}, {m.shape} and {loc.shape}.")
+    pairs = [(a, b) for a in range(global_views) for b in range(v) if b != a]
+    inv = jnp.mean(jnp.stack([jnp.mean((embeddings[a] - embeddings[b]) ** 2) for a, b in pairs]))
+    var = jnp.mean(jnp.stack([_variance(z, eps) for z in embeddings]))
+    cov = jnp.mean(jnp.stack([_covariance(z) for z in embeddings]))
+    l2_matches = (None, None) if l2_all_matches else tuple(num_matches)
+
+    def pair_terms(a, b):
+        total = 0.0
+        # Feature-based (distances between the maps) then location-based (between the coordinates).
+        for space, ks in ((maps, l2_matches), (locations, tuple(num_matches))):
+            x1, y1 = _matches(maps[a], maps[b], _sq_dist(space[a], space[b]), ks[0], match_order)
+            x2, y2 = _matches(maps[b], maps[a], _sq_dist(space[b], space[a]), ks[1], match_order)
+            total = total + 0.5 * (_local_vicreg(x1, y1, eps) + _local_vicreg(x2, y2, eps))
+        return total
+
+    local = jnp.mean(jnp.stack([pair_terms(a, b) for a, b in pairs]), axis=0)
+    return {"invariance": inv, "variance": var, "covariance": cov, "local_invariance": local[0],
+            "local_variance": local[1], "local_covariance": local[2]}
+
+
+def vicregl(embeddings, maps, locations, *, alpha: float = 0.75, inv_coeff: float = 25.0,
+            var_coeff: float = 25.0, cov_coeff: float = 1.0, **kw) -> jax.Array:
+    r"""The VICRegL loss: alpha-weighted global and local VICReg terms of :func:`vicregl_terms`.
+
+    .. math::
+        \ell = \alpha (\lambda s + \mu v + \nu c) + (1 - \alpha)(\lambda s_{loc} + \mu v_{loc} + \nu c_{loc})
+
+    Official defaults (`main_vicregl.py`): alpha 0.75, lambda = `--inv-coeff` 25, mu = `--var-coeff`
+    25, nu = `--cov-coeff` 1.
+
+    Args:
+      embeddings, maps, locations: see :func:`vicregl_terms`.
+      alpha: weight of the global criterion (0.75); 1 - alpha weighs the local one.
+      inv_coeff, var_coeff, cov_coeff: lambda, mu, nu (25, 25, 1).
+      **kw: the keyword options of :func:`vicregl_terms`.
+
+    Returns:
+      float32 scalar (batch-level).
+
+    References:
+      Bardes et al., 2022, https://arxiv.org/abs/2210.01571.
+    """
+    t = vicregl_terms(embeddings, maps, locations, **kw)
+    glob = inv_coeff * t["invariance"] + var_coeff * t["variance"] + cov_coeff * t["covariance"]
+    local = inv_coeff * t["local_invariance"] + var_coeff * t["local_variance"] + cov_coeff * t["local_covariance"]
+    return alpha * glob + (1.0 - alpha) * local
 
 
 def barlow_twins_terms(z1: jax.Array, z2: jax.Array, *, eps: float = 1e-5) -> dict[str, jax.Array]:

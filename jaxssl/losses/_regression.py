@@ -44,6 +44,51 @@ def negative_cosine(p: jax.Array, z: jax.Array, eps: float = 1e-12) -> jax.Array
     return -jnp.sum(ops.l2_normalize(p, eps=eps) * ops.l2_normalize(z, eps=eps), axis=-1)
 
 
+def fastsiam(p: jax.Array, z: jax.Array, eps: float = 1e-12) -> jax.Array:
+    r"""FastSiam: each view predicts the mean of the other views' projections, per example.
+
+    FastSiam (Pototzky et al., 2022, arXiv:2204.13631, Sec. 3): SimSiam with K > 2 views per
+    image, where "the target [...] is the average of the representations of the remaining K - 1
+    views", which gives a more stable target and lets a small batch train. Every view takes the
+    predictor's role once (lightly's FastSiam example, `fastsiam.py`):
+
+    .. math::
+        \ell_n = \frac{1}{V} \sum_{i=1}^{V} \mathrm{negative\_cosine}\Big(p_{in},\,
+                 \mathrm{sg}\Big[\frac{1}{V - 1} \sum_{j \ne i} z_{jn}\Big]\Big)
+
+    The stop-gradient (sg) is applied here, on the averaged targets, because the targets are
+    formed inside the loss (SimSiam's Eq. 3 with the mean target; as lightly's example, which
+    detaches z before averaging). The average is of the raw projections, normalised only by the
+    cosine.
+
+    Args:
+      p: (V, N, D) predictions of the V >= 2 views.
+      z: (V, N, D) projections of the same views (the targets' raw material).
+      eps: lower bound on each norm, as :func:`negative_cosine`.
+
+    Returns:
+      (N,) per-example losses in [-1, 1].
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 1.0]]])
+      >>> round(float(fastsiam(z, z)[0]), 4)
+      -0.6315
+
+    References:
+      Pototzky, Sultan, Schmidt-Thieme, FastSiam: Resource-Efficient Self-supervised Learning on a
+      Single GPU, https://arxiv.org/abs/2204.13631 ; lightly `examples/pytorch/fastsiam.py`.
+    """
+    if p.ndim != 3 or p.shape != z.shape or p.shape[0] < 2:
+        raise ValueError(f"fastsiam expects (V, N, D) predictions and projections of equal shape with V >= 2, got "
+                         f"{p.shape} and {z.shape}.")
+    v = p.shape[0]
+    z = z.astype(jnp.promote_types(z.dtype, jnp.float32))
+    # Mean of the other views: (sum of all - own) / (V - 1), without materialising V masks.
+    targets = jax.lax.stop_gradient((jnp.sum(z, axis=0, keepdims=True) - z) / (v - 1))
+    return jnp.mean(jax.vmap(lambda a, b: negative_cosine(a, b, eps))(p, targets), axis=0)
+
+
 def smooth_l1(x: jax.Array, y: jax.Array, beta: float = 1.0) -> jax.Array:
     r"""Smooth-L1 (Huber-like) regression loss summed over the last axis; squared error if beta = 0.
 

@@ -22,7 +22,8 @@ from jaxssl import ops
 class MLP(nn.Module):
     """Linear -> [BN] -> ReLU, repeated for each hidden width, then Linear(out) [-> BN].
 
-    Input (B, D_in) -> output (B, out), float32. `norm` is "batch", "layer" or "none".
+    Input (B, D_in) -> output (B, out), float32. `norm` is "batch", "layer" or "none";
+    `activation` "relu" or "gelu" (exact GELU, torch's default; MSN's projection head).
     """
 
     hidden: Sequence[int] = (2048,)
@@ -31,11 +32,15 @@ class MLP(nn.Module):
     last_norm: bool = False
     last_norm_scale: bool = False
     dtype: Any = jnp.float32
+    activation: str = "relu"
 
     @nn.compact
     def __call__(self, x, train: bool = True):
         if self.norm not in ("batch", "layer", "none"):
             raise ValueError(f"Unknown head norm {self.norm!r}; choose 'batch', 'layer' or 'none'.")
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(f"Unknown head activation {self.activation!r}; choose 'relu' or 'gelu'.")
+        act = nn.relu if self.activation == "relu" else lambda y: nn.gelu(y, approximate=False)
 
         def normalize(y, name, affine=True, scale=None):
             scale = affine if scale is None else scale
@@ -50,7 +55,7 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden):
             # A bias before BatchNorm is redundant (BN removes the mean).
             x = nn.Dense(width, use_bias=self.norm == "none", dtype=self.dtype, name=f"dense{i}")(x)
-            x = nn.relu(normalize(x, f"norm{i}"))
+            x = act(normalize(x, f"norm{i}"))
         x = nn.Dense(self.out, use_bias=not self.last_norm, dtype=self.dtype, name="out")(x)
         if self.last_norm:
             x = normalize(x, "out_norm", affine=False, scale=self.last_norm_scale)

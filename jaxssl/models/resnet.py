@@ -105,7 +105,8 @@ class Model(nn.Module):
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
 
     Call: `model.apply(variables, images (B,H,W,3) float, train=bool)` -> features (B, C_out)
-    in float32, C_out = 512*width (basic) or 2048*width (bottleneck). Pass
+    in float32, C_out = 512*width (basic) or 2048*width (bottleneck); with `return_map=True` the pair
+    (features, last feature map (B, h, w, C_out)). Pass
     `mutable=["batch_stats"]` when `train=True`.
     """
 
@@ -116,7 +117,7 @@ class Model(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = True):
+    def __call__(self, x, train: bool = True, return_map: bool = False):
         if self.variant not in STAGES:
             raise ValueError(f"Unknown ResNet variant {self.variant!r}; choose one of {sorted(STAGES)}.")
         kind, depths = STAGES[self.variant]
@@ -138,4 +139,6 @@ class Model(nn.Module):
                 strides = 2 if (i > 0 and j == 0) else 1
                 x = block(base * 2**i, strides, self.dtype, self.zero_init_residual,
                           name=f"stage{i + 1}_block{j + 1}")(x, train)
-        return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+        pooled = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
+        # return_map: also the last stage's feature map (B, h, w, C_out) (VICRegL's local features).
+        return (pooled, x.astype(jnp.float32)) if return_map else pooled

@@ -15,6 +15,9 @@ Optional token mask (iBOT arXiv:2111.07832, data2vec arXiv:2202.03555): `mask` (
 the embeddings of masked patches by a learned `mask_token` (created when `mask_token=True`) before
 the position embedding is added.
 
+Optional token dropping (MSN arXiv:2204.07141): `keep` (B, N') int patch indices keeps only those
+patch tokens (and the CLS token), after the position embedding.
+
 Attention runs through `jax.nn.dot_product_attention` (`attention_impl`, see
 `transformer.Attention`). Introspection without extra outputs: with a mutable "intermediates"
 collection (`apply(..., mutable=["intermediates"])`, see `intermediates`) each block takes the
@@ -69,7 +72,8 @@ class Model(nn.Module):
         `config.remat`). Same outputs and gradients, less activation memory.
 
     Call: `apply(variables, x (B,H,W,3), train=bool, mask=None | (B, N) bool,
-    return_tokens=False)` -> (B, D) CLS feature, or (B, 1+N, D) tokens with `return_tokens`, float32.
+    return_tokens=False, keep=None | (B, N') int)` -> (B, D) CLS feature, or (B, 1+N, D) tokens with
+    `return_tokens` (1+N' with `keep`), float32.
     With `train=True` and `drop_path_rate > 0`, pass `rngs={"dropout": key}`.
     """
 
@@ -92,7 +96,8 @@ class Model(nn.Module):
         return (self.width or w, self.depth or d, self.num_heads or h, self.patch_size or p)
 
     @nn.compact
-    def __call__(self, x, train: bool = True, mask: jax.Array | None = None, return_tokens: bool = False):
+    def __call__(self, x, train: bool = True, mask: jax.Array | None = None, return_tokens: bool = False,
+                 keep: jax.Array | None = None):
         width, depth, heads, patch = self.dims()
         if self.img_size < patch:
             raise ValueError(f"img_size {self.img_size} is smaller than the patch size {patch}.")
@@ -118,6 +123,10 @@ class Model(nn.Module):
             # of another size (encoders.interpolate_pos_embed).
             pos = encoders.interpolate_pos_embed(pos, (gh, gw))
         x = x + pos.reshape(1, gh * gw, width).astype(x.dtype)
+        if keep is not None:
+            # MSN's patch dropping: only the kept patch tokens (after their position embedding) go
+            # through the blocks, with the CLS token (facebookresearch/msn src/deit.py `patch_drop`).
+            x = jnp.take_along_axis(x, keep[..., None], axis=1)
         cls = self.param("cls_token", _init, (1, 1, width))
         # The CLS token has its own learned embedding, so it needs no position term.
         x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (b, 1, width)), x], axis=1)
