@@ -4,7 +4,7 @@ Run from the repository root in the benchmarks venv (torch + lightly 1.6):
 
   PYTHONPATH=. .venv-bench/bin/python benchmarks/lightly_reference_methods_a.py
 
-writes tests/losses/lightly/methods_a.json (read by tests/losses/test_methods_a.py). Inputs are
+writes tests/losses/lightly/methods_a.json (read by tests/losses/test_nnclr_dcl_tico_mmcr_wmse.py). Inputs are
 fixed NumPy draws (seed 0); lightly runs in float64. Where lightly's randomness matters (W-MSE's
 sub-batch permutation) the permutation is drawn here, fixed with `torch.randperm` patched to
 return it, and stored with the case.

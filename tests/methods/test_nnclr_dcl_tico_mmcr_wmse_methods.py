@@ -2,7 +2,7 @@
 
 A tiny Dense-BN backbone on 4x4 inputs (the methods are backbone-agnostic) keeps compilation to
 seconds. 8 devices == 1 device for each method's CIFAR-10 `:cpu` config is
-tests/methods/test_every_method.py; the losses themselves are tests/losses/test_methods_a.py.
+tests/methods/test_every_method.py; the losses themselves are tests/losses/test_nnclr_dcl_tico_mmcr_wmse.py.
 """
 import flax.linen as nn
 import jax
