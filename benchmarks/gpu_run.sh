@@ -67,9 +67,9 @@ print(\"jax\", jax.__version__, jax.devices(), \"flax\", flax.__version__, \"opt
       --warmup 2 --steps 10 --tag _b128 ;;
     dino_cudnn) step dino_cudnn 150 260 $PY benchmarks/throughput_dino.py --batch 64 --dtype bfloat16 \
       --attention_impl cudnn --warmup 3 --blocks 4 --steps 4 --workers $W --tag _gpu_cudnn ;;
-    vit_mae) step vit_mae 120 240 $PY benchmarks/vit_step.py --models mae_vitb16 --batch 256 --time \
+    vit_mae) step vit_mae 120 240 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 $PY benchmarks/vit_step.py --models mae_vitb16 --batch 256 --time \
       --variants fused:none,cudnn:none --warmup 3 --steps 10 --tag _gpu_mae ;;
-    vit_dino) step vit_dino 150 300 $PY benchmarks/vit_step.py --models dino_vits16 --batch 64 --time \
+    vit_dino) step vit_dino 150 300 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 $PY benchmarks/vit_step.py --models dino_vits16 --batch 64 --time \
       --variants fused:none,cudnn:none,cudnn:dots_saveable --warmup 3 --steps 10 --tag _gpu_dino ;;
     host_trace) step host_trace 90 200 $PY benchmarks/host_trace.py --batch 256 --steps 40 \
       --data_dir ${BENCH_TFDS_DIR:-$PWD/.cache/tfds_test} --tag _gpu ;;
