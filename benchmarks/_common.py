@@ -132,6 +132,23 @@ def jaxssl_runner(train_step, state, images, batch: int, mesh):
     return run, box
 
 
+def time_compiled(compiled, state, batch, *, warmup: int, steps: int, label: str = ""):
+    """Runs `compiled(state, batch, key(i))` warmup + steps times, each waited for; returns
+    (the timed steps' seconds, the last state, the last metrics). `label`: print each step with the load."""
+    import jax  # pylint: disable=import-outside-toplevel
+
+    times, metrics = [], None
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch, jax.random.key(i))
+        jax.block_until_ready(state)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+        if label:
+            print(f"  {label} step {i}: {time.perf_counter() - t:.2f} s (load {loadavg():.2f})", flush=True)
+    return times, state, metrics
+
+
 def interleaved(fns: Mapping[str, Callable[[], None]], *, warmup: int, blocks: int, steps: int,
                 log: bool = True) -> dict[str, list[float]]:
     """Per-call wall times of each `fn`, measured in alternating blocks (A B C, B C A, ...).

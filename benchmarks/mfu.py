@@ -106,14 +106,8 @@ def measure(name: str, args, mesh) -> dict:
     compiled = train_step.lower(state, batch, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t
     counts = count_flops(method, views, args, state, batch, train_step)
-    times = []
-    for i in range(args.warmup + args.steps):
-        t = time.perf_counter()
-        state, metrics = compiled(state, batch, jax.random.key(i))
-        jax.block_until_ready(state)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t)
-        print(f"  {name} step {i}: {time.perf_counter() - t:.2f} s (load {_common.loadavg():.2f})", flush=True)
+    times, state, metrics = _common.time_compiled(compiled, state, batch, warmup=args.warmup, steps=args.steps,
+                                                  label=name)
     kind = str(jax.devices()[0].device_kind)
     return dict(model=name, views=[v.get("crop_size") for v in views], compile_s=compile_s,
                 step_flops_xla_compiled=flops_of(compiled), times=times, loss=float(metrics["loss"]),

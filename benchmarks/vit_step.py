@@ -117,13 +117,7 @@ def analyse(name: str, variant: str, args) -> dict:
             row["peak_estimate_bytes"] = (row["argument_size_in_bytes"] + row["output_size_in_bytes"]
                                           - row["alias_size_in_bytes"] + row["temp_size_in_bytes"])
     if args.time:
-        times = []
-        for i in range(args.warmup + args.steps):
-            t = time.perf_counter()
-            state, metrics = compiled(state, batch, jax.random.key(i))
-            jax.block_until_ready(state)
-            if i >= args.warmup:
-                times.append(time.perf_counter() - t)
+        times, state, metrics = _common.time_compiled(compiled, state, batch, warmup=args.warmup, steps=args.steps)
         med = statistics.median(times)
         peak = mfu.peak_tflops(str(jax.devices()[0].device_kind))
         row.update(times=times, median_s=med, images_per_s=args.batch / med, loss=float(metrics["loss"]),

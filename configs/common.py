@@ -75,6 +75,16 @@ def imagenette_knn(config: ml_collections.ConfigDict) -> None:
     config.evals.knn.num_classes = 10
 
 
+def shrink_imagenette_knn(config: ml_collections.ConfigDict, arg) -> None:
+    """After `shrink`: the Imagenette kNN of `:cpu` (all 944 holdout images against all 8,525 train
+    images, batch 256) and `:runlocal` (256 train / 64 holdout images, batch 32), in place."""
+    if arg.cpu or arg.runlocal:
+        config.evals.knn.batch_size = 256
+        imagenette_knn(config)
+    if arg.runlocal:
+        config.evals.knn.update(train_examples=256, test_examples=64, batch_size=32)
+
+
 def imagenet_knn(config: ml_collections.ConfigDict) -> None:
     """kNN of ImageNet's validation split against train, 1000 classes (in place)."""
     config.evals.knn.test_split = "validation"

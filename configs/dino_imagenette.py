@@ -57,10 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   runlocal_batch_size=16)
     if arg.cpu or arg.runlocal:
         config.model = dict(name="vit", variant="S/8", img_size=64, drop_path_rate=0.0, **common.CPU_TRANSFORMER)
-        config.evals.knn.batch_size = 256
-        common.imagenette_knn(config)
     if arg.runlocal:
         config.input.views = _views(32, 16, 2)
         config.model.update(img_size=32, **common.RUNLOCAL_TRANSFORMER)
-        config.evals.knn.update(train_examples=256, test_examples=64, batch_size=32)
+    common.shrink_imagenette_knn(config, arg)
     return config

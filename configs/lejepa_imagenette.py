@@ -50,10 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   runlocal_batch_size=16)
     if arg.cpu or arg.runlocal:
         config.model.img_size = 64
-        config.evals.knn.batch_size = 256
-        common.imagenette_knn(config)
     if arg.runlocal:
         config.input.views = _views(32)
         config.model.img_size = 32
-        config.evals.knn.update(train_examples=256, test_examples=64, batch_size=32)
+    common.shrink_imagenette_knn(config, arg)
     return config

@@ -50,10 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                   runlocal_batch_size=16)
     if arg.cpu or arg.runlocal:
         config.model.width = 0.25
-        config.evals.knn.batch_size = 256
-        common.imagenette_knn(config)
     if arg.runlocal:
         runlocal_view = common.simclr_view(32, strength=1.0, blur_p=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
         config.input.views = (runlocal_view, runlocal_view)
-        config.evals.knn.update(train_examples=256, test_examples=64, batch_size=32)
+    common.shrink_imagenette_knn(config, arg)
     return config

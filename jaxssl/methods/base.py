@@ -149,6 +149,13 @@ def check_two_views(name: str, views) -> None:
         raise ValueError(f"{name} takes exactly 2 views, got {len(views)}; set config.input.views to two dicts.")
 
 
+def one_view(name: str, views) -> jax.Array:
+    """The single-view methods' input (MAE, data2vec, I-JEPA): the one view, or a clear error naming the key to fix."""
+    if len(views) != 1:
+        raise ValueError(f"{name} takes one view, got {len(views)}; set config.input.views to one dict.")
+    return views[0]
+
+
 def apply_each(net: nn.Module, variables: dict, views) -> tuple[Any, dict]:
     """Each view through `net` in its own train-mode forward pass (BatchNorm statistics per view).
 

@@ -308,9 +308,7 @@ def make(*, backbone: nn.Module, top_k: int = 8, target_norm: str | None = None,
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del step
-        if len(views) != 1:
-            raise ValueError(f"data2vec takes one view, got {len(views)}; set config.input.views to one dict.")
-        x = views[0]
+        x = base.one_view("data2vec", views)
         mask_rng, drop_rng = jax.random.split(rng)
         t_params = teacher["params"]
         if ema_transformer_only:

@@ -16,8 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxssl import losses, monitors
-from jaxssl.methods import base
-from jaxssl.models import heads
+from jaxssl.methods import base, simsiam
 
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj_dim: int = 2048,
@@ -30,9 +29,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
       pred_hidden: the prediction MLP's bottleneck (SimSiam: 512).
       dtype: compute dtype of the heads.
     """
-    net = heads.BackboneWithHeads(backbone,
-                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = simsiam.network(backbone, proj_hidden, proj_dim, pred_hidden, dtype)
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, rng, step

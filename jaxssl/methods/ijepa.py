@@ -146,9 +146,7 @@ def make(*, backbone: nn.Module, total_steps: int, predictor_dim: int = 384, pre
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del step
-        if len(views) != 1:
-            raise ValueError(f"I-JEPA takes one view, got {len(views)}; set config.input.views to one dict.")
-        x = views[0]
+        x = base.one_view("I-JEPA", views)
         mask_rng, drop_rng = jax.random.split(rng)
         masks = masking.multiblock_mask(mask_rng, x.shape[0], (x.shape[1] // p, x.shape[2] // p), **mask_kw)
         # Target encoder: the EMA weights on the full image. stop_gradient: the targets are constants

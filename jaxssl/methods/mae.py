@@ -115,9 +115,7 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, step
-        if len(views) != 1:
-            raise ValueError(f"MAE takes one view, got {len(views)}; set config.input.views to one dict.")
-        x = views[0]
+        x = base.one_view("MAE", views)
         mask_rng, drop_rng = jax.random.split(rng)
         mask, keep = masking.random_mask(mask_rng, x.shape[0], backbone.num_tokens(x.shape), mask_ratio)
         out = net.apply({"params": params, **model_state}, x, train=True, keep=keep, rngs={"dropout": drop_rng})

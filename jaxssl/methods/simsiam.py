@@ -24,6 +24,14 @@ from jaxssl.methods import base
 from jaxssl.models import heads
 
 
+def network(backbone: nn.Module, proj_hidden: Sequence[int], proj_dim: int, pred_hidden: Sequence[int],
+            dtype=jnp.float32) -> nn.Module:
+    """SimSiam's encoder f (backbone + projection MLP ending in BN) and prediction MLP h (also FastSiam's)."""
+    return heads.BackboneWithHeads(backbone,
+                                   projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
+                                   predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+
+
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj_dim: int = 2048,
          pred_hidden: Sequence[int] = (512,), dtype=jnp.float32) -> base.Method:
     """SimSiam with projection and prediction MLPs.
@@ -38,9 +46,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         does not have BN or ReLU. This MLP has 2 layers [...] h's hidden layer's dimension is 512".
       dtype: compute dtype of the heads.
     """
-    net = heads.BackboneWithHeads(backbone,
-                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    net = network(backbone, proj_hidden, proj_dim, pred_hidden, dtype)
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, rng, step

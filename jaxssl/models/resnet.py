@@ -52,13 +52,17 @@ def _add_shortcut(x, y, strides: int, conv, norm):
     return nn.relu(x + y)
 
 
-class _BasicBlock(nn.Module):
-    """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
+class _Block(nn.Module):
+    """A residual block's fields: width, stride of its first strided conv, compute dtype, last-BN init."""
 
     filters: int
     strides: int
     dtype: Any
     zero_init_residual: bool = True
+
+
+class _BasicBlock(_Block):
+    """Two 3x3 convs with an identity (or 1x1 projection) shortcut. Output channels: `filters`."""
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -70,13 +74,8 @@ class _BasicBlock(nn.Module):
         return _add_shortcut(x, y, self.strides, conv, norm)
 
 
-class _Bottleneck(nn.Module):
+class _Bottleneck(_Block):
     """1x1 -> 3x3 (strided, as torchvision "ResNet v1.5") -> 1x1 with 4x expansion."""
-
-    filters: int
-    strides: int
-    dtype: Any
-    zero_init_residual: bool = True
 
     @nn.compact
     def __call__(self, x, train: bool):
