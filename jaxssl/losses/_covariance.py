@@ -205,8 +205,11 @@ def wmse(z: jax.Array, perm: jax.Array, w_size: int, eps: float = 0.0) -> jax.Ar
     if k < 2 or n % w_size or w_size <= d:
         raise ValueError(f"wmse needs K >= 2 views and a w_size that divides the batch N and exceeds the "
                          f"embedding size D; got K={k}, N={n}, D={d}, w_size={w_size}.")
-    groups = z[:, perm].reshape(k, n // w_size, w_size, d)
-    white = jax.vmap(jax.vmap(lambda x: whiten(x, eps)))(groups).reshape(k, n, d)
+    groups = z[:, perm].reshape(k * (n // w_size), w_size, d)
+    # A Python loop over the K N / M sub-batches, not `jax.vmap`: XLA:CPU runs a batched triangular
+    # solve through jax's ParallelBatchMap, which deadlocked inside a training step here (jax 0.10.2,
+    # every thread waiting in `lapack_strsm_ffi`); K N / M is small (4 on CIFAR-10).
+    white = jnp.stack([whiten(g, eps) for g in groups]).reshape(k, n, d)
     u = ops.l2_normalize(white)
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
     return sum(2.0 - 2.0 * jnp.mean(jnp.sum(u[i] * u[j], axis=-1)) for i, j in pairs) / len(pairs)
