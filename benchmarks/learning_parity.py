@@ -33,9 +33,9 @@ measured): lightly's head details (e.g. SimCLR's and MoCo v3's output BN is affi
 not), its loss scalings (BYOL/SimSiam: 0.5 x the two negative cosines), the view differences
 listed in `_peers.view_transform`, and the order of the EMA update (lightly: before the forward).
 
-  PYTHONPATH=. /tmp/bench_i/bin/python benchmarks/learning_parity.py --methods simclr --steps 500
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods simclr --steps 500
   # tiny end-to-end check of the machinery (minutes; numbers meaningless):
-  PYTHONPATH=. /tmp/bench_i/bin/python benchmarks/learning_parity.py --methods byol --steps 5 \
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods byol --steps 5 \
       --knn-train 2000 --knn-test 500 --tag _smoke
 
 Writes benchmarks/results/learning_parity_<methods>_<steps>steps<tag>.json after every run (a
