@@ -83,6 +83,14 @@ def log_every(steps: int) -> int:
     return max(1, steps // 50)
 
 
+def progress(side: str, step_loss: tuple[int, float], steps: int, t0: float) -> None:
+    """A line every tenth of the run: a long run on a loaded machine shows where it is."""
+    step, loss = step_loss
+    if step % max(1, steps // 10) == 0 or step == steps:
+        print(f"    {side} step {step}/{steps}: loss {loss:.4f}, {time.perf_counter() - t0:.0f} s "
+              f"(load {_common.loadavg():.2f})", flush=True)
+
+
 def train_jaxssl(config, x_train, batches, evaluate):
     """Train jaxssl's method on `batches`; returns (record, random-init kNN, trained kNN)."""
     import jax
@@ -117,6 +125,7 @@ def train_jaxssl(config, x_train, batches, evaluate):
             first_step_s = time.perf_counter() - t0
         if (i + 1) % every == 0 or i + 1 == len(batches):
             losses.append((i + 1, float(metrics["loss"])))
+            progress("jaxssl", losses[-1], len(batches), t0)
     jax.block_until_ready(state)
     train_s = time.perf_counter() - t0
     t = time.perf_counter()
@@ -161,6 +170,7 @@ def train_lightly(config, x_train, batches, evaluate, workers: int):
             first_step_s = time.perf_counter() - t0
         if (i + 1) % every == 0 or i + 1 == len(batches):
             losses.append((i + 1, float(loss.item())))
+            progress("lightly", losses[-1], len(batches), t0)
     train_s = time.perf_counter() - t0
     t = time.perf_counter()
     trained = evaluate(feats)
