@@ -84,7 +84,7 @@ class SimCLR(nn.Module):
         super().__init__()
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
-        self.backbone = backbone or ResNet18(width)
+        self.backbone = backbone if backbone is not None else ResNet18(width)
         self.projector = SimCLRProjectionHead(self.backbone.out_dim, hidden, out, num_layers=num_layers)
         self.criterion = NTXentLoss(temperature=temperature)
 
@@ -122,7 +122,7 @@ class BYOL(_Momentum):
         super().__init__()
         from lightly.loss import NegativeCosineSimilarity
         from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-        self.backbone = backbone or ResNet18(width)
+        self.backbone = backbone if backbone is not None else ResNet18(width)
         self.projector = BYOLProjectionHead(self.backbone.out_dim, hidden, out)
         self.predictor = BYOLPredictionHead(out, pred_hidden or hidden, out)
         self._make_momentum_copies()
