@@ -34,6 +34,21 @@ def data_file(*names: str) -> str | None:
     return None
 
 
+def load_cifar10():
+    """(x_train, y_train, x_test, y_test): the real CIFAR-10 arrays (uint8 NHWC, int64 labels) of
+    the team's data folder (`data_file`; the training set is two parts, see its README)."""
+    import numpy as np
+    names = ("cifar10_train_part1.npz", "cifar10_train_part2.npz", "cifar10_test.npz")
+    paths = [data_file(n) for n in names]
+    if None in paths:
+        raise FileNotFoundError(f"CIFAR-10 arrays {names} not found in $BENCH_DATA_DIR, ../shared/data or "
+                                f"/work/shared/data.")
+    parts = [np.load(p) for p in paths]
+    x_train = np.concatenate([p["x"] for p in parts[:2]])
+    y_train = np.concatenate([p["y"] for p in parts[:2]])
+    return x_train, y_train, parts[2]["x"], parts[2]["y"]
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

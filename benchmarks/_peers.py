@@ -5,19 +5,23 @@ what jaxssl runs, written the way lightly's own examples write it:
 
 - backbone: torchvision's ResNet `BasicBlock` stacked as ResNet-18 with the CIFAR stem (3x3/1
   conv, no max-pool) and a channel multiplier `width` (1.0 = torchvision `resnet18`, checked by
-  parameter count), zero-initialised last BN of each block as jaxssl's ResNet;
-- heads/losses: `lightly.models.modules.{SimCLRProjectionHead, BYOLProjectionHead,
-  BYOLPredictionHead}`, `lightly.loss.{NTXentLoss, NegativeCosineSimilarity}`,
-  `lightly.models.utils.update_momentum`;
-- optimiser: `lightly.utils.lars.LARS`, no weight decay and no LARS adaptation for biases and
-  BatchNorm parameters (param groups), as jaxssl's optim.decay_mask;
-- augmentation: `lightly.transforms.{SimCLRTransform, BYOLTransform}` on PIL images in a
-  `torch.utils.data.DataLoader` (per-image, on the host), lightly's standard data path.
+  parameter count), zero-initialised last BN of each block as jaxssl's ResNet (unless
+  `zero_init_residual=False`), optionally lightly's `SplitBatchNorm` (MoCo's per-GPU BN);
+- heads/losses: `lightly.models.modules.*` heads, `lightly.loss.*` losses and
+  `lightly.models.utils.{update_momentum, batch_shuffle}` (see `from_config` for each method);
+- optimiser: `optimizer(model, config.optimizer, ...)`: lightly's LARS, torch SGD or AdamW built
+  from jaxssl's optimizer config (param groups for jaxssl's decay mask and `fixed_lr_paths`), the
+  learning rate set every step from jaxssl's own schedule;
+- augmentation: `views_transform(config.input.views)`: lightly's per-view transform
+  (`BYOLView1Transform`, which exposes every knob) configured from each jaxssl view dict, on PIL
+  images in a `torch.utils.data.DataLoader` (per-image, on the host), lightly's standard data path.
 """
 from __future__ import annotations
 
 import copy
-from typing import Iterator
+import functools
+import re
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -32,23 +36,29 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 class ResNet18(nn.Module):
     """torchvision BasicBlock ResNet-18, CIFAR stem, channels 64*width*(1, 2, 4, 8); returns pooled features."""
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, width: float = 1.0, zero_init_residual: bool = True, bn_splits: int = 1):
+        """`bn_splits` > 1: every BatchNorm is lightly's `SplitBatchNorm` (statistics per group of
+        N/bn_splits images, MoCo's CIFAR-10 demo `bn_splits`)."""
         super().__init__()
         block = torchvision.models.resnet.BasicBlock
+        norm = nn.BatchNorm2d
+        if bn_splits > 1:
+            from lightly.models.batchnorm import SplitBatchNorm
+            norm = functools.partial(SplitBatchNorm, num_splits=bn_splits)
         base = max(1, int(round(64 * width)))
-        self.stem = nn.Sequential(nn.Conv2d(3, base, 3, 1, 1, bias=False), nn.BatchNorm2d(base), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(3, base, 3, 1, 1, bias=False), norm(base), nn.ReLU(inplace=True))
         layers, inplanes = [], base
         for i in range(4):
             planes, stride = base * 2 ** i, 1 if i == 0 else 2
             down = None
             if stride != 1 or inplanes != planes:
-                down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-            layers += [block(inplanes, planes, stride, down), block(planes, planes)]
+                down = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), norm(planes))
+            layers += [block(inplanes, planes, stride, down, norm_layer=norm), block(planes, planes, norm_layer=norm)]
             inplanes = planes
         self.layers = nn.Sequential(*layers)
         self.out_dim = inplanes
         for m in self.modules():
-            if isinstance(m, block):
+            if isinstance(m, block) and zero_init_residual:
                 nn.init.zeros_(m.bn2.weight)  # zero_init_residual, as jaxssl's ResNet and torchvision's flag
 
     def forward(self, x):
@@ -69,61 +79,322 @@ def lars(model: nn.Module, lr: float, weight_decay: float = 1e-4, momentum: floa
 
 
 class SimCLR(nn.Module):
-    def __init__(self, width: float, hidden: int, out: int):
+    def __init__(self, width: float, hidden: int, out: int, temperature: float = 0.5, num_layers: int = 2,
+                 backbone: nn.Module | None = None):
         super().__init__()
         from lightly.loss import NTXentLoss
         from lightly.models.modules import SimCLRProjectionHead
-        self.backbone = ResNet18(width)
-        self.head = SimCLRProjectionHead(self.backbone.out_dim, hidden, out)
-        self.criterion = NTXentLoss(temperature=0.5)
+        self.backbone = backbone if backbone is not None else ResNet18(width)
+        self.projector = SimCLRProjectionHead(self.backbone.out_dim, hidden, out, num_layers=num_layers)
+        self.criterion = NTXentLoss(temperature=temperature)
 
     def loss(self, x0, x1):
         # Both views in one forward pass, as jaxssl's SimCLR (BN statistics over the 2N images).
-        z = self.head(self.backbone(torch.cat([x0, x1])))
+        z = self.projector(self.backbone(torch.cat([x0, x1])))
         z0, z1 = z.chunk(2)
         return self.criterion(z0, z1)
 
 
-class BYOL(nn.Module):
-    def __init__(self, width: float, hidden: int, out: int):
+class _Momentum(nn.Module):
+    """Momentum (EMA) copies of `backbone` and `projector`, updated with lightly's `update_momentum`
+    at the start of each `loss` with `self.momentum` (the trainer sets it every step)."""
+    momentum: float = 0.99
+
+    def _make_momentum_copies(self):
+        self.backbone_momentum = copy.deepcopy(self.backbone)
+        self.projector_momentum = copy.deepcopy(self.projector)
+        for p in list(self.backbone_momentum.parameters()) + list(self.projector_momentum.parameters()):
+            p.requires_grad = False
+
+    def _update_momentum(self):
+        from lightly.models.utils import update_momentum
+        update_momentum(self.backbone, self.backbone_momentum, m=self.momentum)
+        update_momentum(self.projector, self.projector_momentum, m=self.momentum)
+
+    @torch.no_grad()
+    def _target(self, x):
+        return self.projector_momentum(self.backbone_momentum(x))
+
+
+class BYOL(_Momentum):
+    def __init__(self, width: float, hidden: int, out: int, pred_hidden: int | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
         from lightly.loss import NegativeCosineSimilarity
         from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-        self.backbone = ResNet18(width)
-        self.projection_head = BYOLProjectionHead(self.backbone.out_dim, hidden, out)
-        self.prediction_head = BYOLPredictionHead(out, hidden, out)
-        self.backbone_momentum = copy.deepcopy(self.backbone)
-        self.projection_head_momentum = copy.deepcopy(self.projection_head)
-        for p in list(self.backbone_momentum.parameters()) + list(self.projection_head_momentum.parameters()):
-            p.requires_grad = False
+        self.backbone = backbone if backbone is not None else ResNet18(width)
+        self.projector = BYOLProjectionHead(self.backbone.out_dim, hidden, out)
+        self.predictor = BYOLPredictionHead(out, pred_hidden or hidden, out)
+        self._make_momentum_copies()
         self.criterion = NegativeCosineSimilarity()
 
-    def loss(self, x0, x1, momentum: float = 0.99):
-        from lightly.models.utils import update_momentum
-        update_momentum(self.backbone, self.backbone_momentum, m=momentum)
-        update_momentum(self.projection_head, self.projection_head_momentum, m=momentum)
+    def loss(self, x0, x1):
+        self._update_momentum()
         # One forward per view (BN per view), as jaxssl's BYOL (`BackboneWithHeads.each`) and lightly's example.
-        p0 = self.prediction_head(self.projection_head(self.backbone(x0)))
-        p1 = self.prediction_head(self.projection_head(self.backbone(x1)))
-        with torch.no_grad():
-            z0 = self.projection_head_momentum(self.backbone_momentum(x0))
-            z1 = self.projection_head_momentum(self.backbone_momentum(x1))
+        p0 = self.predictor(self.projector(self.backbone(x0)))
+        p1 = self.predictor(self.projector(self.backbone(x1)))
+        z0, z1 = self._target(x0), self._target(x1)
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+
+
+class MoCoV2(_Momentum):
+    """lightly's MoCo v2: `MoCoProjectionHead` (no BN), `NTXentLoss` with a memory bank of
+    `queue_size` keys, `batch_shuffle`/`batch_unshuffle` for the key encoder, and `SplitBatchNorm`
+    in the backbone (lightly's MoCo CIFAR-10 tutorial: `num_splits=8`), query from view 1 and key
+    from view 2 (asymmetric, as jaxssl's and the official MoCo)."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, out: int, temperature: float, queue_size: int,
+                 momentum: float):
+        super().__init__()
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import MoCoProjectionHead
+        self.backbone, self.momentum = backbone, momentum
+        self.projector = MoCoProjectionHead(backbone.out_dim, hidden, out)
+        self._make_momentum_copies()
+        self.criterion = NTXentLoss(temperature=temperature, memory_bank_size=(queue_size, out))
+
+    def loss(self, x0, x1):
+        from lightly.models.utils import batch_shuffle, batch_unshuffle
+        self._update_momentum()
+        query = self.projector(self.backbone(x0))
+        shuffled, order = batch_shuffle(x1)
+        key = batch_unshuffle(self._target(shuffled), order)
+        return self.criterion(query, key)
+
+
+class MoCoV3(_Momentum):
+    """MoCo v3 (ResNet) from lightly's heads: `MoCoProjectionHead(batch_norm=True)` (BN on every
+    layer; lightly's output BN is affine, the official one is not) and `BYOLPredictionHead`
+    (Linear-BN-ReLU-Linear). lightly 1.6 has no MoCo v3 loss: `ctr` is the official Algorithm 1
+    (`CrossEntropyLoss(q k^T / T) * 2T`, keys of the momentum encoder, both directions summed)."""
+
+    def __init__(self, backbone: nn.Module, hidden: int, out: int, pred_hidden: int, temperature: float):
+        super().__init__()
+        from lightly.models.modules import BYOLPredictionHead, MoCoProjectionHead
+        self.backbone, self.temperature = backbone, temperature
+        self.projector = MoCoProjectionHead(backbone.out_dim, hidden, out, num_layers=2, batch_norm=True)
+        self.predictor = BYOLPredictionHead(out, pred_hidden, out)
+        self._make_momentum_copies()
+
+    def _ctr(self, q, k):
+        q, k = nn.functional.normalize(q, dim=1), nn.functional.normalize(k, dim=1)
+        logits = q @ k.T / self.temperature
+        labels = torch.arange(len(q), device=q.device)
+        return nn.functional.cross_entropy(logits, labels) * 2 * self.temperature
+
+    def loss(self, x0, x1):
+        self._update_momentum()
+        q0 = self.predictor(self.projector(self.backbone(x0)))
+        q1 = self.predictor(self.projector(self.backbone(x1)))
+        k0, k1 = self._target(x0), self._target(x1)
+        return self._ctr(q0, k1) + self._ctr(q1, k0)
+
+
+class SimSiam(nn.Module):
+    """lightly's SimSiam: `SimSiamPredictionHead`, `NegativeCosineSimilarity`, stop-gradient on the
+    projections. The projector is lightly's `ProjectionHead` with jaxssl's layer list (one BN-ReLU
+    hidden layer per `proj_hidden` entry, output BN without affine): lightly's
+    `SimSiamProjectionHead` has a fixed 3 layers and `:cpu` uses 2."""
+
+    def __init__(self, backbone: nn.Module, hidden: Sequence[int], out: int, pred_hidden: int):
+        super().__init__()
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules import SimSiamPredictionHead
+        from lightly.models.modules.heads import ProjectionHead
+        self.backbone = backbone
+        dims = [backbone.out_dim, *hidden]
+        self.projector = ProjectionHead([(a, b, nn.BatchNorm1d(b), nn.ReLU()) for a, b in zip(dims, dims[1:])]
+                                        + [(dims[-1], out, nn.BatchNorm1d(out, affine=False), None)])
+        self.predictor = SimSiamPredictionHead(out, pred_hidden, out)
+        self.criterion = NegativeCosineSimilarity()
+
+    def loss(self, x0, x1):
+        z0, z1 = self.projector(self.backbone(x0)), self.projector(self.backbone(x1))
+        p0, p1 = self.predictor(z0), self.predictor(z1)
+        return 0.5 * (self.criterion(p0, z1.detach()) + self.criterion(p1, z0.detach()))
+
+
+class _TwoViewLoss(nn.Module):
+    """backbone -> projector per view (BN per view, as jaxssl's `embed_each`), then `scale * criterion(z0, z1)`."""
+
+    def __init__(self, backbone: nn.Module, projector: nn.Module, criterion: nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.backbone, self.projector, self.criterion, self.scale = backbone, projector, criterion, scale
+
+    def loss(self, x0, x1):
+        return self.scale * self.criterion(self.projector(self.backbone(x0)), self.projector(self.backbone(x1)))
 
 
 def make_model(method: str, width: float, hidden: int, out: int) -> nn.Module:
     return {"simclr": SimCLR, "byol": BYOL}[method](width, hidden, out)
 
 
+def _single(widths: Sequence[int], what: str) -> int:
+    """The one width of lightly heads whose hidden layers are all alike."""
+    if len(set(widths)) != 1:
+        raise NotImplementedError(f"lightly's head needs equal hidden widths for {what}, got {tuple(widths)}.")
+    return widths[0]
+
+
+def from_config(config) -> nn.Module:
+    """lightly's implementation of `config.method` with the backbone and head sizes of the jaxssl
+    config (`config.model`, `config.method_kw`): the same architecture, numbers read from the config.
+
+    Covered: simclr, byol, moco_v2, moco_v3, simsiam, vicreg, barlow_twins (ResNet-18, CIFAR stem).
+    """
+    m, kw = config.model, dict(config.method_kw)
+    if not (m.name == "resnet" and str(m.variant) == "18" and m.get("cifar_stem")):
+        raise NotImplementedError(f"PyTorch backbone only for ResNet-18 with the CIFAR stem, got {dict(m)}.")
+    backbone = ResNet18(m.get("width", 1.0), zero_init_residual=m.get("zero_init_residual", True),
+                        bn_splits=kw.get("bn_groups", 1) if config.method == "moco_v2" else 1)
+    hidden = list(kw.get("proj_hidden", ()))
+    name = config.method
+    if name == "simclr":
+        return SimCLR(0, _single(hidden, name), kw["proj_dim"], kw["temperature"], len(hidden) + 1, backbone)
+    if name == "byol":
+        return BYOL(0, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name), backbone)
+    if name == "moco_v2":
+        return MoCoV2(backbone, _single(hidden, name), kw["proj_dim"], kw["temperature"], kw["queue_size"],
+                      kw["momentum"])
+    if name == "moco_v3":
+        return MoCoV3(backbone, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name),
+                      kw["temperature"])
+    if name == "simsiam":
+        return SimSiam(backbone, hidden, kw["proj_dim"], _single(kw["pred_hidden"], name))
+    if name == "vicreg":
+        from lightly.loss import VICRegLoss
+        from lightly.models.modules.heads import VICRegProjectionHead
+        head = VICRegProjectionHead(backbone.out_dim, _single(hidden, name), kw["proj_dim"], len(hidden) + 1)
+        return _TwoViewLoss(backbone, head, VICRegLoss(lambda_param=kw["sim_coeff"], mu_param=kw["std_coeff"],
+                                                       nu_param=kw["cov_coeff"], eps=kw["eps"]))
+    if name == "barlow_twins":
+        from lightly.loss import BarlowTwinsLoss
+        from lightly.models.modules import BarlowTwinsProjectionHead
+        if len(hidden) != 2:
+            raise NotImplementedError(f"lightly's BarlowTwinsProjectionHead has 2 hidden layers, got {hidden}.")
+        head = BarlowTwinsProjectionHead(backbone.out_dim, _single(hidden, name), kw["proj_dim"])
+        # lightly's loss has no scale; solo-learn's `scale_loss` (jaxssl's config) multiplies it.
+        return _TwoViewLoss(backbone, head, BarlowTwinsLoss(lambda_param=kw["lambd"]), kw.get("scale_loss", 1.0))
+    raise NotImplementedError(f"No lightly counterpart wired up for method {name!r}.")
+
+
+def view_transform(view: Mapping):
+    """lightly's transform of one view configured from a jaxssl view dict (`jaxssl.augment.apply` keys).
+
+    `BYOLView1Transform` exposes every knob jaxssl's views use, in the same order (random resized
+    crop, flip, colour jitter, grayscale, blur, solarise, normalise). Differences that remain:
+    lightly blurs with PIL's `GaussianBlur(radius=sigma)` (no kernel size), solarises at 128/255
+    (jaxssl: `solarize_threshold`, 0.5), and its jitter strengths are symmetric ranges.
+    """
+    from lightly import transforms as T
+
+    from jaxssl import augment
+    v = {**augment.DEFAULT_VIEW, **dict(view)}
+    ratio = tuple(v["crop_ratio"])
+    if tuple(v["crop_scale"])[1] != 1.0 or abs(ratio[0] - 3 / 4) > 1e-6 or abs(ratio[1] - 4 / 3) > 1e-6:
+        raise NotImplementedError(f"lightly's crop is scale (min, 1), ratio (3/4, 4/3); got {v['crop_scale']}, "
+                                  f"{v['crop_ratio']}.")
+    jitter = [v[k] for k in ("brightness", "contrast", "saturation", "hue")]
+    if any(isinstance(j, (tuple, list)) for j in jitter):
+        raise NotImplementedError(f"jitter ranges have no lightly counterpart: {jitter}.")
+    normalize = None if v["mean"] is None else {"mean": list(v["mean"]), "std": list(v["std"])}
+    return T.BYOLView1Transform(
+        input_size=v["crop_size"], cj_prob=v["jitter_p"], cj_strength=1.0, cj_bright=jitter[0],
+        cj_contrast=jitter[1], cj_sat=jitter[2], cj_hue=jitter[3], min_scale=v["crop_scale"][0],
+        random_gray_scale=v["grayscale_p"], gaussian_blur=v["blur_p"], solarization_prob=v["solarize_p"],
+        sigmas=tuple(v["blur_sigma"]), hf_prob=v["flip_p"], normalize=normalize)
+
+
+def views_transform(views: Sequence[Mapping]):
+    """lightly's `MultiViewTransform` of jaxssl's views (a list of view dicts, `config.input.views`)."""
+    from lightly.transforms.multi_view_transform import MultiViewTransform
+    return MultiViewTransform([view_transform(v) for v in views])
+
+
 def transform(method: str, size: int = 32):
     """lightly's two-view transform matching jaxssl's views for `method` (CIFAR-10 normalisation)."""
-    from lightly import transforms as T
-    norm = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
+    from configs import common
     if method == "simclr":  # = configs.common.simclr_view(size, strength=0.5): no blur on CIFAR.
-        return T.SimCLRTransform(input_size=size, cj_strength=0.5, gaussian_blur=0.0, normalize=norm)
-    # = configs.common.byol_views(size): blur 1.0 / 0.1, solarise 0 / 0.2.
-    return T.BYOLTransform(view_1_transform=T.BYOLView1Transform(input_size=size, normalize=norm),
-                           view_2_transform=T.BYOLView2Transform(input_size=size, normalize=norm))
+        return views_transform([common.simclr_view(size)] * 2)
+    return views_transform(common.byol_views(size))  # blur 1.0 / 0.1, solarise 0 / 0.2
+
+
+def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
+    """(torch optimiser, before_step(step), clip()) from jaxssl's `config.optimizer`.
+
+    The same rules as `jaxssl.train.optim.make`: lightly's LARS / torch SGD / AdamW; rank <= 1
+    parameters (biases, norms) without weight decay and LARS adaptation when `exclude_rank1`;
+    parameters whose path (`predictor/0/weight`, the module names with "/") matches
+    `fixed_lr_paths` stay at the peak learning rate; everything else follows jaxssl's own
+    warm-up + cosine schedule, evaluated by `before_step(step)`; `clip()` applies `grad_clip`.
+    """
+    from jaxssl.train import optim
+    opt = lambda key: optim.option(cfg, key)
+    if opt("weight_decay_end") not in (None, opt("weight_decay")):
+        raise NotImplementedError("a weight-decay schedule (weight_decay_end) is not wired up on the torch side.")
+    peak = optim.peak_learning_rate(cfg, batch_size)
+    schedule = optim.learning_rate(cfg, batch_size, total_steps)
+    wd, pattern = opt("weight_decay"), opt("fixed_lr_paths")
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            fixed = bool(pattern and re.search(pattern, name.replace(".", "/")))
+            decay = p.ndim > 1 or not opt("exclude_rank1")
+            groups.setdefault((fixed, decay), []).append(p)
+    if pattern and not any(fixed for fixed, _ in groups):
+        raise ValueError(f"fixed_lr_paths {pattern!r} matches no torch parameter name.")
+    param_groups = [{"params": ps, "weight_decay": wd if decay else 0.0, "fixed": fixed}
+                    for (fixed, decay), ps in groups.items()]
+    name = opt("name")
+    if name == "lars":
+        from lightly.utils.lars import LARS
+        # lightly's LARS adapts only groups with weight_decay != 0 (lightly/utils/lars.py, 1.6.0).
+        if wd == 0:
+            raise NotImplementedError("lightly's LARS skips adaptation without weight decay; jaxssl adapts.")
+        torch_opt = LARS(param_groups, lr=peak, momentum=opt("momentum"), weight_decay=wd,
+                         trust_coefficient=opt("trust_coefficient"))
+    elif name == "sgd":
+        torch_opt = torch.optim.SGD(param_groups, lr=peak, momentum=opt("momentum"))
+    elif name == "adamw":
+        torch_opt = torch.optim.AdamW(param_groups, lr=peak, betas=(opt("b1"), opt("b2")))
+    else:
+        raise ValueError(f"unknown optimizer {name!r}")
+
+    def before_step(step: int):
+        lr = float(schedule(step))
+        for g in torch_opt.param_groups:
+            g["lr"] = peak if g["fixed"] else lr
+
+    clip_norm, mode = opt("grad_clip"), opt("grad_clip_mode")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def clip():
+        if not clip_norm:
+            return
+        if mode == "global":
+            torch.nn.utils.clip_grad_norm_(trainable, clip_norm)
+        else:  # per_param: DINO's utils.clip_gradients
+            for p in trainable:
+                if p.grad is not None:
+                    torch.nn.utils.clip_grad_norm_([p], clip_norm)
+
+    return torch_opt, before_step, clip
+
+
+def features(backbone: nn.Module, images: np.ndarray, mean=CIFAR10_MEAN, std=CIFAR10_STD,
+             batch_size: int = 500) -> np.ndarray:
+    """Eval-mode `backbone` features of uint8 (N,H,W,3) images, normalised only (as jaxssl's
+    `evaluate.features.of_images` with the evaluation view)."""
+    was_training = backbone.training
+    backbone.eval()
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            t = torch.from_numpy(images[i:i + batch_size]).permute(0, 3, 1, 2).float() / 255.0
+            out.append(backbone((t - m) / s).numpy())
+    backbone.train(was_training)
+    return np.concatenate(out)
 
 
 class _Images(torch.utils.data.Dataset):
@@ -145,6 +416,13 @@ def loader(images: np.ndarray, tf, batch: int, workers: int, labels=None, shuffl
     return torch.utils.data.DataLoader(_Images(images, labels, tf), batch_size=batch, shuffle=shuffle,
                                        drop_last=shuffle, num_workers=workers, generator=g,
                                        persistent_workers=persistent and workers > 0, pin_memory=pin_memory)
+
+
+def batches_loader(images: np.ndarray, tf, batches: Sequence[np.ndarray], workers: int = 0):
+    """A DataLoader yielding exactly the image indices of `batches` (one array per step), in order:
+    the same images per step as the other contender."""
+    return torch.utils.data.DataLoader(_Images(images, None, tf), batch_sampler=[list(map(int, b)) for b in batches],
+                                       num_workers=workers, persistent_workers=False)
 
 
 def forever(dl) -> Iterator:

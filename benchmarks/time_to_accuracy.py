@@ -30,16 +30,7 @@ from jaxssl.evaluate import features
 from jaxssl.evaluate.knn import knn
 from jaxssl.train import optim, sharding as shd, step as step_lib
 
-DATA = "/work/shared/data"
 PROTOCOLS = ((20, 0.07), (200, 0.1))
-
-
-def load_cifar():
-    parts = [np.load(f"{DATA}/cifar10_train_part{i}.npz") for i in (1, 2)]
-    x = np.concatenate([p["x"] for p in parts])
-    y = np.concatenate([p["y"] for p in parts])
-    with np.load(f"{DATA}/cifar10_test.npz") as z:
-        return x, y, z["x"], z["y"]
 
 
 def optimizer_cfg(args):
@@ -101,18 +92,7 @@ def train_lightly(args, x_train, deadline_s: float):
         if steps == 1 or steps % 10 == 0:
             losses.append((steps, loss))
     train_s = time.perf_counter() - t0
-    model.eval()
-    mean = torch.tensor(_peers.CIFAR10_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(_peers.CIFAR10_STD).view(1, 3, 1, 1)
-
-    def feats(x):
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(x), 500):
-                t = torch.from_numpy(x[i:i + 500]).permute(0, 3, 1, 2).float() / 255.0
-                out.append(model.backbone((t - mean) / std).numpy())
-        return np.concatenate(out)
-
+    feats = lambda x: _peers.features(model.backbone, x)
     return dict(steps=steps, train_s=train_s, first_step_s=first_step_s, losses=losses), feats
 
 
@@ -127,7 +107,7 @@ def main():
     p.add_argument("--knn_test", type=int, default=2_000)
     p.add_argument("--libraries", default="jaxssl,lightly")
     args = p.parse_args()
-    x_train, y_train, x_test, y_test = load_cifar()
+    x_train, y_train, x_test, y_test = _common.load_cifar10()
     if "lightly" in args.libraries:
         import torch
         torch.set_num_threads(args.threads)

@@ -1,0 +1,253 @@
+r"""Learning parity: jaxssl vs lightly 1.6 on the same budget, CIFAR-10 weighted kNN (issue 19).
+
+For each method of `--methods` and each seed of `--seeds`, trains
+
+* jaxssl's method from its CIFAR-10 `:cpu` config (`configs/<method>_cifar10.py:cpu`, with
+  `total_steps = --steps` and `seed = seed`) through the trainer's own pieces: `methods.build`,
+  `train.optim.make`, `train.step.init_state` / `make_train_step` (on-device augmentation of
+  `config.input.views`), created and keyed as `jaxssl/train/loop.py` does; and
+* lightly's implementation (`benchmarks/_peers.py`: `from_config`) with every number read from
+  the same config object: the same backbone (ResNet-18, CIFAR stem, `config.model.width`, the
+  same zero-init of the last BN), head sizes and loss settings (`config.method_kw`), batch size,
+  number of steps, optimiser (lightly's LARS / torch SGD / AdamW with jaxssl's decay mask and
+  `fixed_lr_paths`), learning rate (jaxssl's own warm-up + cosine schedule evaluated per step),
+  EMA momentum (jaxssl's `Method.teacher_momentum` schedule), and views (lightly's
+  `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images;
+
+on the same CIFAR-10 images in the same order (one index stream per seed: a fresh permutation of
+the 50,000 training images per epoch, `batch_size` images per step, the same for both sides).
+Then both backbones, and both at random init (before training), go through the same evaluation:
+eval-mode backbone features of the first `--knn-train` training and `--knn-test` test images
+(normalisation only) and `jaxssl.evaluate.knn.knn_protocols` with the config's protocols
+(k=20/T=0.07 and k=200/T=0.1). Seed policy: seed s is `config.seed = s` for jaxssl and
+`torch.manual_seed(s)` / `np.random.seed(s)` / `random.seed(s)` for lightly, and the data order of s.
+
+Covered: SimCLR, BYOL, MoCo v2 (lightly's memory bank, `SplitBatchNorm` + `batch_shuffle`),
+MoCo v3 (lightly's heads; lightly 1.6 has no MoCo v3 loss, the official `ctr` is written out),
+SimSiam, VICReg, Barlow Twins (all ResNet-18). Not covered yet: SwAV (lightly's `SwaVLoss`,
+prototypes and multi-crop not wired up), DINO, iBOT and MAE (need a PyTorch ViT of the `:cpu`
+transformer's size and the teacher/masking machinery; `_peers_dino.py` has only the ViT-S/16
+throughput model), data2vec (no lightly counterpart) and the linear probe for MAE/data2vec.
+Known implementation differences kept on purpose (it is lightly's implementation that is
+measured): lightly's head details (e.g. SimCLR's and MoCo v3's output BN is affine, jaxssl's is
+not), its loss scalings (BYOL/SimSiam: 0.5 x the two negative cosines), the view differences
+listed in `_peers.view_transform`, and the order of the EMA update (lightly: before the forward).
+
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods simclr --steps 500
+  # tiny end-to-end check of the machinery (minutes; numbers meaningless):
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods byol --steps 5 \
+      --knn-train 2000 --knn-test 500 --tag _smoke
+
+Writes benchmarks/results/learning_parity_<methods>_<steps>steps<tag>.json after every run (a
+partial sweep keeps what finished) and prints a markdown table.
+"""
+from __future__ import annotations
+
+import importlib
+import random
+import time
+
+import _common
+import numpy as np
+
+COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins")
+
+
+def method_config(method: str, steps: int, seed: int):
+    """`configs/<method>_cifar10.py:cpu` with `total_steps` and `seed` set (the method's schedules
+    follow `total_steps` through the config's references)."""
+    config = importlib.import_module(f"configs.{method}_cifar10").get_config("cpu")
+    config.total_steps = steps
+    config.seed = seed
+    return config
+
+
+def index_batches(n_images: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """`steps` batches of image indices: a fresh permutation per epoch, the last partial batch dropped."""
+    rng, out = np.random.default_rng(seed), []
+    per_epoch = n_images // batch_size
+    while len(out) < steps:
+        perm = rng.permutation(n_images)
+        out += [perm[i * batch_size:(i + 1) * batch_size] for i in range(min(per_epoch, steps - len(out)))]
+    return out
+
+
+def knn_top1(f_train, y_train, f_test, y_test, protocols) -> dict[str, float]:
+    """Top-1 kNN accuracies (fractions) of `jaxssl.evaluate.knn.knn_protocols`, one key per protocol."""
+    from jaxssl.evaluate.knn import knn_protocols
+    accs = knn_protocols(f_train, y_train, f_test, y_test, protocols=protocols, num_classes=10)
+    return {k: v for k, v in accs.items() if k.endswith("_top1")}
+
+
+def log_every(steps: int) -> int:
+    return max(1, steps // 50)
+
+
+def progress(side: str, step_loss: tuple[int, float], steps: int, t0: float) -> None:
+    """A line every tenth of the run: a long run on a loaded machine shows where it is."""
+    step, loss = step_loss
+    if step % max(1, steps // 10) == 0 or step == steps:
+        print(f"    {side} step {step}/{steps}: loss {loss:.4f}, {time.perf_counter() - t0:.0f} s "
+              f"(load {_common.loadavg():.2f})", flush=True)
+
+
+def train_jaxssl(config, x_train, batches, evaluate):
+    """Train jaxssl's method on `batches`; returns (record, random-init kNN, trained kNN)."""
+    import jax
+
+    from jaxssl import methods
+    from jaxssl.data import inputs
+    from jaxssl.evaluate import features
+    from jaxssl.train import optim, sharding as shd, step as step_lib
+
+    # As jaxssl/train/loop.py `_setup`: key(seed); init with fold_in 1, the step's base key fold_in 2.
+    mesh = shd.make_mesh()
+    method = methods.build(config)
+    tx, lr = optim.make(config.optimizer, config.batch_size, config.total_steps)
+    rng = jax.random.key(config.seed)
+    init = lambda r: step_lib.init_state(method, tx, r, inputs.example(config))
+    state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh)
+    state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
+    view = dict(config.evals.knn.view)
+    feats = lambda st, x: features.of_images({"params": st.params, **st.model_state}, x, model=method.net,
+                                             mesh=mesh, view=view, batch_size=500)
+    t = time.perf_counter()
+    random_init = evaluate(lambda x: feats(state, x))
+    random_eval_s = time.perf_counter() - t
+    train_step = step_lib.make_train_step(method, tx, [dict(v) for v in config.input.views], mesh, lr,
+                                          state_shardings=state_sh)
+    step_rng, every = jax.random.fold_in(rng, 2), log_every(len(batches))
+    losses, t0, first_step_s = [], time.perf_counter(), None
+    for i, idx in enumerate(batches):
+        state, metrics = train_step(state, shd.to_global({"image": x_train[idx]}, mesh), step_rng)
+        if i == 0:  # compilation included
+            jax.block_until_ready(metrics["loss"])
+            first_step_s = time.perf_counter() - t0
+        if (i + 1) % every == 0 or i + 1 == len(batches):
+            losses.append((i + 1, float(metrics["loss"])))
+            progress("jaxssl", losses[-1], len(batches), t0)
+    jax.block_until_ready(state)
+    train_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    trained = evaluate(lambda x: feats(state, x))
+    return (dict(steps=len(batches), train_s=train_s, first_step_s=first_step_s, losses=losses,
+                 eval_s=time.perf_counter() - t, random_init_eval_s=random_eval_s), random_init, trained)
+
+
+def train_lightly(config, x_train, batches, evaluate, workers: int):
+    """Train lightly's implementation (`_peers.from_config`) on `batches`; returns as `train_jaxssl`."""
+    import torch
+
+    import _peers
+    from jaxssl import methods
+    seed = int(config.seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # lightly's blur and solarisation draw from NumPy / random
+    random.seed(seed)
+    model = _peers.from_config(config)
+    momentum = methods.build(config).teacher_momentum  # jaxssl's EMA schedule, or None
+    opt, before_step, clip = _peers.optimizer(model, config.optimizer, config.batch_size, config.total_steps)
+    view = config.evals.knn.view
+    feats = lambda x: _peers.features(model.backbone, x, view.mean, view.std)
+    t = time.perf_counter()
+    random_init = evaluate(feats)
+    random_eval_s = time.perf_counter() - t
+    data = _peers.batches_loader(x_train, _peers.views_transform(config.input.views), batches, workers)
+    every, losses = log_every(len(batches)), []
+    model.train()
+    t0, first_step_s, steps = time.perf_counter(), None, 0
+    for i, (views, _) in enumerate(data):
+        before_step(i)
+        if momentum is not None:
+            model.momentum = float(momentum(i))
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(*views)
+        loss.backward()
+        clip()
+        opt.step()
+        steps += 1
+        if i == 0:
+            first_step_s = time.perf_counter() - t0
+        if (i + 1) % every == 0 or i + 1 == len(batches):
+            losses.append((i + 1, float(loss.item())))
+            progress("lightly", losses[-1], len(batches), t0)
+    train_s = time.perf_counter() - t0
+    t = time.perf_counter()
+    trained = evaluate(feats)
+    return (dict(steps=steps, train_s=train_s, first_step_s=first_step_s, losses=losses,
+                 eval_s=time.perf_counter() - t, random_init_eval_s=random_eval_s), random_init, trained)
+
+
+def pct(d: dict, key: str) -> str:
+    return f"{100 * d[key]:.1f}" if key in d else "-"
+
+
+def table(runs: list[dict], protocols) -> str:
+    keys = [f"knn_k{int(k)}_t{float(t):g}_top1" for k, t in protocols]
+    head = ["method", "seed", "steps"]
+    for k, t in protocols:
+        head += [f"jaxssl k={k}", f"lightly k={k}", f"random jaxssl / lightly k={k}"]
+    head += ["jaxssl train s", "lightly train s"]
+    rows = []
+    for r in runs:
+        j, lt = r.get("jaxssl", {}), r.get("lightly", {})
+        row = [r["method"], r["seed"], r["steps"]]
+        for key in keys:
+            row += [pct(j.get("knn", {}), key), pct(lt.get("knn", {}), key),
+                    f"{pct(j.get('random_init_knn', {}), key)} / {pct(lt.get('random_init_knn', {}), key)}"]
+        row += [f"{j['train_s']:.0f}" if j else "-", f"{lt['train_s']:.0f}" if lt else "-"]
+        rows.append(row)
+    return _common.table(head, rows)
+
+
+def main():
+    p = _common.parser(__doc__)
+    p.set_defaults(threads=1)
+    p.add_argument("--methods", default=",".join(COVERED), help=f"comma-separated, of {', '.join(COVERED)}.")
+    p.add_argument("--steps", type=int, default=500, help="training steps per run (both sides).")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; one run per side per seed.")
+    p.add_argument("--knn-train", type=int, default=50_000, help="training images in the kNN bank (first N).")
+    p.add_argument("--knn-test", type=int, default=10_000, help="test images evaluated (first N).")
+    p.add_argument("--sides", default="jaxssl,lightly", help="which implementations to train.")
+    p.add_argument("--workers", type=int, default=0, help="lightly DataLoader workers (0: in the main process).")
+    args = p.parse_args()
+    names = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(names) - set(COVERED))
+    if unknown:
+        p.error(f"not covered: {unknown}; covered: {', '.join(COVERED)} (see the docstring).")
+    sides = args.sides.split(",")
+    if "lightly" in sides:
+        import torch
+        torch.set_num_threads(args.threads)
+    x_train, y_train, x_test, y_test = _common.load_cifar10()
+    kx, ky = x_train[:args.knn_train], y_train[:args.knn_train]
+    qx, qy = x_test[:args.knn_test], y_test[:args.knn_test]
+    record = {"benchmark": "learning_parity", **vars(args), **_common.machine_info(), "runs": []}
+    name = f"learning_parity_{'_'.join(names) if len(names) < len(COVERED) else 'all'}_{args.steps}steps{args.tag}"
+    protocols = None
+    for method in names:
+        for seed in (int(s) for s in args.seeds.split(",")):
+            config = method_config(method, args.steps, seed)
+            protocols = tuple(tuple(pr) for pr in config.evals.knn.protocols)
+            evaluate = lambda feats: knn_top1(feats(kx), ky, feats(qx), qy, protocols)
+            batches = index_batches(len(x_train), config.batch_size, args.steps, seed)
+            run = {"method": method, "seed": seed, "steps": args.steps, "batch_size": config.batch_size,
+                   "config": config.to_dict()}
+            for side in sides:
+                print(f"{method} seed {seed}: {side}, {args.steps} steps (load {_common.loadavg():.2f})", flush=True)
+                load0 = _common.loadavg()
+                if side == "jaxssl":
+                    info, rand, trained = train_jaxssl(config, x_train, batches, evaluate)
+                else:
+                    info, rand, trained = train_lightly(config, x_train, batches, evaluate, args.workers)
+                run[side] = {**info, "knn": trained, "random_init_knn": rand, "load_avg_start": load0,
+                             "load_avg_end": _common.loadavg()}
+                print(f"  {side}: {info['train_s']:.0f} s train (first step {info['first_step_s']:.1f} s), "
+                      f"last loss {info['losses'][-1][1]:.4f}, kNN {trained}, random init {rand}", flush=True)
+            record["runs"].append(run)
+            _common.write_json(name, record)  # after every run: a partial sweep keeps what finished
+    print(table(record["runs"], protocols or ((20, 0.07), (200, 0.1))))
+
+
+if __name__ == "__main__":
+    main()
