@@ -6,11 +6,14 @@ import sys
 import textwrap
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# LLVM optimisation level 0 and no expensive passes (NOTES.md): 2-3x faster compiles of the same HLO.
+# tests/conftest.py puts them in the whole suite's XLA_FLAGS; `run` keeps them in its subprocesses.
+FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
 
 def run(code: str, devices: int = 8, timeout: float = 600) -> dict:
     """Execute `code` with `devices` CPU devices; it must print one JSON line prefixed 'RESULT '."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_XLA}",
            "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)

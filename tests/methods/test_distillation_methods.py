@@ -4,10 +4,10 @@ All 8-device == 1-device checks (Sinkhorn-Knopp, the DINO centre, two train step
 method) run in ONE subprocess with 8 fake CPU devices (`_MULTI`, `multi` fixture); the frozen
 last layer / prototypes are read from the same steps. The three short CIFAR-10 runs through
 `jaxssl.train.loop.train` run in a second, 1-device subprocess (`_RUNS`, `runs` fixture) so that
-both can compile with XLA's CPU backend at optimisation level 0 (`_FAST_XLA`; the flags must be
-set before jax starts): at these sizes compilation dominates, and level 0 compiles 2-3x faster
-(measured: 72 s -> 33 s for one DINO train step on a loaded machine). The 1 vs 8 device
-comparisons run under the same flags.
+both compile with XLA's CPU backend at optimisation level 0 (`multidevice.FAST_XLA`, which
+`multidevice.run` sets before jax starts): at these sizes compilation dominates, and level 0
+compiles 2-3x faster (measured: 72 s -> 33 s for one DINO train step on a loaded machine). The
+1 vs 8 device comparisons run under the same flags.
 """
 import json
 import os
@@ -24,11 +24,7 @@ from jaxssl.models import heads
 from jaxssl.train import loop, optim, step as step_lib
 from tests import multidevice
 
-# Appended to XLA_FLAGS before jax is imported (the backend reads them once).
-_FAST_XLA = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
-_PRELUDE = f"import os\nos.environ['XLA_FLAGS'] = os.environ.get('XLA_FLAGS', '') + ' {_FAST_XLA}'\n"
-
-_MULTI = _PRELUDE + r"""
+_MULTI = r"""
 import json, time, jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxssl import losses, methods, models, ops
@@ -122,7 +118,7 @@ print("RESULT " + json.dumps(out))
 
 
 # The short CIFAR-10 runs: configs built by `_run_configs` (below), trained by `_train`.
-_RUNS = _PRELUDE + r"""
+_RUNS = r"""
 import json, sys, tempfile, time
 sys.path.insert(0, "tests/methods")
 import test_distillation_methods as t
