@@ -10,10 +10,14 @@
 # timeout, skipping a step when less than its minimum time is left of BUDGET_S (default 540 s; on an
 # H200 the steps took: env 13 s, simclr 67 s, byol 86 s, dino 198 s, mfu 171 s, augment 32 s).
 # Issue 24 (ViT speed; not yet run on a GPU, budget guesses from the ViT-S compile times of 48-78 s):
-#   bash benchmarks/gpu_run.sh OUT 560 env dino_cudnn vit_mae vit_dino
+#   bash benchmarks/gpu_run.sh OUT 560 env dino_cudnn vit_mae vit_dino multicrop
+# (minimum times 10 + 150 + 120 + 150 + 150 s: what the budget cannot fit is skipped, in this order;
+# `PY=echo bash benchmarks/gpu_run.sh /tmp/x 560 STEPS...` prints the commands without running them).
 # dino_cudnn: throughput_dino.py (jaxssl / hand-written / lightly) with cuDNN flash attention;
 # vit_mae: MAE ViT-B/16 batch 256 s/step, images/s and MFU, XLA vs cuDNN attention; vit_dino: DINO
-# ViT-S/16 b64 per attention path and remat policy (speed and XLA memory analysis); host_trace: the
+# ViT-S/16 b64 per attention path and remat policy (speed and XLA memory analysis); multicrop: DINO
+# ViT-S/16 b64 with same-size crops in one backbone call vs one call per crop (crop_grouping), cuDNN
+# attention, alternating (multicrop_grouping.py; its lowered counts are the CPU's); host_trace: the
 # profiler trace of the trainer, needs the CIFAR-10 subset (BENCH_TFDS_DIR, tests/conftest.py).
 # Everything printed goes to OUT_DIR/log.txt, the JSON files to OUT_DIR/results/ (packed into
 # OUT_DIR/results.tar at the end). A failing step does not stop the others.
@@ -71,6 +75,9 @@ print(\"jax\", jax.__version__, jax.devices(), \"flax\", flax.__version__, \"opt
       --variants fused:none,cudnn:none --warmup 3 --steps 10 --tag _gpu_mae ;;
     vit_dino) step vit_dino 150 300 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 $PY benchmarks/vit_step.py --models dino_vits16 --batch 64 --time \
       --variants fused:none,cudnn:none,cudnn:dots_saveable --warmup 3 --steps 10 --tag _gpu_dino ;;
+    multicrop) step multicrop 150 260 env XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 $PY benchmarks/multicrop_grouping.py \
+      --no_lowered --time --time_batch 64 --time_backbone S/16 --attention cudnn --warmup 3 --blocks 4 --steps 4 \
+      --tag _gpu ;;
     host_trace) step host_trace 90 200 $PY benchmarks/host_trace.py --batch 256 --steps 40 \
       --data_dir ${BENCH_TFDS_DIR:-$PWD/.cache/tfds_test} --tag _gpu ;;
     augment) step augment 40 90 $PY benchmarks/augment_throughput.py --size 224 --batch 64 --blocks 2 --steps $(( 2 * W )) \

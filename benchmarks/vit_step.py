@@ -8,9 +8,11 @@ The two ViT steps of issue 24, built from the repository's configs through `meth
 - `mae_vitb16`: `configs/mae_vitb16_imagenet.py`, ViT-B/16 encoder on the 25% visible patches, 8-block
   decoder, one 224 px crop.
 
-Variants are `ATTENTION:REMAT` pairs: ATTENTION `einsum` (the explicit softmax(QK^T)V path, what the
-ViT ran before issue 24), `fused` (`jax.nn.dot_product_attention`, implementation None: XLA's
-composition) or `cudnn` (cuDNN flash attention: GPUs, bfloat16); REMAT a `config.remat` value.
+Variants are `ATTENTION:REMAT[:GROUPING]`: ATTENTION `einsum` (the explicit softmax(QK^T)V path, what
+the ViT ran before issue 24), `fused` (`jax.nn.dot_product_attention`, implementation None: XLA's
+composition) or `cudnn` (cuDNN flash attention: GPUs, bfloat16); REMAT a `config.remat` value;
+GROUPING DINO's `crop_grouping` ("resolution", the default, or "view"; `multicrop_grouping.py`).
+`--backbone Ti/16` swaps the recipe's ViT size (a smaller model for CPU timing).
 For each: XLA's cost analysis of the lowered step (FLOPs, bytes accessed; backend-independent), the
 activations the loss's backward pass keeps (`saved_residuals` of the jaxpr: the memory remat saves,
 backend-independent), and with `--memory` the compiled step's `memory_analysis()` (temporary buffers = activations kept for the
@@ -46,18 +48,21 @@ SOURCE = 256  # source image size of the 224 px crops (ImageNet's usual resize)
 FAST_CPU = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
-def config_of(name: str, args, attention: str, remat: str):
+def config_of(name: str, args, attention: str, remat: str, grouping: str = "resolution"):
     if name == "dino_vits16":
         cfg = dino_vits16_imagenet.get_config()
         g1, g2, local = (dict(v) for v in list(cfg.input.views)[:3])
         views = [{**g1, "crop_size": 224}, {**g2, "crop_size": 224}] + [{**local, "crop_size": 96}] * args.local_views
         cfg.method_kw.global_views = 2
+        cfg.method_kw.crop_grouping = grouping
     elif name == "mae_vitb16":
         cfg = mae_vitb16_imagenet.get_config()
         views = [{**dict(cfg.input.views[0]), "crop_size": 224}]
     else:
         raise ValueError(f"unknown model {name!r}; use dino_vits16 or mae_vitb16.")
     cfg.dtype, cfg.remat = args.dtype, remat
+    if getattr(args, "backbone", None):
+        cfg.model.variant = args.backbone
     cfg.model.attention_impl = ATTENTION[attention]
     return cfg, views
 
@@ -81,9 +86,9 @@ def saved_activations(method, state, views, batch: int) -> float:
                      if not why.startswith("from the argument")))
 
 
-def build(name: str, args, attention: str, remat: str, abstract: bool):
-    """(train_step, state, batch, n_views) of jaxssl's step for one variant."""
-    cfg, views = config_of(name, args, attention, remat)
+def build(name: str, args, attention: str, remat: str, abstract: bool, grouping: str = "resolution"):
+    """(train_step, state, batch, (method, views)) of jaxssl's step for one variant."""
+    cfg, views = config_of(name, args, attention, remat, grouping)
     method = methods.build(cfg)
     tx, lr = optim.make(cfg.optimizer, args.batch, cfg.total_steps)
     mesh = shd.make_mesh()
@@ -97,8 +102,9 @@ def build(name: str, args, attention: str, remat: str, abstract: bool):
 
 
 def analyse(name: str, variant: str, args) -> dict:
-    attention, remat = variant.split(":")
-    train_step, state, batch, (method, views) = build(name, args, attention, remat, abstract=not args.time)
+    attention, remat, *grouping = variant.split(":")
+    train_step, state, batch, (method, views) = build(name, args, attention, remat, abstract=not args.time,
+                                                      grouping=grouping[0] if grouping else "resolution")
     lowered = train_step.lower(state, batch, jax.random.key(1))
     cost = _common.xla_cost(lowered)
     row = {"model": name, "variant": variant, "attention": attention, "remat": remat, "views": len(views),
@@ -161,8 +167,9 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--local_views", type=int, default=6)
     p.add_argument("--models", default="dino_vits16,mae_vitb16")
+    p.add_argument("--backbone", default=None, help="ViT variant instead of the recipe's (e.g. Ti/16).")
     p.add_argument("--variants", default="einsum:none,fused:none,fused:dots_saveable,fused:block",
-                   help="ATTENTION:REMAT pairs, the first being the reference of the ratio columns.")
+                   help="ATTENTION:REMAT[:GROUPING], the first being the reference of the ratio columns.")
     p.add_argument("--memory", action="store_true", help="compile each variant and report its memory analysis.")
     p.add_argument("--time", action="store_true", help="also run the steps (accelerators): s/step, images/s, MFU.")
     p.add_argument("--warmup", type=int, default=3)

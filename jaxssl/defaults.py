@@ -12,7 +12,8 @@ Top level (`TOP_LEVEL`), besides the required run description:
   nonfinite ("raise"): stop at the first NaN/Inf; "skip": drop such updates and go on.
   nonfinite_patience (10): with "skip", raise after this many non-finite steps in a row.
   accum_steps (1): micro-batches per step, GradCache-style (jaxssl/train/accumulate.py).
-  remat ("none"): rematerialise each Transformer block of a ViT / transformer backbone in the backward
+  remat ("none"): rematerialise each Transformer block of a ViT / transformer backbone (and of the MAE
+    decoder / I-JEPA predictor, which follow the backbone's policy) in the backward
     pass under a `jax.checkpoint` policy: "block" (keep only block inputs), "dots_saveable" (keep
     matmul outputs), "dots_with_no_batch_dims_saveable" (keep weight-matmul outputs); same loss and
     gradients, less activation memory (jaxssl/models/transformer.py `REMAT_POLICIES`).

@@ -43,27 +43,37 @@ class DevicePrefetch:
         # (host-iterator state just after the batch, placed batch).
         self._buffer: collections.deque = collections.deque()
         self._state = copy.deepcopy(host_iter.get_state())  # after the last batch handed out
-        self._error: BaseException | None = None  # raised by fill(), re-raised by the next __next__
+        self._error: Exception | None = None  # raised by fill(), re-raised by the next __next__
 
     def __iter__(self) -> "DevicePrefetch":
         return self
 
     def _put(self) -> None:
-        batch = next(self.host_iter)
-        state = copy.deepcopy(self.host_iter.get_state())
-        self._buffer.append((state, self.place(batch)))
+        """Read and place one batch; on any failure the host iterator is rewound to before it, so
+        the batch is read again by whoever goes on (no batch lost, none read twice)."""
+        before = self._buffer[-1][0] if self._buffer else self._state
+        try:
+            batch = next(self.host_iter)
+            state = copy.deepcopy(self.host_iter.get_state())
+            placed = self.place(batch)
+        except BaseException:
+            self.host_iter.set_state(copy.deepcopy(before))
+            raise
+        self._buffer.append((state, placed))
 
     def fill(self) -> None:
         """Read and place batches until `size - 1` wait in the buffer (call it right after dispatching a step).
 
-        An exception while reading or placing (a bad file, an interrupt) is raised by the `next()`
-        that would have read that batch without prefetching, so the step already dispatched is
-        logged and checkpointed as before.
+        An `Exception` while reading or placing (a bad file, a failed transfer) is raised by the
+        `next()` that would have read that batch without prefetching, so the step already dispatched
+        is logged and checkpointed as before. KeyboardInterrupt and SystemExit (Ctrl-C, a signal
+        handler's `sys.exit`) are not deferred: they propagate from here at once, with the state of
+        `get_state()` unchanged (the trainer's interrupt handler checkpoints the step it dispatched).
         """
         try:
             while self._error is None and len(self._buffer) < self.size - 1:
                 self._put()
-        except BaseException as e:  # noqa: BLE001  (re-raised by __next__, where the batch is needed)
+        except Exception as e:  # noqa: BLE001  (re-raised by __next__, where the batch is needed)
             self._error = e
 
     def __next__(self) -> Any:

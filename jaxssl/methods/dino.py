@@ -5,7 +5,9 @@ the cross-entropy loss w.r.t. the parameters of the student [...] the teacher is
 iterations of the student network [...] an exponential moving average (EMA)" (Sec. 3.1).
 
 * Network: backbone -> `heads.DINOHead` (3-layer MLP, 256 bottleneck, L2 norm, weight-normalised
-  last layer), wrapped in `heads.MultiCrop` so crops of one resolution share a backbone call.
+  last layer), wrapped in `heads.MultiCrop` so crops of one resolution share a backbone call
+  (`crop_grouping="resolution"`, the reference's `MultiCropWrapper`; "view": one call per crop,
+  the same loss and gradients for a ViT, other BatchNorm statistics for a ResNet).
 * Views: the first `global_views` views of `config.input.views` are the global crops; any further
   views are local crops (smaller crop_size). The teacher sees the globals, the student all views;
   the loss is `losses.dino` over every (teacher global view, other student view) pair.
@@ -36,14 +38,16 @@ from jaxssl.methods import base
 from jaxssl.models import heads
 
 
-def networks(backbone: nn.Module, head: nn.Module):
-    """(student, teacher) `MultiCrop` networks with one parameter structure.
+def networks(backbone: nn.Module, head: nn.Module, grouping: str = "resolution"):
+    """(student, teacher) `MultiCrop` networks with one parameter structure and one crop `grouping`.
 
     The teacher's backbone is the student's without stochastic depth, when it has any.
     """
+    heads.check_grouping(grouping)
     fields = getattr(backbone, "__dataclass_fields__", {})
     teacher_backbone = backbone.clone(drop_path_rate=0.0) if "drop_path_rate" in fields else backbone
-    return heads.MultiCrop(backbone, head), heads.MultiCrop(teacher_backbone, head)
+    return (heads.MultiCrop(backbone, head, grouping=grouping),
+            heads.MultiCrop(teacher_backbone, head, grouping=grouping))
 
 
 def apply_teacher(net: nn.Module, teacher, views, **kw):
@@ -70,7 +74,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 65536, hidden_
          global_views: int = 2, student_temperature: float = 0.1, teacher_temperature: float = 0.07,
          warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_steps: int = 0,
          center_momentum: float = 0.9, base_momentum: float = 0.996, freeze_last_layer_steps: int = 0,
-         dtype=jnp.float32) -> base.Method:
+         crop_grouping: str = "resolution", dtype=jnp.float32) -> base.Method:
     """DINO.
 
     Args:
@@ -88,13 +92,15 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 65536, hidden_
       center_momentum: m of the centre EMA (0.9).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the last layer frozen (1 epoch in the paper).
+      crop_grouping: "resolution" (the reference's `MultiCropWrapper`: same-size crops concatenated
+        into one backbone call) or "view" (one call per crop); see `heads.MultiCrop`.
       dtype: compute dtype of the head.
     """
     if not student_temperature > 0:
         raise ValueError(f"student_temperature must be > 0, got {student_temperature}.")
     head = heads.DINOHead(out_dim, hidden_dim, bottleneck_dim, use_bn=use_bn_in_head,
                           norm_last_layer=norm_last_layer, dtype=dtype)
-    student, teacher_net = networks(backbone, head)
+    student, teacher_net = networks(backbone, head, crop_grouping)
     temperature = schedules.teacher_temperature(warmup_teacher_temperature, teacher_temperature,
                                                 warmup_teacher_temperature_steps)
 

@@ -22,8 +22,8 @@ at the masked positions, the teacher's output for the unmasked crop.
   and `extra["patch_center"]` (K,), the global-batch means (all patch tokens for the latter) at
   momentum 0.9; `centering="sinkhorn"` (DINOv2): `ops.sinkhorn_knopp` with epsilon = the teacher
   temperature, over the global batch ([CLS]) and over the masked patch tokens only (patches).
-* EMA teacher, teacher temperature warm-up, frozen last layer, drop-path-free teacher: as DINO
-  (shared helpers from `jaxssl.methods.dino`).
+* EMA teacher, teacher temperature warm-up, frozen last layer, drop-path-free teacher, crop
+  grouping (`crop_grouping`, `heads.MultiCrop`): as DINO (shared helpers from `jaxssl.methods.dino`).
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
          koleo_per_device: bool = True,
          mask_ratio: Sequence[float] = (0.1, 0.5),
          mask_probability: float = 1.0, min_mask_patches: int = 4, base_momentum: float = 0.996,
-         freeze_last_layer_steps: int = 0, dtype=jnp.float32) -> base.Method:
+         freeze_last_layer_steps: int = 0, crop_grouping: str = "resolution", dtype=jnp.float32) -> base.Method:
     """iBOT / DINOv2-style masked self-distillation.
 
     Args:
@@ -89,6 +89,8 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
       mask_ratio, mask_probability, min_mask_patches: block masking (see `masking.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
+      crop_grouping: "resolution" (bytedance/ibot utils.py `MultiCropWrapper`: same-size crops in one call)
+        or "view" (one call per crop; the same loss and gradients for a ViT); see `heads.MultiCrop`.
       dtype: compute dtype of the head.
     """
     if centering not in CENTERINGS:
@@ -102,7 +104,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
     # The last layer(s) frozen for the first steps: DINOv2 freezes every "last_layer".
     last_layers = [("head", "dino", "last_layer"), ("head", "ibot", "last_layer")] if separate_head \
         else [("head", "last_layer")]
-    student, teacher_net = dino.networks(backbone, head)
+    student, teacher_net = dino.networks(backbone, head, crop_grouping)
     temperature = schedules.teacher_temperature(warmup_teacher_temperature, teacher_temperature,
                                                 warmup_teacher_temperature_steps)
     patch = backbone.dims()[3]

@@ -17,7 +17,8 @@ Follows facebookresearch/ijepa (src/train.py, src/models/vision_transformer.py, 
 * Predictor (`VisionTransformerPredictor`): Linear to `predictor_dim`, its own fixed sin-cos
   positions added to the context tokens; for each target block, a learned mask token plus the
   positions of the block's patches appended; `predictor_depth` pre-norm blocks; LayerNorm; Linear
-  back to the encoder width; the outputs at the target tokens are the predictions.
+  back to the encoder width; the outputs at the target tokens are the predictions. The blocks take
+  the encoder's `remat` policy (`config.remat`) and `attention_impl`.
 * Target encoder: the EMA teacher's backbone on ALL patches; its tokens layer-normalised without
   affine and gathered at the target blocks (`losses.ijepa_targets`), under `stop_gradient`.
 * Loss: `losses.ijepa`, smooth-L1 (beta 1) averaged over the predicted tokens and channels, as the
@@ -56,6 +57,8 @@ class Predictor(nn.Module):
     depth: int = 12
     num_heads: int = 12
     dtype: Any = jnp.float32
+    attention_impl: str | None = None  # the backbone's (`transformer.Attention`)
+    remat: str = "none"  # the backbone's `config.remat` policy (`transformer.REMAT_POLICIES`)
 
     @nn.compact
     def __call__(self, z, grid, ctx_ids, ctx_valid, tgt_ids, tgt_valid, train: bool = True):
@@ -69,7 +72,8 @@ class Predictor(nn.Module):
         # Each (image, target block) pair is one sequence: the context, then that block's mask tokens.
         seq = jnp.concatenate([jnp.broadcast_to(y[:, None], (b, m, kc, self.dim)), queries], axis=2)
         valid = jnp.concatenate([jnp.broadcast_to(ctx_valid[:, None], (b, m, kc)), tgt_valid], axis=2)
-        out, _ = transformer.Body(self.depth, self.num_heads, dtype=self.dtype, name="body")(
+        out, _ = transformer.Body(self.depth, self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+                                  remat=self.remat, name="body")(
             seq.reshape(b * m, kc + kt, self.dim), train, valid.reshape(b * m, kc + kt))
         out = nn.Dense(self.out_dim, dtype=self.dtype, name="predictor_proj")(out[:, kc:])
         return out.reshape(b, m, kt, self.out_dim).astype(jnp.float32)
@@ -137,8 +141,9 @@ def make(*, backbone: nn.Module, total_steps: int, predictor_dim: int = 384, pre
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}.")
     # The reference's encoder and predictor both use fixed sin-cos tables (requires_grad=False).
     backbone = backbone.clone(pos_embed="sincos")
+    # The predictor's blocks follow the encoder's attention path and `config.remat` policy.
     predictor = Predictor(backbone.width, predictor_dim, predictor_depth, predictor_heads or backbone.num_heads,
-                          dtype=dtype)
+                          dtype=dtype, attention_impl=backbone.attention_impl, remat=backbone.remat)
     net = Net(backbone, predictor)
     p = backbone.patch_size
     mask_kw = dict(num_targets=num_targets, target_scale=tuple(target_scale), target_aspect=tuple(target_aspect),

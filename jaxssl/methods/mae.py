@@ -14,7 +14,10 @@ original image from the latent representation and mask tokens" (abstract).
   `requires_grad=False`); `pos_embed="learned"` trains both instead.
 * Decoder: a projection to `decoder_dim`, learned mask tokens put back at the masked positions
   ("unshuffle"), the decoder position embedding, `decoder_depth` Transformer blocks (the same `Body`)
-  and a linear map to p*p*3 pixels per patch (MAE's default 8 x 512; smaller on CIFAR).
+  and a linear map to p*p*3 pixels per patch (MAE's default 8 x 512; smaller on CIFAR). The decoder
+  blocks take the backbone's `remat` policy (`config.remat`) and `attention_impl`: it runs on all
+  N tokens (the encoder on N/4), so at ViT-B/16 most of the activations the backward pass keeps
+  are the decoder's (benchmarks/RESULTS.md section 6.1).
 * Loss: `losses.masked_mse` on the masked patches only, against per-patch normalised pixels
   when `norm_pix_loss` ("the normalized pixel values of each masked patch", Sec. 3, +0.5% top-1).
 * `reconstruct` returns images with the visible patches pasted over the prediction, and
@@ -80,8 +83,10 @@ class Net(nn.Module):
             pos = jnp.asarray(encoders.sincos_2d(self.decoder_dim, h // p, w // p), jnp.float32)[None]
         else:
             pos = self.param("decoder_pos", nn.initializers.normal(0.02), (1, n, self.decoder_dim))
-        y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype, name="decoder")(
-            full + pos.astype(full.dtype), train)
+        # The encoder's attention path and rematerialisation policy (config.remat) for the decoder too.
+        y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype,
+                                attention_impl=self.backbone.attention_impl, remat=self.backbone.remat,
+                                name="decoder")(full + pos.astype(full.dtype), train)
         pred = nn.Dense(p * p * c, dtype=self.dtype, name="decoder_pred")(y).astype(jnp.float32)
         return {"prediction": pred, "features": jnp.mean(z, axis=1)}
 

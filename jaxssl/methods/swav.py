@@ -7,7 +7,9 @@ batch" (Sec. 3.1), here the GLOBAL batch.
 
 * Network: backbone -> MLP projector -> `heads.Prototypes` (scores of the L2-normalised
   projection against unit-norm prototypes), in `heads.MultiCrop` so each resolution group of the
-  multi-crop views is one backbone call. The prototypes are renormalised in place after every
+  multi-crop views is one backbone call (`crop_grouping="resolution"`, the reference's
+  src/resnet50.py `ResNet.forward`; "view": one call per crop, which changes the BatchNorm
+  statistics of a ResNet backbone). The prototypes are renormalised in place after every
   update (`prototype_norm="in_place"`, the reference's; `Method.after_update`).
 * Codes: `ops.sinkhorn_knopp` (epsilon 0.05, 3 iterations) of the scores of each crop in
   `crops_for_assign`, over the global batch: under `jax.jit` the column sums are global, the
@@ -40,7 +42,8 @@ from jaxssl.models import heads
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128,
          num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3,
          crops_for_assign: Sequence[int] = (0, 1), queue_size: int | None = None, queue_start_step: int = 0,
-         freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", dtype=jnp.float32) -> base.Method:
+         freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", crop_grouping: str = "resolution",
+         dtype=jnp.float32) -> base.Method:
     """SwAV.
 
     Args:
@@ -57,14 +60,18 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
         matrix is L2-normalised in place at every iteration, outside the gradient) or "forward"
         (weight normalisation in the forward pass: another gradient and effective learning rate;
         `heads.Prototypes`).
+      crop_grouping: "resolution" (same-size crops concatenated into one backbone call, the
+        reference's) or "view" (one call per crop); see `heads.MultiCrop`.
       dtype: compute dtype of the heads.
     """
     crops_for_assign = tuple(int(c) for c in crops_for_assign)
     queue_size = int(queue_size or 0)
+    heads.check_grouping(crop_grouping)
     if not crops_for_assign:
         raise ValueError("crops_for_assign must name at least one crop.")
     net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
-                          heads.Prototypes(num_prototypes, normalize=prototype_norm, dtype=dtype))
+                          heads.Prototypes(num_prototypes, normalize=prototype_norm, dtype=dtype),
+                          grouping=crop_grouping)
     score = lambda module, z: module.prototypes(z)
 
     def init_extra(rng):

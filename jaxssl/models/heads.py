@@ -205,14 +205,39 @@ class DINOHead(nn.Module):
                                name="last_layer")(x)
 
 
+# How `MultiCrop` batches the views into backbone calls (see its docstring).
+GROUPINGS = ("resolution", "view")
+
+
+def check_grouping(grouping: str) -> None:
+    """ValueError naming the valid choices for an unknown `MultiCrop.grouping`."""
+    if grouping not in GROUPINGS:
+        raise ValueError(f"crop_grouping must be one of {GROUPINGS}, got {grouping!r}.")
+
+
 class MultiCrop(nn.Module):
     """backbone -> head [-> prototypes] over views of several resolutions (DINO's MultiCropWrapper).
 
     Multi-crop (SwAV Sec. 3.2; DINO Sec. 3.1): views of equal resolution are consecutive in the
-    list (globals first) and each such group goes through the backbone in ONE call, concatenated
-    along the batch (DINO: "we group crops by resolution"), then the head runs once on all
-    features. A BatchNorm backbone therefore normalises each resolution group with its own
-    statistics, as in the reference.
+    list (globals first). `grouping` (`GROUPINGS`) says how they reach the backbone:
+
+    - "resolution" (default): each run of same-size views goes through the backbone in ONE call,
+      concatenated along the batch, as the official DINO code (facebookresearch/dino utils.py
+      `MultiCropWrapper.forward`: `torch.cumsum(torch.unique_consecutive(...))` over the crops'
+      sizes, `self.backbone(torch.cat(x[start_idx: end_idx]))`; facebookresearch/swav
+      src/resnet50.py `ResNet.forward` does the same). 2 x 224 + 6 x 96 crops: 2 backbone calls.
+    - "view": one backbone call per view (lightly's DINO example and solo-learn's
+      `multicrop_forward` loop over the crops); 8 calls for 2 + 6 crops. The same features, in
+      the same order.
+
+    Either way the head then runs once on all features. Without batch-coupled layers in the
+    backbone (a ViT: LayerNorm is per token) both give the same outputs and gradients, up to float
+    rounding (tests/methods/test_multicrop_grouping.py). With BatchNorm (ResNets) they differ, and
+    "resolution" is the reference's: each call normalises with the statistics of the rows it sees,
+    so "resolution" normalises a crop with those of all crops of its size (2B rows for the globals,
+    6B for the locals) and "view" with its own B rows; the running averages move once per call
+    (2 updates per step against 8). Stochastic depth draws its per-row masks per call, so the
+    draws (not their distribution) depend on the grouping.
 
     `__call__(views, train, masks=None, patch_views=0)`: `views` is one (B, H, W, 3) array or a
     list of them; `masks` an optional list (aligned with views, None for unmasked views) of
@@ -226,8 +251,10 @@ class MultiCrop(nn.Module):
     backbone: nn.Module
     head: nn.Module
     prototypes: nn.Module | None = None
+    grouping: str = "resolution"
 
     def __call__(self, views, train: bool = True, masks=None, patch_views: int = 0):
+        check_grouping(self.grouping)
         views = list(views) if isinstance(views, (list, tuple)) else [views]
         masks = list(masks) if masks is not None else [None] * len(views)
         if len(masks) != len(views):
@@ -236,7 +263,7 @@ class MultiCrop(nn.Module):
         start = 0
         while start < len(views):
             end = start + 1
-            while end < len(views) and views[end].shape == views[start].shape:
+            while self.grouping == "resolution" and end < len(views) and views[end].shape == views[start].shape:
                 end += 1
             x = jnp.concatenate(views[start:end]) if end - start > 1 else views[start]
             given = [m for m in masks[start:end] if m is not None]

@@ -54,26 +54,48 @@ def test_same_batches_and_exact_resume_from_any_step(size):
     assert _value(next(it)) == 1
 
 
-def test_a_failed_placement_loses_no_batch():
-    # The trainer checkpoints on KeyboardInterrupt: the state must not count a batch read but never placed,
-    # and the step dispatched before the failing fill() is logged and checkpointed first.
+def _failing_place(on_call: int, error: BaseException):
+    """A `place` that raises `error` at its `on_call`-th call (1-based) and passes batches through otherwise."""
     calls = []
 
     def place(batch):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
+        if len(calls) == on_call:
+            raise error
         return batch
 
-    it = prefetch.DevicePrefetch(_Counter(), place)
+    return place
+
+
+def test_a_failed_placement_loses_no_batch():
+    # The step dispatched before a failing fill() is logged and checkpointed first: the error is
+    # raised where batch 2 is asked for, as without prefetching, and the state never counts a batch
+    # read but not placed.
+    it = prefetch.DevicePrefetch(_Counter(), _failing_place(3, OSError("transfer failed")))
     assert _value(next(it)) == 0
     it.fill()
     assert _value(next(it)) == 1
-    it.fill()  # fails; raised where batch 2 is asked for, as without prefetching
+    it.fill()  # fails; deferred
     assert it.get_state() == {"i": 2}  # a checkpoint now resumes with batch 2
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(OSError, match="transfer failed"):
         next(it)
     assert it.get_state() == {"i": 2}
+    assert _value(next(it)) == 2  # the host iterator was rewound: going on reads batch 2 again
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), SystemExit(143)])
+def test_an_interrupt_during_read_ahead_propagates_at_once(interrupt):
+    # Ctrl-C (or a signal handler's sys.exit) inside fill() must stop the loop now, not one step later.
+    it = prefetch.DevicePrefetch(_Counter(), _failing_place(2, interrupt))
+    assert _value(next(it)) == 0
+    with pytest.raises(type(interrupt)):
+        it.fill()  # batch 1 was read, its placement interrupted
+    # The trainer's interrupt handler checkpoints here: the state resumes with batch 1, and an
+    # interactive caller that goes on gets batch 1 too (nothing half-read is lost).
+    assert it.get_state() == {"i": 1}
+    assert _value(next(it)) == 1
+    it.fill()
+    assert [_value(next(it)) for _ in range(2)] == [2, 3]
 
 
 def test_batches_are_global_arrays_on_the_mesh():

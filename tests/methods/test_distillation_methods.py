@@ -268,6 +268,11 @@ def test_multicrop_runs_each_resolution_group_once():
     assert out["features"].shape == (10, 3) and out["projection"].shape == (10, 2)
     # Rows follow the view order: the identical views 0 and 1 give identical rows.
     np.testing.assert_allclose(out["projection"][:2], out["projection"][2:4])
+    # grouping="view": one call per view, the same rows (no BatchNorm here).
+    calls.clear()
+    per_view = heads.MultiCrop(_Recorder(), heads.MLP((4,), 2, norm="none"), grouping="view").apply(variables, views)
+    assert calls == [(2, 16, 16, 3)] * 2 + [(2, 8, 8, 3)] * 3
+    np.testing.assert_allclose(per_view["projection"], out["projection"], rtol=1e-6)
 
 
 def test_configs_build_and_validate():

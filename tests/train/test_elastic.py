@@ -1,7 +1,9 @@
 """Elastic resume (issue 20): a checkpoint written on 8 devices continues on 4, and one written on 4
 continues on 8, as if nothing changed (within float tolerance of an uninterrupted run); a changed
 global batch is refused. Three subprocesses (fake CPU devices are fixed at start-up) share an XLA
-compilation cache; a run is "preempted" after step 2 by interrupting its third input batch."""
+compilation cache; a run is "preempted" after step 2 by a failure to place its third input batch (an
+`Exception`, which the read-ahead defers to where that batch is needed, so step 2 is logged and
+checkpointed; a KeyboardInterrupt there propagates at once, jaxssl/data/prefetch.py)."""
 import json
 import os
 import subprocess
@@ -44,16 +46,18 @@ def config(batch_size=32):
 out = {}
 for workdir, what in jobs:
     if what == "stop_after_2":  # the third batch never arrives: as if the machine went away after step 2
+        class Gone(Exception):
+            pass
         calls = []
         def stop(*a):
             calls.append(1)
             if len(calls) == 3:
-                raise KeyboardInterrupt
+                raise Gone
             return to_global(*a)
         loop.shd.to_global = stop
         try:
             loop.train(config(), workdir)
-        except KeyboardInterrupt:
+        except Gone:
             pass
         loop.shd.to_global = to_global
     elif what == "batch_16":
