@@ -25,7 +25,8 @@ second mesh axis (FSDP); smaller leaves stay replicated.
 `config.data` (`DATA`): the TFDS dataset `name` (required) and `split`, `data_dir` ("" or None:
 $TFDS_DATA_DIR, else ~/tensorflow_datasets), `prepare_offline` (download and convert before
 training, on process 0), `worker_count` (grain host workers; 0: in the main process), `skip_bad_images`
-(an image folder's unreadable files are skipped and counted instead of raising), `manual_dir` (the
+(an image folder's unreadable files are skipped and counted instead of raising), `resize` (the host
+crops' resampling of such datasets: "opencv" or "pil", jaxssl/data/resize.py), `manual_dir` (the
 archives of imagenet2012, jaxssl/data/manual.py), `prefetch` (batches on the devices at once, counting
 the one in use: 2 places the next batch while the current step runs, 1 places each batch when its
 step starts; jaxssl/data/prefetch.py); the sequence
@@ -68,6 +69,10 @@ DATA = {
     # Encoded-image datasets (JPEG/PNG of many sizes, image folders; jaxssl/data/encoded.py): leave out
     # unreadable files of a folder (counted in the log) instead of stopping at the first.
     "skip_bad_images": Key(False, "bool"),
+    # Their host crops' resampling (jaxssl/data/resize.py): "opencv" (INTER_AREA shrinking, INTER_LINEAR
+    # enlarging; ~1 grey level from torchvision's pixels, the faster crop of benchmarks/RESULTS.md
+    # section 5) or "pil" (Pillow's antialiased bilinear, torchvision's RandomResizedCrop pixels exactly).
+    "resize": Key("opencv", "str"),
     # imagenet2012: the folder holding ILSVRC2012_img_{train,val}.tar ("": <data_dir>/downloads/manual).
     "manual_dir": Key("", "str | None"),
     # Double-buffered device placement (jaxssl/data/prefetch.py): the next batch is transferred while

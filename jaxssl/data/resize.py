@@ -1,0 +1,99 @@
+"""The host crops' resampling backends: Pillow (torchvision's filter) or OpenCV (faster).
+
+One call (:func:`box`) resizes one region of a decoded image to a view's size; ``backend`` is
+``config.data.resize``:
+
+* ``"pil"``: Pillow's ``Image.resize(..., BILINEAR, box=...)``, a triangle filter whose support grows
+  with the downscale factor (antialiased), the filter torchvision applies to PIL images
+  (``RandomResizedCrop`` / ``Resize`` default ``InterpolationMode.BILINEAR``, passed to
+  ``PIL.Image.resize`` by ``torchvision/transforms/_functional_pil.py``). Identical to torchvision's
+  pixels for the same box.
+* ``"opencv"``: ``cv2.resize`` of the box cut out of the decoded array (a NumPy view, no copy), with
+  ``INTER_AREA`` on an axis that shrinks (each output pixel is the area-weighted mean of the source
+  pixels it covers: a box filter, antialiased) and ``INTER_LINEAR`` on an axis that grows (plain
+  bilinear, which is what Pillow's filter reduces to when upsampling). A box that shrinks on one axis
+  and grows on the other is resized in two passes, one per axis. The box filter is narrower than
+  Pillow's triangle (support 1x instead of 2x the scale), so a downscaled view is slightly sharper:
+  on photos the two backends differ by about one grey level on average (the measured figures are in
+  benchmarks/RESULTS.md section 5 and tests/data/test_resize.py), and OpenCV's resize takes a fraction
+  of Pillow's time (the per-stage split in the same section). OpenCV runs on one thread here
+  (``cv2.setNumThreads(1)``): grain's workers are processes, one per core, and OpenCV's own thread pool
+  inside each would oversubscribe the cores.
+
+The crop box is the same for both backends (sampled by ``transforms.random_resized_crop_box``, integer
+pixels, torchvision's ``RandomResizedCrop.get_params``). Where the JPEG was decoded at a reduced size
+(``draft``), the box in the reduced image has fractional edges: Pillow resamples them exactly, OpenCV
+rounds each edge to the nearest reduced pixel, which moves the crop by at most half a reduced pixel
+(half an output pixel at most, since a draft keeps the reduced box at least the output's size). The
+evaluation crop (``transforms.center_crop``), whose region is fractional in any case, resizes the whole
+image and slices the centre instead, torchvision's ``Resize`` + ``CenterCrop`` geometry exactly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+BACKENDS = ("pil", "opencv")
+
+
+def check(backend: str) -> str:
+    """Returns ``backend`` if it is one of :data:`BACKENDS`, else a ValueError naming them."""
+    if backend not in BACKENDS:
+        raise ValueError(f"config.data.resize (the host crops' resize backend) must be one of "
+                         f"{list(BACKENDS)}, got {backend!r}.")
+    return backend
+
+
+def _cv2():
+    """``cv2`` on one thread, imported on first use (only the "opencv" backend needs it)."""
+    try:
+        import cv2  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+        raise ImportError("config.data.resize='opencv' needs OpenCV: `pip install "
+                          "opencv-python-headless` (requirements.txt pins it), or set "
+                          "config.data.resize='pil'.") from e
+    # Per process (grain workers are processes): one core each, no OpenCV thread pool on top.
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def source(img: Image.Image, backend: str) -> Image.Image | np.ndarray:
+    """What the backend resizes from: the Pillow image itself, or its pixels as uint8 (H, W, 3)."""
+    return np.asarray(img) if check(backend) == "opencv" else img
+
+
+def _cv2_resize(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """``INTER_AREA`` on shrinking axes, ``INTER_LINEAR`` on growing ones (module docstring)."""
+    cv2 = _cv2()
+    (h, w), (oh, ow) = pixels.shape[:2], out_hw
+    if (h, w) == (oh, ow):
+        return np.ascontiguousarray(pixels)
+    if h >= oh and w >= ow:
+        return cv2.resize(pixels, (ow, oh), interpolation=cv2.INTER_AREA)
+    if h <= oh and w <= ow:
+        return cv2.resize(pixels, (ow, oh), interpolation=cv2.INTER_LINEAR)
+    # One axis shrinks, the other grows: INTER_AREA would not be a box filter on the growing
+    # axis, so shrink first (fewer pixels for the second pass), then grow bilinearly.
+    shrunk = (cv2.resize(pixels, (w, oh), interpolation=cv2.INTER_AREA) if h > oh
+              else cv2.resize(pixels, (ow, h), interpolation=cv2.INTER_AREA))
+    return cv2.resize(shrunk, (ow, oh), interpolation=cv2.INTER_LINEAR)
+
+
+def box(src: Image.Image | np.ndarray, region: Sequence[float], out_hw: tuple[int, int],
+        backend: str) -> np.ndarray:
+    """Resizes ``region`` = (left, top, right, bottom) of ``src`` (from :func:`source`) to uint8 (h, w, 3).
+
+    Pillow resamples the region's exact (possibly fractional) edges; OpenCV rounds them to whole
+    pixels (module docstring), keeping at least one pixel on each axis.
+    """
+    if check(backend) == "pil":
+        return np.asarray(src.resize((out_hw[1], out_hw[0]), Image.Resampling.BILINEAR, box=tuple(region)))
+    height, width = src.shape[:2]
+    left, top, right, bottom = (math.floor(v + 0.5) for v in region)
+    top, left = min(max(top, 0), height - 1), min(max(left, 0), width - 1)
+    bottom, right = min(max(bottom, top + 1), height), min(max(right, left + 1), width)
+    return _cv2_resize(src[top:bottom, left:right], out_hw)
+
