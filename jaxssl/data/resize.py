@@ -47,17 +47,23 @@ def check(backend: str) -> str:
     return backend
 
 
+_cv2_module = None  # Set on first use, per process.
+
+
 def _cv2():
     """``cv2`` on one thread, imported on first use (only the "opencv" backend needs it)."""
-    try:
-        import cv2  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-        raise ImportError("config.data.resize='opencv' needs OpenCV: `pip install "
-                          "opencv-python-headless` (requirements.txt pins it), or set "
-                          "config.data.resize='pil'.") from e
-    # Per process (grain workers are processes): one core each, no OpenCV thread pool on top.
-    cv2.setNumThreads(1)
-    return cv2
+    global _cv2_module
+    if _cv2_module is None:
+        try:
+            import cv2  # pylint: disable=g-import-not-at-top
+        except ImportError as e:
+            raise ImportError("config.data.resize='opencv' needs OpenCV: `pip install "
+                              "opencv-python-headless` (requirements.txt pins it), or set "
+                              "config.data.resize='pil'.") from e
+        # Per process (grain workers are processes, one core each): no OpenCV thread pool on top.
+        cv2.setNumThreads(1)
+        _cv2_module = cv2
+    return _cv2_module
 
 
 def source(img: Image.Image, backend: str) -> Image.Image | np.ndarray:
