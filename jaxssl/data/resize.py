@@ -8,17 +8,24 @@ One call (:func:`box`) resizes one region of a decoded image to a view's size; `
   (``RandomResizedCrop`` / ``Resize`` default ``InterpolationMode.BILINEAR``, passed to
   ``PIL.Image.resize`` by ``torchvision/transforms/_functional_pil.py``). Identical to torchvision's
   pixels for the same box.
-* ``"opencv"``: ``cv2.resize`` of the box cut out of the decoded array (a NumPy view, no copy), with
-  ``INTER_AREA`` on an axis that shrinks (each output pixel is the area-weighted mean of the source
-  pixels it covers: a box filter, antialiased) and ``INTER_LINEAR`` on an axis that grows (plain
-  bilinear, which is what Pillow's filter reduces to when upsampling). A box that shrinks on one axis
-  and grows on the other is resized in two passes, one per axis. The box filter is narrower than
-  Pillow's triangle (support 1x instead of 2x the scale), so a downscaled view is slightly sharper:
-  on photos the two backends differ by about one grey level on average (the measured figures are in
-  benchmarks/RESULTS.md section 5 and tests/data/test_resize.py), and OpenCV's resize takes a fraction
-  of Pillow's time (the per-stage split in the same section). OpenCV runs on one thread here
-  (``cv2.setNumThreads(1)``): grain's workers are processes, one per core, and OpenCV's own thread pool
-  inside each would oversubscribe the cores.
+* ``"opencv"``: ``cv2.resize`` of the box cut out of the decoded array (a NumPy view, no copy):
+  ``INTER_LINEAR`` (bilinear, 2 taps per axis) unless the box shrinks by :data:`AREA_FROM` (2x) or
+  more on an axis, then ``INTER_AREA`` (each output pixel the area-weighted mean of the source pixels
+  it covers: a box filter, antialiased). Enlarging, Pillow's filter is the same bilinear. Shrinking by
+  less than 2x, a bilinear sample still reads every source pixel (its 2 taps per axis span the output
+  pixel's footprint of < 2 source pixels), so little aliasing is left for Pillow's wider filter to
+  remove, and OpenCV's ``INTER_AREA`` at such fractional scales is barely faster than Pillow (0.6-0.8 ms
+  against 0.7-1.0 ms per 224 px crop here, ``INTER_LINEAR`` 0.1 ms). A box that shrinks by >= 2x on one
+  axis and grows on the other is resized in two passes (area on the first, bilinear on the second).
+  Both filters are narrower than Pillow's triangle (support 1x instead of 2x the scale), so a
+  downscaled view is slightly sharper: the mean |difference| from Pillow's pixels is in
+  benchmarks/RESULTS.md section 5 and bounded in tests/data/test_resize.py. Baseline and progressive
+  RGB or grayscale JPEGs are also decoded with simplejpeg (libjpeg-turbo, the same scaled-IDCT draft;
+  bit-identical to Pillow's decode, tested) straight into a NumPy array: Pillow's image-to-array copy
+  costs about as much as a crop. Any other file, or a JPEG libjpeg complains about (truncated,
+  corrupt), takes Pillow's decode, so errors name the file exactly as with "pil". OpenCV runs on one
+  thread (``cv2.setNumThreads(1)``): grain's workers are processes, one per core, and OpenCV's own
+  thread pool inside each would oversubscribe the cores.
 
 The crop box is the same for both backends (sampled by ``transforms.random_resized_crop_box``, integer
 pixels, torchvision's ``RandomResizedCrop.get_params``). Where the JPEG was decoded at a reduced size
@@ -37,6 +44,8 @@ import numpy as np
 from PIL import Image
 
 BACKENDS = ("pil", "opencv")
+# "opencv" shrinks with INTER_AREA from this factor on (either axis), else INTER_LINEAR (docstring).
+AREA_FROM = 2.0
 
 
 def check(backend: str) -> str:
@@ -48,6 +57,30 @@ def check(backend: str) -> str:
 
 
 _cv2_module = None  # Set on first use, per process.
+_simplejpeg_module = None
+
+
+def decode_jpeg(data: bytes, factor: int) -> np.ndarray | None:
+    """A JPEG decoded by simplejpeg at 1/``factor`` (1, 2, 4, 8) to uint8 (H', W', 3); None if libjpeg complains.
+
+    The scaled size is libjpeg's (``ceil(W / factor)``), as Pillow's ``draft``; the caller falls back
+    to Pillow on None, whose error messages name the file.
+    """
+    global _simplejpeg_module
+    if _simplejpeg_module is None:
+        try:
+            import simplejpeg  # pylint: disable=g-import-not-at-top
+        except ImportError as e:
+            raise ImportError("config.data.resize='opencv' decodes JPEGs with simplejpeg: `pip install "
+                              "simplejpeg` (requirements.txt pins it), or set config.data.resize='pil'.") from e
+        _simplejpeg_module = simplejpeg
+    try:
+        height, width = _simplejpeg_module.decode_jpeg_header(data)[:2]
+        # strict: a libjpeg warning (e.g. "Premature end of JPEG file") is an error, left to Pillow.
+        return _simplejpeg_module.decode_jpeg(data, colorspace="RGB", min_height=height // factor,
+                                              min_width=width // factor, min_factor=factor, strict=True)
+    except ValueError:
+        return None
 
 
 def _cv2():
@@ -72,19 +105,19 @@ def source(img: Image.Image, backend: str) -> Image.Image | np.ndarray:
 
 
 def _cv2_resize(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """``INTER_AREA`` on shrinking axes, ``INTER_LINEAR`` on growing ones (module docstring)."""
+    """``INTER_AREA`` from a :data:`AREA_FROM` shrink on an axis, else ``INTER_LINEAR`` (module docstring)."""
     cv2 = _cv2()
     (h, w), (oh, ow) = pixels.shape[:2], out_hw
     if (h, w) == (oh, ow):
         return np.ascontiguousarray(pixels)
-    if h >= oh and w >= ow:
-        return cv2.resize(pixels, (ow, oh), interpolation=cv2.INTER_AREA)
-    if h <= oh and w <= ow:
+    fh, fw = h / oh, w / ow
+    if max(fh, fw) < AREA_FROM:
         return cv2.resize(pixels, (ow, oh), interpolation=cv2.INTER_LINEAR)
-    # One axis shrinks, the other grows: INTER_AREA would not be a box filter on the growing
-    # axis, so shrink first (fewer pixels for the second pass), then grow bilinearly.
-    shrunk = (cv2.resize(pixels, (w, oh), interpolation=cv2.INTER_AREA) if h > oh
-              else cv2.resize(pixels, (ow, h), interpolation=cv2.INTER_AREA))
+    if fh >= 1 and fw >= 1:
+        return cv2.resize(pixels, (ow, oh), interpolation=cv2.INTER_AREA)
+    # One axis shrinks >= 2x, the other grows: INTER_AREA would not be bilinear on the growing axis,
+    # so shrink first (fewer pixels for the second pass), then grow bilinearly.
+    shrunk = cv2.resize(pixels, (w, oh) if fh > 1 else (ow, h), interpolation=cv2.INTER_AREA)
     return cv2.resize(shrunk, (ow, oh), interpolation=cv2.INTER_LINEAR)
 
 

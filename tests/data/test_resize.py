@@ -52,18 +52,52 @@ def test_same_boxes_shapes_and_dtype_for_both_backends(monkeypatch):
     assert [v.shape for v in out["opencv"]][-1] == (64, 80, 3)
 
 
-def test_opencv_is_area_when_shrinking_and_linear_when_enlarging():
-    """No draft: the view equals NumPy crop + cv2.resize (INTER_AREA down, INTER_LINEAR up)."""
+def test_opencv_is_area_from_2x_shrink_else_linear():
+    """No draft: the view equals NumPy crop + cv2.resize (INTER_AREA from 2x down, else INTER_LINEAR)."""
     image = _photo(300, 400)
-    for size, scale in ((64, (0.3, 1.0)), (224, (0.05, 0.1))):  # Shrink; enlarge.
+    for size, scale in ((64, (0.3, 1.0)), (150, (0.5, 1.0)), (224, (0.05, 0.1))):  # >= 2x, < 2x, up.
         top, left, h, w = T.random_resized_crop_box(np.random.default_rng(3), 300, 400, scale)
-        assert (h > size and w > size) if size == 64 else (h < size and w < size)
+        factor = max(h / size, w / size)
+        assert {64: factor >= 2, 150: 1 < factor < 2, 224: factor < 1}[size], (size, h, w)
         got = T.random_resized_crop(np.random.default_rng(3), image, {"crop_size": size, "crop_scale": scale},
                                     resize="opencv")
         flag = cv2.INTER_AREA if size == 64 else cv2.INTER_LINEAR
         want = cv2.resize(image[top:top + h, left:left + w], (size, size), interpolation=flag)
         np.testing.assert_array_equal(got, want)
     assert cv2.getNumThreads() == 1  # One thread per grain worker process.
+
+
+def test_opencv_decode_is_pillows_and_bad_files_keep_pillows_errors():
+    """simplejpeg's decode (draft included) is bit-identical to Pillow's; what it refuses goes to Pillow."""
+    image = _photo(301, 433)
+    gray = Image.fromarray(image[..., 0])
+    for data in (_jpeg(image), _jpeg(image, 75), _jpeg_of(gray)):
+        for factor in (1, 2, 4):
+            img = Image.open(io.BytesIO(data))
+            T._apply_draft(img, factor)  # pylint: disable=protected-access
+            np.testing.assert_array_equal(R.decode_jpeg(data, factor), np.asarray(img.convert("RGB")))
+    views = [{"crop_size": 32}] * 2
+    for data in (_jpeg(image)[:3000], b"\xff\xd8\xff\xe0" + b"\x00" * 200, b""):
+        messages = []
+        for r in R.BACKENDS:
+            with pytest.raises(ValueError) as e:
+                T.multi_crop(np.random.default_rng(0), data, views, resize=r, name_for_errors="bad.jpg")
+            messages.append(str(e.value))
+        assert messages[0] == messages[1] and "bad.jpg" in messages[0]
+    # CMYK JPEG: Pillow's conversion for both backends (simplejpeg's would differ). The whole image
+    # at its own size is an identity resize, so the view is the decoded image itself.
+    cmyk = _jpeg_of(Image.fromarray(image).convert("CMYK"))
+    whole = {"crop_size": (301, 433), "crop_scale": (1.0, 1.0), "crop_ratio": (433 / 301, 433 / 301)}
+    for r in R.BACKENDS:
+        np.testing.assert_array_equal(T.random_resized_crop(np.random.default_rng(0), cmyk, whole, resize=r),
+                                      T.decode(cmyk))
+
+
+def _jpeg_of(img: Image.Image) -> bytes:  # pylint: disable=invalid-name
+    """A Pillow image (any mode JPEG takes) as JPEG bytes."""
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 def test_mixed_axes_resize_in_two_passes_close_to_pillow():
@@ -87,8 +121,9 @@ def test_upsampling_matches_pillow_bilinear():
 def test_backends_close_over_many_crops():
     """Mean |pil - opencv| over 2 x 224 and DINO crops of photo-like JPEGs, with draft as in training.
 
-    Pillow's antialiasing is a triangle filter twice as wide as OpenCV's INTER_AREA box, so the
-    OpenCV views are a little sharper; measured here 0.9-1.4 levels (mean), bounded at 2.5.
+    Pillow's antialiasing is a triangle filter twice as wide as OpenCV's INTER_AREA box (and its
+    bilinear below 2x), so the OpenCV views are a little sharper; measured here on this noisy
+    synthetic image: 1.26 levels on average over the 60 crops (0.22-1.87 per crop), bounded at 2.5.
     """
     diffs = []
     for seed in range(6):
@@ -100,8 +135,13 @@ def test_backends_close_over_many_crops():
 
 
 def test_opencv_with_draft_stays_close_to_full_decode():
-    """A drafted JPEG's fractional box is rounded to reduced pixels: still within ~1-2 levels."""
-    data = _jpeg(_photo(768, 1024))
+    """A drafted JPEG's fractional box is rounded to reduced pixels: still within a few levels.
+
+    The image is blurred (sigma 1.5 px): a photo large enough for a draft has little energy at its
+    pixel scale, while _photo's pixel noise would measure the filters (bilinear on the 1/2-1/4 image
+    against area on the full one) rather than the draft.
+    """
+    data = _jpeg(cv2.GaussianBlur(_photo(768, 1024), (0, 0), 1.5))
     views = [{"crop_size": 96, "crop_scale": (0.3, 1.0)}] * 2
     drafted = T.multi_crop(np.random.default_rng(1), data, views, resize="opencv")
     full = T.multi_crop(np.random.default_rng(1), data, views, use_draft=False, resize="opencv")
@@ -116,7 +156,7 @@ def test_eval_crop_is_resize_then_centre_crop():
         image = _photo(h, w)
         short = round(size * 256 / 224)
         new_h, new_w = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
-        flag = cv2.INTER_AREA if new_h <= h else cv2.INTER_LINEAR
+        flag = cv2.INTER_AREA if max(h / new_h, w / new_w) >= R.AREA_FROM else cv2.INTER_LINEAR
         top, left = int(round((new_h - size) / 2)), int(round((new_w - size) / 2))
         want = cv2.resize(image, (new_w, new_h), interpolation=flag)[top:top + size, left:left + size]
         got = T.center_crop(image, size, resize="opencv")
@@ -124,9 +164,10 @@ def test_eval_crop_is_resize_then_centre_crop():
         np.testing.assert_array_equal(got, want)
         data = _jpeg(image)
         a, b = (T.center_crop(data, size, resize=r) for r in R.BACKENDS)
-        # Up to 2.9 levels (mean) here at a 3.9x downscale of this noisy synthetic image, where the
-        # filters' widths matter most; about 1 level on the Imagenette photos (RESULTS.md section 5).
-        assert np.abs(a.astype(int) - b).mean() < 3.5
+        # Up to 4.3 levels (mean) here, at a 3.4x downscale (a 1/2 draft, then bilinear at 1.7x) of
+        # this synthetic image with per-pixel noise, the worst case for the filters' different widths;
+        # well under 1 level on the benchmark's photos (RESULTS.md section 5).
+        assert np.abs(a.astype(int) - b).mean() < 5.0
 
 
 def test_opencv_views_are_a_function_of_the_rng():
