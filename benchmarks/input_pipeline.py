@@ -4,8 +4,9 @@ Part 1 (`--peers`, issue 17): the full host path over the same folder of ImageNe
 (Imagenette JPEGs upscaled x--upscale, in class sub-folders), one core each, batch 64, uint8 views:
 - jaxssl: `jaxssl.data.encoded.make_train_iter("folder:DIR", ...)` (grain, no workers, no threads),
   which reads, decodes once (JPEG draft where the crops allow), crops every view and stacks; once per
-  resize backend (`resize="pil"`: Pillow, torchvision's filter; `"opencv"`: cv2 INTER_AREA/INTER_LINEAR,
-  the trainer's default `config.data.resize`; jaxssl/data/resize.py).
+  resize backend (`resize="pil"`: Pillow decode and resize, torchvision's pixels; `"opencv"`: simplejpeg
+  decode, cv2 INTER_AREA from 2x shrink else INTER_LINEAR, the trainer's default `config.data.resize`;
+  jaxssl/data/resize.py).
 - torchvision: `ImageFolder` + `RandomResizedCrop` per view + `PILToTensor`, `DataLoader(batch_size=64,
   num_workers=0)`, `torch.set_num_threads(1)` (decodes with PIL's full decode, `convert("RGB")`).
 - lightly: `lightly.transforms.DINOTransform()` in the same DataLoader: its multi-crop plus its colour
@@ -13,8 +14,9 @@ Part 1 (`--peers`, issue 17): the full host path over the same folder of ImageNe
 Each contender runs in its own process (jaxssl in this interpreter, the peers in --peer-python, default
 .venv-bench) and times whole passes over the folder after one warm-up batch; blocks alternate over
 contenders. The per-stage split of jaxssl's path (read / decode incl. draft / crop-resize / stack), for
-each resize backend, is timed in this process. The mean |difference| between the two backends' crops
-(same boxes, uint8 levels) is measured on the same files.
+each resize backend, is timed in this process (median of 3 passes). The mean |difference| between the two backends' crops
+(same boxes, uint8 levels) is measured on the same files and on real 224 px photos
+(imagenette_val_224_sample.npz) cut into 2 x 96 and 2 x 48 px views.
 
 Part 2 (the skeleton's table): per source image, from its JPEG bytes already in memory:
 
@@ -154,10 +156,9 @@ def _stages(views: list[dict], root: str, batch: int, resize: str) -> dict:
         sizes = [transforms._size_hw(v["crop_size"]) for v in views]  # pylint: disable=protected-access
         boxes = [transforms.random_resized_crop_box(rng, height, width, v["crop_scale"]) for v in views]
         factor = min(transforms.draft_factor((h, w), o) for (_, _, h, w), o in zip(boxes, sizes))
-        red = transforms._apply_draft(img, factor)  # pylint: disable=protected-access
-        img = transforms._to_rgb(img, path)  # pylint: disable=protected-access
+        # Decode as the backend does (opencv: simplejpeg straight into an array; pil: Pillow image).
+        src, red = transforms._decode_for(img, data, factor, resize, path)  # pylint: disable=protected-access
         t2 = time.perf_counter()
-        src = resizing.source(img, resize)  # The pixels as an array for OpenCV: counted in its crop.
         out.append([resizing.box(src, (l / red, tp / red, (l + w) / red, (tp + h) / red), o, resize)
                     for (tp, l, h, w), o in zip(boxes, sizes)])
         t3 = time.perf_counter()
@@ -171,7 +172,7 @@ def _stages(views: list[dict], root: str, batch: int, resize: str) -> dict:
     return {k: v / len(paths) for k, v in t.items()}
 
 
-def _backend_diff(files: list[bytes], views: list[dict]) -> dict:
+def _backend_diff(files: list, views: list[dict]) -> dict:
     """Mean and 99th percentile |pil - opencv| in uint8 levels over every crop of the files (same boxes)."""
     from jaxssl.data import transforms  # pylint: disable=g-import-not-at-top
     diffs = []
@@ -204,10 +205,18 @@ def peers(args) -> None:
                 res = subprocess.run(cmd, capture_output=True, text=True, check=True,
                                      env={**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1"})
                 ips[(side, kind)].append(float(res.stdout.strip().splitlines()[-1]))
-        stages = {f"{kind} {r}": _stages(_views(kind), root, args.batch, r)
-                  for kind in ("2x224", "dino") for r in ("pil", "opencv")}
+        # Three passes per backend, alternating, and the median per stage (the load changes within a pass).
+        passes = [{f"{kind} {r}": _stages(_views(kind), root, args.batch, r)
+                   for kind in ("2x224", "dino") for r in ("pil", "opencv")} for _ in range(3)]
+        stages = {k: {st: statistics.median(p[k][st] for p in passes) for st in passes[0][k]} for k in passes[0]}
         load_mid = _common.loadavg()
         diff = {kind: _backend_diff(files, _views(kind)) for kind in ("2x224", "dino")}
+        photos = _common.data_file("imagenette_val_224_sample.npz")  # Real 224 px photos: their own detail.
+        if photos:
+            with np.load(photos) as z:
+                real = [x for x in z["x"]]
+            for size in (96, 48):
+                diff[f"imagenette val 224 px photos -> 2 x {size}"] = _backend_diff(real, [{"crop_size": size}] * 2)
         sizes = [Image.open(io.BytesIO(f)).size for f in files[:5]]
     med = {c: statistics.median(v) for c, v in ips.items()}
     ratios = lambda mine, kind, peer: [a / b for a, b in zip(ips[(mine, kind)], ips[(peer, kind)])]
