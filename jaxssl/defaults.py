@@ -69,9 +69,10 @@ DATA = {
     # Encoded-image datasets (JPEG/PNG of many sizes, image folders; jaxssl/data/encoded.py): leave out
     # unreadable files of a folder (counted in the log) instead of stopping at the first.
     "skip_bad_images": Key(False, "bool"),
-    # Their host crops' resampling (jaxssl/data/resize.py): "opencv" (INTER_AREA shrinking, INTER_LINEAR
-    # enlarging; ~1 grey level from torchvision's pixels, the faster crop of benchmarks/RESULTS.md
-    # section 5) or "pil" (Pillow's antialiased bilinear, torchvision's RandomResizedCrop pixels exactly).
+    # Their host crops' decode + resampling (jaxssl/data/resize.py): "opencv" (simplejpeg decode, cv2
+    # INTER_AREA from a 2x shrink, else INTER_LINEAR: 2.1x torchvision's images/s for 2 x 224 views,
+    # 0.4-2.4 grey levels from its pixels on average, benchmarks/RESULTS.md section 5) or "pil" (Pillow,
+    # torchvision's RandomResizedCrop pixels exactly).
     "resize": Key("opencv", "str"),
     # imagenet2012: the folder holding ILSVRC2012_img_{train,val}.tar ("": <data_dir>/downloads/manual).
     "manual_dir": Key("", "str | None"),
