@@ -14,13 +14,13 @@ One call (:func:`box`) resizes one region of a decoded image to a view's size; `
   it covers: a box filter, antialiased). Enlarging, Pillow's filter is the same bilinear. Shrinking by
   less than 2x, a bilinear sample still reads every source pixel (its 2 taps per axis span the output
   pixel's footprint of < 2 source pixels), so little aliasing is left for Pillow's wider filter to
-  remove, and OpenCV's ``INTER_AREA`` at such fractional scales is barely faster than Pillow (0.6-0.8 ms
-  against 0.7-1.0 ms per 224 px crop here, ``INTER_LINEAR`` 0.1 ms). A box that shrinks by >= 2x on one
+  remove, and OpenCV's ``INTER_AREA`` at such fractional scales is barely faster than Pillow (0.5-0.8 ms
+  against 0.6-1.0 ms per 224 px crop here, ``INTER_LINEAR`` 0.1 ms). A box that shrinks by >= 2x on one
   axis and grows on the other is resized in two passes (area on the first, bilinear on the second).
   Both filters are narrower than Pillow's triangle (support 1x instead of 2x the scale), so a
   downscaled view is slightly sharper: the mean |difference| from Pillow's pixels is in
-  benchmarks/RESULTS.md section 5 and bounded in tests/data/test_resize.py. Baseline and progressive
-  RGB or grayscale JPEGs are also decoded with simplejpeg (libjpeg-turbo, the same scaled-IDCT draft;
+  benchmarks/RESULTS.md section 5 and bounded in tests/data/test_resize.py. RGB or grayscale JPEGs
+  are also decoded with simplejpeg (libjpeg-turbo, the same scaled-IDCT draft;
   bit-identical to Pillow's decode, tested) straight into a NumPy array: Pillow's image-to-array copy
   costs about as much as a crop. Any other file, or a JPEG libjpeg complains about (truncated,
   corrupt), takes Pillow's decode, so errors name the file exactly as with "pil". OpenCV runs on one
