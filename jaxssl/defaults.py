@@ -26,7 +26,8 @@ second mesh axis (FSDP); smaller leaves stay replicated.
 `config.data` (`DATA`): the TFDS dataset `name` (required) and `split`, `data_dir` ("" or None:
 $TFDS_DATA_DIR, else ~/tensorflow_datasets), `prepare_offline` (download and convert before
 training, on process 0), `worker_count` (grain host workers; 0: in the main process), `skip_bad_images`
-(an image folder's unreadable files are skipped and counted instead of raising), `manual_dir` (the
+(an image folder's unreadable files are skipped and counted instead of raising), `resize` (the host
+crops' resampling of such datasets: "opencv" or "pil", jaxssl/data/resize.py), `manual_dir` (the
 archives of imagenet2012, jaxssl/data/manual.py), `prefetch` (batches on the devices at once, counting
 the one in use: 2 places the next batch while the current step runs, 1 places each batch when its
 step starts; jaxssl/data/prefetch.py); the sequence
@@ -69,6 +70,11 @@ DATA = {
     # Encoded-image datasets (JPEG/PNG of many sizes, image folders; jaxssl/data/encoded.py): leave out
     # unreadable files of a folder (counted in the log) instead of stopping at the first.
     "skip_bad_images": Key(False, "bool"),
+    # Their host crops' decode + resampling (jaxssl/data/resize.py): "opencv" (simplejpeg decode, cv2
+    # INTER_AREA from a 2x shrink, else INTER_LINEAR: 2.1x torchvision's images/s for 2 x 224 views,
+    # 0.4-2.4 grey levels from its pixels on average, benchmarks/RESULTS.md section 5) or "pil" (Pillow,
+    # torchvision's RandomResizedCrop pixels exactly).
+    "resize": Key("opencv", "str"),
     # imagenet2012: the folder holding ILSVRC2012_img_{train,val}.tar ("": <data_dir>/downloads/manual).
     "manual_dir": Key("", "str | None"),
     # Double-buffered device placement (jaxssl/data/prefetch.py): the next batch is transferred while

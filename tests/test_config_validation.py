@@ -125,6 +125,7 @@ BAD = {
     "data.name": st.one_of(st.just(""), st.integers(), st.none()),
     "data.split": st.one_of(st.integers(), st.none()),
     "data.prefetch": st.one_of(st.integers(max_value=0), text),
+    "data.resize": text.filter(lambda s: s not in ("pil", "opencv")),
     # An unknown policy, or any policy on this config's ResNet (no Transformer blocks to rematerialise).
     "remat": st.one_of(text, st.sampled_from(["block", "dots_saveable"])),
 }
@@ -140,6 +141,7 @@ def test_bad_values_raise_naming_the_key(key, data):
 
 GOOD = {
     "batch_size": st.integers(1, 4096),
+    "data.resize": st.sampled_from(["pil", "opencv"]),
     "method_kw.temperature": st.floats(1e-3, 10),
     "method_kw.proj_hidden": st.lists(st.integers(1, 64), max_size=3).map(tuple),
     "model.width": st.floats(0.01, 4),

@@ -21,7 +21,9 @@ resumed iterator (``set_state``) yields bit-identical views. Output per process:
 
 ``"label"`` is absent for an unlabelled folder. Photometric augmentation follows on device
 (``jaxssl.augment.make_views(..., cropped=True)``). Evaluation (:func:`make_eval_iter`) decodes with
-:func:`jaxssl.data.transforms.center_crop` (shorter side to size * 256/224, centre crop).
+:func:`jaxssl.data.transforms.center_crop` (shorter side to size * 256/224, centre crop). Both resize the
+crops with ``resize`` = ``config.data.resize`` in the trainer: "opencv" by default, "pil" for torchvision's
+exact pixels (:mod:`jaxssl.data.resize`).
 """
 from __future__ import annotations
 
@@ -155,9 +157,9 @@ class _CropBatch(grain.transforms.RandomMap):
     """Global batch of record indices -> this process's rows, decoded and cropped into fixed-size views."""
 
     def __init__(self, src, where: str, views: Sequence[Mapping[str, Any]], lo: int, local: int,
-                 use_draft: bool):
+                 use_draft: bool, resize: str):
         self.src, self.where, self.lo, self.local = src, where, lo, local
-        self.crop = transforms.Views(views, use_draft=use_draft)
+        self.crop = transforms.Views(views, use_draft=use_draft, resize=resize)
 
     def random_map(self, indices: np.ndarray, rng: np.random.Generator) -> dict[str, Any]:
         # One seed per row of the GLOBAL batch, drawn the same on every process: a row's crops never
@@ -176,11 +178,14 @@ class _CropBatch(grain.transforms.RandomMap):
 def make_train_iter(name: str, split: str, views: Sequence[Mapping[str, Any]], *, data_dir=None,
                     global_batch_size: int, seed: int, process_index: int | None = None,
                     process_count: int | None = None, worker_count: int = 0, num_threads: int = 2,
-                    prefetch: int = 4, use_draft: bool = True, skip_bad: bool = False) -> grain.DatasetIterator:
+                    prefetch: int = 4, use_draft: bool = True, resize: str = "pil",
+                    skip_bad: bool = False) -> grain.DatasetIterator:
     """Infinite process-local batches of host-cropped views (module docstring); resumes exactly.
 
     ``views``: the config's view dicts; each needs ``crop_size`` (``crop_scale``/``crop_ratio`` default to
-    torchvision's). Raises ValueError for a batch larger than the split or a bad view.
+    torchvision's). ``resize``: the crops' resampling backend, "pil" (torchvision's pixels) or "opencv"
+    (faster; the trainer's default ``config.data.resize``), see :mod:`jaxssl.data.resize`. Raises
+    ValueError for a batch larger than the split, a bad view or an unknown backend.
     """
     index, count = pipeline.processes(process_index, process_count)
     local = pipeline._local_batch(global_batch_size, count, "global_batch_size")  # pylint: disable=protected-access
@@ -189,7 +194,7 @@ def make_train_iter(name: str, split: str, views: Sequence[Mapping[str, Any]], *
     if global_batch_size > len(src):
         raise ValueError(f"global_batch_size ({global_batch_size}) is larger than {where} ({len(src)} images). "
                          f"Use a smaller batch_size or a larger dataset.")
-    crop = _CropBatch(src, where, views, index * local, local, use_draft)
+    crop = _CropBatch(src, where, views, index * local, local, use_draft, resize)
     ds = grain.MapDataset.range(len(src)).seed(seed).shuffle().repeat()
     ds = ds.batch(global_batch_size, drop_remainder=True).random_map(crop)
     return pipeline._to_iter(ds, num_threads, prefetch, worker_count)  # pylint: disable=protected-access
@@ -198,9 +203,9 @@ def make_train_iter(name: str, split: str, views: Sequence[Mapping[str, Any]], *
 class _EvalBatch(grain.transforms.Map):
     """Padded indices of this process's slice -> {"image": centre crops, "label", "mask"}."""
 
-    def __init__(self, src, where: str, start: int, n: int, size: int, use_draft: bool):
+    def __init__(self, src, where: str, start: int, n: int, size: int, use_draft: bool, resize: str):
         self.src, self.where, self.start, self.n, self.size = src, where, start, n, size
-        self.eval_view = transforms.EvalView(size, use_draft=use_draft)
+        self.eval_view = transforms.EvalView(size, use_draft=use_draft, resize=resize)
 
     def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         real = [self.start + int(i) for i in indices if i < self.n]
@@ -218,9 +223,12 @@ class _EvalBatch(grain.transforms.Map):
 
 def make_eval_iter(name: str, split: str, size: int, *, data_dir=None, batch_size: int,
                    process_index: int | None = None, process_count: int | None = None, worker_count: int = 0,
-                   num_threads: int = 2, prefetch: int = 4, use_draft: bool = True,
+                   num_threads: int = 2, prefetch: int = 4, use_draft: bool = True, resize: str = "pil",
                    skip_bad: bool = False) -> grain.DatasetIterator:
-    """One padded pass in storage order, ``pipeline.make_eval_iter``'s contract, images centre-cropped to ``size``."""
+    """One padded pass in storage order, ``pipeline.make_eval_iter``'s contract, images centre-cropped to ``size``.
+
+    ``resize`` as :func:`make_train_iter`'s.
+    """
     index, count = pipeline.processes(process_index, process_count)
     src = get_source(name, split, data_dir, skip_bad=skip_bad)
     where = f"{name}[{split}]"
@@ -233,5 +241,5 @@ def make_eval_iter(name: str, split: str, size: int, *, data_dir=None, batch_siz
     start, stop = index * len(src) // count, (index + 1) * len(src) // count
     num_batches = math.ceil(math.ceil(len(src) / count) / batch_size)
     ds = grain.MapDataset.range(num_batches * batch_size).batch(batch_size)
-    ds = ds.map(_EvalBatch(src, where, start, stop - start, int(size), use_draft))
+    ds = ds.map(_EvalBatch(src, where, start, stop - start, int(size), use_draft, resize))
     return pipeline._to_iter(ds, num_threads, prefetch, worker_count)  # pylint: disable=protected-access

@@ -105,6 +105,7 @@ def train_iter(config, data_dir_: str, *, process_index: int | None = None, proc
         return encoded.make_train_iter(config["data"]["name"], split, [dict(v) for v in config["input"]["views"]],
                                        data_dir=data_dir_, global_batch_size=config["batch_size"],
                                        seed=config["seed"], worker_count=defaults.get(config, "data.worker_count"),
+                                       resize=defaults.get(config, "data.resize"),
                                        skip_bad=defaults.get(config, "data.skip_bad_images"), **procs)
     return pipeline.make_train_iter(config["data"]["name"], split, data_dir=data_dir_,
                                     global_batch_size=config["batch_size"], seed=config["seed"],
@@ -149,7 +150,8 @@ def eval_iter(config, split: str, *, batch_size: int, data_dir_: str, process_in
         size = augment.view_size(config["input"]["views"][0])[0]
         return encoded.make_eval_iter(config["data"]["name"], split, size, data_dir=data_dir_, batch_size=batch_size,
                                       process_index=process_index, process_count=process_count, prefetch=prefetch,
-                                      worker_count=workers, skip_bad=defaults.get(config, "data.skip_bad_images"))
+                                      worker_count=workers, resize=defaults.get(config, "data.resize"),
+                                      skip_bad=defaults.get(config, "data.skip_bad_images"))
     return pipeline.make_eval_iter(config["data"]["name"], split, data_dir=data_dir_, batch_size=batch_size,
                                    process_index=process_index, process_count=process_count, prefetch=prefetch,
                                    worker_count=0 if prefetch == 0 else defaults.get(config, "data.worker_count"))

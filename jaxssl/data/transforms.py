@@ -1,8 +1,8 @@
 """Host-side per-example image ops: decode, random-resized crop, multi-crop, eval crop.
 
-NumPy + Pillow only (no JAX), so they run in grain worker processes. Each view of a
-training example is decoded once and cropped on the host into a fixed-size uint8
-array, so that examples of any size stack into a batch; the photometric ops (flip,
+NumPy + Pillow (+ OpenCV for ``resize="opencv"``), no JAX, so they run in grain worker
+processes. Each view of a training example is decoded once and cropped on the host into a
+fixed-size uint8 array, so that examples of any size stack into a batch; the photometric ops (flip,
 colour jitter, grayscale, blur, solarize, normalise) stay batched on the device in
 :mod:`jaxssl.augment` (the DeepMind BYOL split).
 
@@ -14,12 +14,16 @@ A view dict is the one :data:`jaxssl.augment.DEFAULT_VIEW` describes; only its c
 (``crop_size``, ``crop_scale``, ``crop_ratio``) are read here, the others are left to
 ``augment.apply`` (which also rejects misspelled keys).
 
-Resampling: bilinear with antialiasing, Pillow's ``Image.Resampling.BILINEAR``. That is torchvision's
+Resampling (``resize="pil"``, these functions' default): bilinear with antialiasing, Pillow's
+``Image.Resampling.BILINEAR``. That is torchvision's
 default for PIL input (``RandomResizedCrop``/``Resize`` default to
 ``InterpolationMode.BILINEAR``, which ``torchvision/transforms/_functional_pil.py``
 ``resize`` hands to ``PIL.Image.resize``; Pillow's resampling always widens the filter
 support by the downscale factor, i.e. it antialiases). An image or crop box smaller than
-the output is upsampled with the same filter.
+the output is upsampled with the same filter. ``resize="opencv"`` (the trainer's default,
+``config.data.resize``) decodes JPEGs with simplejpeg (same pixels) and resizes the same boxes with
+OpenCV instead (``INTER_AREA`` from a 2x shrink, else ``INTER_LINEAR``), close to Pillow's pixels and
+faster; see :mod:`jaxssl.data.resize`.
 
 Decoding only what a crop needs (``draft``): a JPEG is decoded by libjpeg's scaled IDCT at
 1/2, 1/4 or 1/8 resolution when *every* crop box of the example still keeps at least the
@@ -41,6 +45,8 @@ from typing import Any, Mapping, Sequence
 import grain
 import numpy as np
 from PIL import Image
+
+from jaxssl.data import resize as resizing
 
 CROP_KEYS = ("crop_size", "crop_scale", "crop_ratio")
 # torchvision's RandomResizedCrop defaults, also jaxssl.augment.DEFAULT_VIEW's ratio.
@@ -191,12 +197,6 @@ def _size_hw(size: int | Sequence[int]) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def _resize_box(img: Image.Image, box: tuple[float, float, float, float],
-                out_hw: tuple[int, int]) -> np.ndarray:
-    """Bilinear-antialiased resize of ``box`` = (left, top, right, bottom) to uint8 (h, w, 3)."""
-    return np.asarray(img.resize((out_hw[1], out_hw[0]), Image.Resampling.BILINEAR, box=box))
-
-
 def _image(data: bytes | np.ndarray, name_for_errors: str) -> Image.Image:
     """An unloaded Pillow image from encoded bytes, or a loaded one from a uint8 array."""
     if isinstance(data, np.ndarray):
@@ -207,8 +207,25 @@ def _image(data: bytes | np.ndarray, name_for_errors: str) -> Image.Image:
     return _open(bytes(data), name_for_errors)
 
 
+def _decode_for(img: Image.Image, data: Any, factor: int, resize: str,
+                name_for_errors: str) -> tuple[Image.Image | np.ndarray, float]:
+    """Decodes ``img`` at 1/``factor`` for the ``resize`` backend: (what it resizes from, reduction).
+
+    "opencv": an RGB or grayscale JPEG through simplejpeg (bit-identical to Pillow's decode, draft
+    included) straight into an array; anything else, or a JPEG libjpeg complains about, through
+    Pillow, whose errors name the file.
+    """
+    if resize == "opencv" and img.format == "JPEG" and img.mode in ("RGB", "L") and \
+            isinstance(data, (bytes, bytearray, memoryview)):
+        pixels = resizing.decode_jpeg(data, factor)
+        if pixels is not None:
+            return pixels, img.size[0] / pixels.shape[1]
+    reduction = _apply_draft(img, factor)
+    return resizing.source(_to_rgb(img, name_for_errors), resize), reduction
+
+
 def multi_crop(rng: np.random.Generator, data: bytes | np.ndarray,
-               views: Sequence[Mapping[str, Any]], *, use_draft: bool = True,
+               views: Sequence[Mapping[str, Any]], *, use_draft: bool = True, resize: str = "pil",
                name_for_errors: str = "<image bytes>") -> list[np.ndarray]:
     """Decodes once and returns one random-resized crop per view, uint8 (h_v, w_v, 3) each.
 
@@ -216,8 +233,10 @@ def multi_crop(rng: np.random.Generator, data: bytes | np.ndarray,
     ``crop_ratio`` (torchvision defaults (0.08, 1) and (3/4, 4/3) when absent); other keys
     are ignored here. All boxes are sampled first from the header's size (in view order,
     from ``rng``), then the JPEG is drafted by the smallest :func:`draft_factor` over the
-    views (if ``use_draft``), decoded, and each box is resized from it.
+    views (if ``use_draft``), decoded, and each box is resized from it by the ``resize`` backend
+    ("pil" or "opencv", :mod:`jaxssl.data.resize`; the boxes do not depend on it).
     """
+    resizing.check(resize)
     img = _image(data, name_for_errors)
     width, height = img.size
     sizes = [_size_hw(v.get("crop_size")) for v in views]
@@ -225,10 +244,9 @@ def multi_crop(rng: np.random.Generator, data: bytes | np.ndarray,
                                      v.get("crop_ratio", DEFAULT_RATIO)) for v in views]
     factor = min((draft_factor((h, w), out) for (_, _, h, w), out in zip(boxes, sizes)),
                  default=1)
-    reduction = _apply_draft(img, factor) if use_draft else 1.0
-    img = _to_rgb(img, name_for_errors)
-    return [_resize_box(img, ((left / reduction), top / reduction, (left + w) / reduction,
-                              (top + h) / reduction), out)
+    src, reduction = _decode_for(img, data, factor if use_draft else 1, resize, name_for_errors)
+    return [resizing.box(src, (left / reduction, top / reduction, (left + w) / reduction,
+                               (top + h) / reduction), out, resize)
             for (top, left, h, w), out in zip(boxes, sizes)]
 
 
@@ -238,40 +256,55 @@ def random_resized_crop(rng: np.random.Generator, data: bytes | np.ndarray,
     return multi_crop(rng, data, [view], **kw)[0]
 
 
-def eval_box(height: int, width: int, size: int) -> tuple[float, float, float, float]:
-    """The source region (left, top, right, bottom) that the eval transform maps to the output.
+def _eval_resized(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """torchvision's ``Resize(round(size * 256 / 224))`` + ``CenterCrop(size)``: (new_h, new_w, top, left).
 
-    torchvision ``Resize(round(size * 256 / 224))`` (shorter side to ``r``, longer side
-    ``int(r * long / short)``, as ``_compute_resized_output_size``) followed by
-    ``CenterCrop(size)`` (offset ``int(round((new - size) / 2))``), expressed in the
-    original image's pixel coordinates so that one ``resize(box=...)`` does both.
+    Shorter side to ``r``, longer side ``int(r * long / short)`` (``_compute_resized_output_size``),
+    crop offset ``int(round((new - size) / 2))``.
     """
     short_side = round(size * EVAL_RESIZE_RATIO)
     if height <= width:
         new_h, new_w = short_side, int(short_side * width / height)
     else:
         new_h, new_w = int(short_side * height / width), short_side
+    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+
+
+def eval_box(height: int, width: int, size: int) -> tuple[float, float, float, float]:
+    """The source region (left, top, right, bottom) that the eval transform maps to the output.
+
+    torchvision ``Resize(round(size * 256 / 224))`` followed by ``CenterCrop(size)``
+    (:func:`_eval_resized`), expressed in the original image's pixel coordinates so that one
+    ``resize(box=...)`` does both.
+    """
+    new_h, new_w, top, left = _eval_resized(height, width, size)
     sy, sx = height / new_h, width / new_w
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return left * sx, top * sy, (left + size) * sx, (top + size) * sy
 
 
-def center_crop(data: bytes | np.ndarray, size: int, *, use_draft: bool = True,
+def center_crop(data: bytes | np.ndarray, size: int, *, use_draft: bool = True, resize: str = "pil",
                 name_for_errors: str = "<image bytes>") -> np.ndarray:
     """Eval transform: shorter side to ``round(size * 256 / 224)``, centre ``size x size`` crop.
 
     Done as one bilinear resize of :func:`eval_box` (same filter centres and scale as
     resizing then cropping, so it matches torchvision's ``Resize`` + ``CenterCrop`` on PIL),
-    with a JPEG draft when the box is at least 2x the output. Returns uint8 (size, size, 3).
+    with a JPEG draft when the box is at least 2x the output. ``resize="opencv"`` (no fractional
+    boxes) takes torchvision's two steps instead: the whole (drafted) image resized to the
+    ``Resize`` size with OpenCV (:mod:`jaxssl.data.resize`), then the centre crop sliced out.
+    Returns uint8 (size, size, 3).
     """
+    resizing.check(resize)
     img = _image(data, name_for_errors)
     width, height = img.size
     left, top, right, bottom = eval_box(height, width, size)
     factor = draft_factor((int(bottom - top), int(right - left)), (size, size))
-    reduction = _apply_draft(img, factor) if use_draft else 1.0
-    img = _to_rgb(img, name_for_errors)
-    return _resize_box(img, (left / reduction, top / reduction, right / reduction,
-                             bottom / reduction), (size, size))
+    src, reduction = _decode_for(img, data, factor if use_draft else 1, resize, name_for_errors)
+    if resize == "pil":
+        return resizing.box(src, (left / reduction, top / reduction, right / reduction,
+                                  bottom / reduction), (size, size), resize)
+    new_h, new_w, top, left = _eval_resized(height, width, size)
+    scaled = resizing.box(src, (0, 0, src.shape[1], src.shape[0]), (new_h, new_w), resize)
+    return np.ascontiguousarray(scaled[top:top + size, left:left + size])
 
 
 def _record_name(element: Mapping[str, Any]) -> str:
@@ -300,19 +333,20 @@ class Views(grain.transforms.RandomMap):
     gets new crops. Mapped before ``repeat()``, every epoch would see the same crops.
     """
 
-    def __init__(self, views: Sequence[Mapping[str, Any]], *, use_draft: bool = True):
-        """Checks every view has a crop_size; keeps copies of the view dicts."""
+    def __init__(self, views: Sequence[Mapping[str, Any]], *, use_draft: bool = True, resize: str = "pil"):
+        """Checks every view has a crop_size and the resize backend; keeps copies of the view dicts."""
         if not views:
             raise ValueError("Views needs at least one view dict.")
         self.views = [dict(v) for v in views]
         for v in self.views:
             _size_hw(v.get("crop_size"))
         self.use_draft = use_draft
+        self.resize = resizing.check(resize)
 
     def random_map(self, element: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         """Decodes ``element["image"]`` once and crops every view from it."""
         out = {"views": multi_crop(rng, element["image"], self.views, use_draft=self.use_draft,
-                                   name_for_errors=_record_name(element))}
+                                   resize=self.resize, name_for_errors=_record_name(element))}
         if "label" in element:
             out["label"] = element["label"]
         return out
@@ -324,15 +358,16 @@ class EvalView(grain.transforms.Map):
     Applies :func:`center_crop` (the deterministic eval transform).
     """
 
-    def __init__(self, size: int, *, use_draft: bool = True):
-        """``size``: output side in pixels."""
+    def __init__(self, size: int, *, use_draft: bool = True, resize: str = "pil"):
+        """``size``: output side in pixels; ``resize``: "pil" or "opencv" (:mod:`jaxssl.data.resize`)."""
         self.size = int(size)
         self.use_draft = use_draft
+        self.resize = resizing.check(resize)
 
     def map(self, element: Mapping[str, Any]) -> dict[str, Any]:
         """Decodes and centre-crops ``element["image"]``."""
         out = {"image": center_crop(element["image"], self.size, use_draft=self.use_draft,
-                                    name_for_errors=_record_name(element))}
+                                    resize=self.resize, name_for_errors=_record_name(element))}
         if "label" in element:
             out["label"] = element["label"]
         return out

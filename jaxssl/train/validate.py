@@ -23,6 +23,7 @@ import ml_collections
 from jaxssl import augment, methods, models
 from jaxssl import defaults
 from jaxssl.data import inputs
+from jaxssl.data import resize as resizing
 from jaxssl.evaluate import common as eval_common
 from jaxssl.evaluate.linear_probe import online_probe
 from jaxssl.models import transformer
@@ -237,6 +238,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                          f"got {config.data.prefetch}.")
     if not config.data.name:
         raise ValueError("config.data.name is empty; name a TFDS dataset (e.g. 'cifar10').")
+    resizing.check(defaults.get(config, "data.resize"))
 
     # Method and model: keyword arguments of `make` / fields of `Model`, typed by their defaults.
     if not isinstance(config.method, str) or config.method not in methods.available():
