@@ -230,10 +230,8 @@ def test_short_run_lowers_loss(modality):
 
 def test_sharded_equals_unsharded():
     # One subprocess for all modalities; a width-16 one-block model and XLA's backend optimisation
-    # level 0 keep its six compilations cheap (both meshes compile under the same flags).
+    # level 0 (`multidevice.run`) keep its six compilations cheap (both meshes compile under the same flags).
     code = """
-    import os
-    os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
     import json, jax, numpy as np, optax
     from jax.sharding import Mesh
     from tests.methods.test_data2vec import _inputs, _method, SMALL

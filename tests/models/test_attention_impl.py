@@ -14,8 +14,6 @@ from jaxssl import models
 from jaxssl.models import transformer, vit
 
 _TOL = dict(rtol=2e-5, atol=2e-6)
-# Compile fast (tests/methods/test_every_method.py's XLA flags, per program): same numbers, 2-3x less compile time.
-_FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def _loss_and_grads(model, variables, x, **kw):
@@ -27,7 +25,7 @@ def _loss_and_grads(model, variables, x, **kw):
         w = jax.random.normal(jax.random.key(7), out.shape)
         return jnp.sum(out * w)
     params = variables["params"]
-    return jax.jit(jax.value_and_grad(loss)).lower(params).compile(_FAST)(params)
+    return jax.jit(jax.value_and_grad(loss)).lower(params).compile()(params)
 
 
 def _assert_same(a, b, scale_tol: bool = False):
