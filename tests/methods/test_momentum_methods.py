@@ -276,7 +276,7 @@ _REAL_OVERRIDES = {
 # (`multidevice.run`): these runs are compile-bound (a ResNet-18 step with four forward passes),
 # and level 0 compiles it about 3x faster. It changes no HLO semantics, only the LLVM code generation.
 _REAL_CODE = r"""
-import importlib, json
+import importlib, json, os
 from jaxssl.train import loop
 data_dir, workdir, overrides = json.loads('ARGS_JSON')
 out = {}
