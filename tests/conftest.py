@@ -40,6 +40,13 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 if FAST_XLA not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_XLA}".strip()
 TFDS_TEST_DIR = REPO / ".cache" / "tfds_test"
+
+
+def pytest_configure(config):
+    # scripts/test.sh runs these after the two-worker phase, in one process with nothing beside
+    # them: a 2-process jax.distributed job whose peer is starved by the other worker's compilations
+    # can miss the 300 s shutdown barrier (seen once in test_elastic under two workers).
+    config.addinivalue_line("markers", "multiprocess: starts a 2-process jax.distributed job (run alone)")
 CIFAR10_TRAIN_LIMIT = 2048
 CIFAR10_TEST_LIMIT = 512
 

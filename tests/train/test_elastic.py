@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from jaxssl.train import distributed
 from tests.train.test_multihost import _free_port
@@ -134,6 +135,7 @@ def _vector(tree):
     return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree_util.tree_leaves(tree)])
 
 
+@pytest.mark.multiprocess
 def test_two_processes_resume_as_one(tmp_path):
     """Speech (data2vec on FSDD): 2 processes x 2 devices stop after step 2; 1 process x 4 devices resumes
     and ends where an uninterrupted 1-process run ends (the iterator state is global: a step counter)."""

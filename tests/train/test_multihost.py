@@ -148,6 +148,7 @@ def runs(tmp_path_factory, cifar10_data_dir):
     return load(0), load(1), load("ref")
 
 
+@pytest.mark.multiprocess
 def test_two_processes_equal_one_process_with_the_same_devices(runs):
     p0, p1, ref = runs
     assert len(ref["losses"]) == STEPS and all(np.isfinite(ref["losses"]))
@@ -160,12 +161,14 @@ def test_two_processes_equal_one_process_with_the_same_devices(runs):
     np.testing.assert_allclose(p0["bn"], ref["bn"], rtol=1e-5, atol=1e-6)  # BatchNorm over the global batch
 
 
+@pytest.mark.multiprocess
 def test_checkpoint_written_and_restored_by_both_processes(runs):
     for r in runs[:2]:
         assert r["restored_step"] == STEPS
         assert r["restored_equal"] and r["restored_sharding_equal"]
 
 
+@pytest.mark.multiprocess
 def test_each_process_reads_its_own_slice_of_the_data(runs):
     p0, p1, _ = runs
     assert p0["local_batch"] == p1["local_batch"] == 16  # global batch 32 over 2 processes
@@ -206,6 +209,7 @@ def _start_main(workdir, devices, extra_env, args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.multiprocess
 def test_jpeg_config_two_processes_equal_one_process(tmp_path, imagenette_data_dir):
     """Imagenette JPEGs decoded and cropped on the host (jaxssl/data/encoded.py): each process decodes its rows
     of the global batch, with the crops of a 1-process run, so losses, kNN and weights agree."""
