@@ -38,12 +38,19 @@ listed in `_peers.view_transform`, and the order of the EMA update (lightly: bef
   PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods byol --steps 5 \
       --knn-train 2000 --knn-test 500 --tag _smoke
 
+  # both sides at once, one process each (each gets about one of two cores), then one table:
+  M=byol,vicreg; for side in jaxssl lightly; do PYTHONPATH=. .venv-bench/bin/python \
+      benchmarks/learning_parity.py --methods $M --sides $side --tag _$side & done; wait
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --merge \
+      benchmarks/results/learning_parity_{byol_vicreg}_500steps_{jaxssl,lightly}.json --tag _byol_vicreg
+
 Writes benchmarks/results/learning_parity_<methods>_<steps>steps<tag>.json after every run (a
 partial sweep keeps what finished) and prints a markdown table.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import random
 import time
 
@@ -200,6 +207,24 @@ def table(runs: list[dict], protocols) -> str:
     return _common.table(head, rows)
 
 
+def merge(paths: list[str], tag: str) -> None:
+    """One record from single-side result files: the sides of each (method, seed, steps) side by side."""
+    import json
+    runs, sources = {}, []
+    for path in paths:
+        with open(path) as f:
+            record = json.load(f)
+        sources.append({k: record.get(k) for k in ("sides", "commit", "argv", "finished_utc", "load_avg_end")}
+                       | {"file": os.path.relpath(path, _common.ROOT)})
+        for run in record["runs"]:
+            key = (run["method"], run["seed"], run["steps"])
+            runs.setdefault(key, {}).update(run)  # the side keys ("jaxssl", "lightly") of each file join
+    record = {"benchmark": "learning_parity", "merged_from": sources, **_common.machine_info(),
+              "runs": list(runs.values())}
+    _common.write_json(f"learning_parity_merged{tag}", record)
+    print(table(record["runs"], ((20, 0.07), (200, 0.1))))
+
+
 def main():
     p = _common.parser(__doc__)
     p.set_defaults(threads=1)
@@ -210,7 +235,13 @@ def main():
     p.add_argument("--knn-test", type=int, default=10_000, help="test images evaluated (first N).")
     p.add_argument("--sides", default="jaxssl,lightly", help="which implementations to train.")
     p.add_argument("--workers", type=int, default=0, help="lightly DataLoader workers (0: in the main process).")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="instead of training: join the runs of these result files (e.g. one `--sides jaxssl` and "
+                        "one `--sides lightly` process run at the same time) by method, seed and steps, print "
+                        "their table and write results/learning_parity_merged<tag>.json.")
     args = p.parse_args()
+    if args.merge:
+        return merge(args.merge, args.tag)
     names = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(names) - set(COVERED))
     if unknown:
