@@ -236,45 +236,68 @@ def _single(widths: Sequence[int], what: str) -> int:
     return widths[0]
 
 
+# Methods whose lightly side lives in another peers module (each has `from_config(config, backbone)`).
+PEER_MODULES = {"swav": "_peers_multicrop", "dino": "_peers_dino", "ibot": "_peers_dino", "mae": "_peers_vit"}
+
+
+def backbone(model_cfg, *, bn_splits: int = 1, drop_path_rate: float | None = None) -> nn.Module:
+    """The PyTorch backbone of a jaxssl `config.model` (`.out_dim`: its feature width).
+
+    ResNet-18 with the CIFAR stem: `ResNet18`; a ViT or image transformer: the timm model that
+    `jaxssl.models.pytorch_layout.torch_model` names for it (`_peers_vit.timm_backbone`).
+    `drop_path_rate`: None keeps the config's (a teacher passes 0).
+    """
+    if model_cfg.name == "resnet":
+        if not (str(model_cfg.variant) == "18" and model_cfg.get("cifar_stem")):
+            raise NotImplementedError(f"PyTorch ResNet only for ResNet-18 with the CIFAR stem, got {dict(model_cfg)}.")
+        return ResNet18(model_cfg.get("width", 1.0), zero_init_residual=model_cfg.get("zero_init_residual", True),
+                        bn_splits=bn_splits)
+    import _peers_vit
+    return _peers_vit.timm_backbone(model_cfg, drop_path_rate)
+
+
 def from_config(config) -> nn.Module:
     """lightly's implementation of `config.method` with the backbone and head sizes of the jaxssl
     config (`config.model`, `config.method_kw`): the same architecture, numbers read from the config.
 
-    Covered: simclr, byol, moco_v2, moco_v3, simsiam, vicreg, barlow_twins (ResNet-18, CIFAR stem).
+    Covered here: simclr, byol, moco_v2, moco_v3, simsiam, vicreg, barlow_twins (ResNet-18, CIFAR
+    stem); in `PEER_MODULES`: swav, dino, ibot, mae.
     """
-    m, kw = config.model, dict(config.method_kw)
-    if not (m.name == "resnet" and str(m.variant) == "18" and m.get("cifar_stem")):
-        raise NotImplementedError(f"PyTorch backbone only for ResNet-18 with the CIFAR stem, got {dict(m)}.")
-    backbone = ResNet18(m.get("width", 1.0), zero_init_residual=m.get("zero_init_residual", True),
-                        bn_splits=kw.get("bn_groups", 1) if config.method == "moco_v2" else 1)
-    hidden = list(kw.get("proj_hidden", ()))
+    import importlib
+    kw = dict(config.method_kw)
     name = config.method
+    if name in PEER_MODULES:
+        return importlib.import_module(PEER_MODULES[name]).from_config(config, backbone(config.model))
+    if config.model.name != "resnet":
+        raise NotImplementedError(f"{name}: PyTorch side only with the ResNet-18 backbone, got {dict(config.model)}.")
+    backbone_ = backbone(config.model, bn_splits=kw.get("bn_groups", 1) if name == "moco_v2" else 1)
+    hidden = list(kw.get("proj_hidden", ()))
     if name == "simclr":
-        return SimCLR(0, _single(hidden, name), kw["proj_dim"], kw["temperature"], len(hidden) + 1, backbone)
+        return SimCLR(0, _single(hidden, name), kw["proj_dim"], kw["temperature"], len(hidden) + 1, backbone_)
     if name == "byol":
-        return BYOL(0, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name), backbone)
+        return BYOL(0, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name), backbone_)
     if name == "moco_v2":
-        return MoCoV2(backbone, _single(hidden, name), kw["proj_dim"], kw["temperature"], kw["queue_size"],
+        return MoCoV2(backbone_, _single(hidden, name), kw["proj_dim"], kw["temperature"], kw["queue_size"],
                       kw["momentum"])
     if name == "moco_v3":
-        return MoCoV3(backbone, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name),
+        return MoCoV3(backbone_, _single(hidden, name), kw["proj_dim"], _single(kw["pred_hidden"], name),
                       kw["temperature"])
     if name == "simsiam":
-        return SimSiam(backbone, hidden, kw["proj_dim"], _single(kw["pred_hidden"], name))
+        return SimSiam(backbone_, hidden, kw["proj_dim"], _single(kw["pred_hidden"], name))
     if name == "vicreg":
         from lightly.loss import VICRegLoss
         from lightly.models.modules.heads import VICRegProjectionHead
-        head = VICRegProjectionHead(backbone.out_dim, _single(hidden, name), kw["proj_dim"], len(hidden) + 1)
-        return _TwoViewLoss(backbone, head, VICRegLoss(lambda_param=kw["sim_coeff"], mu_param=kw["std_coeff"],
+        head = VICRegProjectionHead(backbone_.out_dim, _single(hidden, name), kw["proj_dim"], len(hidden) + 1)
+        return _TwoViewLoss(backbone_, head, VICRegLoss(lambda_param=kw["sim_coeff"], mu_param=kw["std_coeff"],
                                                        nu_param=kw["cov_coeff"], eps=kw["eps"]))
     if name == "barlow_twins":
         from lightly.loss import BarlowTwinsLoss
         from lightly.models.modules import BarlowTwinsProjectionHead
         if len(hidden) != 2:
             raise NotImplementedError(f"lightly's BarlowTwinsProjectionHead has 2 hidden layers, got {hidden}.")
-        head = BarlowTwinsProjectionHead(backbone.out_dim, _single(hidden, name), kw["proj_dim"])
+        head = BarlowTwinsProjectionHead(backbone_.out_dim, _single(hidden, name), kw["proj_dim"])
         # lightly's loss has no scale; solo-learn's `scale_loss` (jaxssl's config) multiplies it.
-        return _TwoViewLoss(backbone, head, BarlowTwinsLoss(lambda_param=kw["lambd"]), kw.get("scale_loss", 1.0))
+        return _TwoViewLoss(backbone_, head, BarlowTwinsLoss(lambda_param=kw["lambd"]), kw.get("scale_loss", 1.0))
     raise NotImplementedError(f"No lightly counterpart wired up for method {name!r}.")
 
 
@@ -282,27 +305,30 @@ def view_transform(view: Mapping):
     """lightly's transform of one view configured from a jaxssl view dict (`jaxssl.augment.apply` keys).
 
     `BYOLView1Transform` exposes every knob jaxssl's views use, in the same order (random resized
-    crop, flip, colour jitter, grayscale, blur, solarise, normalise). Differences that remain:
-    lightly blurs with PIL's `GaussianBlur(radius=sigma)` (no kernel size), solarises at 128/255
-    (jaxssl: `solarize_threshold`, 0.5), and its jitter strengths are symmetric ranges.
+    crop, flip, colour jitter, grayscale, blur, solarise, normalise). A crop whose scale range ends
+    below 1 (multi-crop's local crops) uses `DINOViewTransform`, the same steps with a (min, max)
+    scale (and bicubic resizing; `BYOLView1Transform` resizes bilinearly). Differences that
+    remain: lightly blurs with PIL's `GaussianBlur(radius=sigma)` (no kernel size), solarises at
+    128/255 (jaxssl: `solarize_threshold`, 0.5), and its jitter strengths are symmetric ranges.
     """
     from lightly import transforms as T
 
     from jaxssl import augment
     v = {**augment.DEFAULT_VIEW, **dict(view)}
-    ratio = tuple(v["crop_ratio"])
-    if tuple(v["crop_scale"])[1] != 1.0 or abs(ratio[0] - 3 / 4) > 1e-6 or abs(ratio[1] - 4 / 3) > 1e-6:
-        raise NotImplementedError(f"lightly's crop is scale (min, 1), ratio (3/4, 4/3); got {v['crop_scale']}, "
-                                  f"{v['crop_ratio']}.")
+    ratio, scale = tuple(v["crop_ratio"]), tuple(v["crop_scale"])
+    if abs(ratio[0] - 3 / 4) > 1e-6 or abs(ratio[1] - 4 / 3) > 1e-6:
+        raise NotImplementedError(f"lightly's crop ratio is (3/4, 4/3); got {v['crop_ratio']}.")
     jitter = [v[k] for k in ("brightness", "contrast", "saturation", "hue")]
     if any(isinstance(j, (tuple, list)) for j in jitter):
         raise NotImplementedError(f"jitter ranges have no lightly counterpart: {jitter}.")
     normalize = None if v["mean"] is None else {"mean": list(v["mean"]), "std": list(v["std"])}
-    return T.BYOLView1Transform(
-        input_size=v["crop_size"], cj_prob=v["jitter_p"], cj_strength=1.0, cj_bright=jitter[0],
-        cj_contrast=jitter[1], cj_sat=jitter[2], cj_hue=jitter[3], min_scale=v["crop_scale"][0],
-        random_gray_scale=v["grayscale_p"], gaussian_blur=v["blur_p"], solarization_prob=v["solarize_p"],
-        sigmas=tuple(v["blur_sigma"]), hf_prob=v["flip_p"], normalize=normalize)
+    kw = dict(cj_prob=v["jitter_p"], cj_strength=1.0, cj_bright=jitter[0], cj_contrast=jitter[1], cj_sat=jitter[2],
+              cj_hue=jitter[3], random_gray_scale=v["grayscale_p"], gaussian_blur=v["blur_p"],
+              solarization_prob=v["solarize_p"], sigmas=tuple(v["blur_sigma"]), hf_prob=v["flip_p"],
+              normalize=normalize)
+    if scale[1] != 1.0:
+        return T.DINOViewTransform(crop_size=v["crop_size"], crop_scale=scale, **kw)
+    return T.BYOLView1Transform(input_size=v["crop_size"], min_scale=scale[0], **kw)
 
 
 def views_transform(views: Sequence[Mapping]):
@@ -326,12 +352,13 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
     parameters (biases, norms) without weight decay and LARS adaptation when `exclude_rank1`;
     parameters whose path (`predictor/0/weight`, the module names with "/") matches
     `fixed_lr_paths` stay at the peak learning rate; everything else follows jaxssl's own
-    warm-up + cosine schedule, evaluated by `before_step(step)`; `clip()` applies `grad_clip`.
+    warm-up + cosine schedule, and the decayed groups jaxssl's weight-decay schedule
+    (`weight_decay_end`: cosine, DINO's), both evaluated by `before_step(step)`; `clip()` applies
+    `grad_clip` (global, or per parameter tensor: DINO's `clip_gradients`).
     """
     from jaxssl.train import optim
     opt = lambda key: optim.option(cfg, key)
-    if opt("weight_decay_end") not in (None, opt("weight_decay")):
-        raise NotImplementedError("a weight-decay schedule (weight_decay_end) is not wired up on the torch side.")
+    wd_schedule = optim.weight_decay(cfg, total_steps)  # a constant, or jaxssl's cosine to weight_decay_end
     peak = optim.peak_learning_rate(cfg, batch_size)
     schedule = optim.learning_rate(cfg, batch_size, total_steps)
     wd, pattern = opt("weight_decay"), opt("fixed_lr_paths")
@@ -343,7 +370,7 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
             groups.setdefault((fixed, decay), []).append(p)
     if pattern and not any(fixed for fixed, _ in groups):
         raise ValueError(f"fixed_lr_paths {pattern!r} matches no torch parameter name.")
-    param_groups = [{"params": ps, "weight_decay": wd if decay else 0.0, "fixed": fixed}
+    param_groups = [{"params": ps, "weight_decay": wd if decay else 0.0, "fixed": fixed, "decay": decay}
                     for (fixed, decay), ps in groups.items()]
     name = opt("name")
     if name == "lars":
@@ -362,8 +389,11 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
 
     def before_step(step: int):
         lr = float(schedule(step))
+        wd_now = float(wd_schedule(step)) if callable(wd_schedule) else None
         for g in torch_opt.param_groups:
             g["lr"] = peak if g["fixed"] else lr
+            if wd_now is not None and g["decay"]:
+                g["weight_decay"] = wd_now
 
     clip_norm, mode = opt("grad_clip"), opt("grad_clip_mode")
     trainable = [p for p in model.parameters() if p.requires_grad]

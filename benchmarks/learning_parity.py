@@ -57,7 +57,7 @@ import time
 import _common
 import numpy as np
 
-COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins")
+COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins", "swav")
 
 
 def method_config(method: str, steps: int, seed: int):
@@ -165,11 +165,14 @@ def train_lightly(config, x_train, batches, evaluate, workers: int):
     t0, first_step_s, steps = time.perf_counter(), None, 0
     for i, (views, _) in enumerate(data):
         before_step(i)
+        model.step = i  # schedules inside the model (teacher temperature, frozen layers, queue start) read it
         if momentum is not None:
             model.momentum = float(momentum(i))
         opt.zero_grad(set_to_none=True)
         loss = model.loss(*views)
         loss.backward()
+        if hasattr(model, "after_backward"):  # e.g. DINO's frozen last layer: its gradients dropped
+            model.after_backward()
         clip()
         opt.step()
         steps += 1
