@@ -1,8 +1,11 @@
-"""The PyTorch/lightly side of the ViT-S/16 DINO throughput benchmark (`throughput_dino.py`).
+"""The PyTorch/lightly side of DINO: the ViT-S/16 throughput benchmark (`throughput_dino.py`) and
+`learning_parity.py` (`from_config`: any jaxssl DINO config, e.g. the `:cpu` ResNet-18 with
+BatchNorm in the head and LARS, the student evaluated as jaxssl does).
 
 Only benchmarks import this module (it needs `.venv-bench` plus timm, see benchmarks/README.md).
-It mirrors jaxssl's `configs/dino_vits16_imagenet.py` step, written the way lightly's DINO example
-writes it, with the reference's (facebookresearch/dino) choices where jaxssl follows them:
+The throughput side mirrors jaxssl's `configs/dino_vits16_imagenet.py` step, written the way
+lightly's DINO example writes it, with the reference's (facebookresearch/dino) choices where
+jaxssl follows them:
 
 - backbone: timm's `vit_small_patch16_224` (`dynamic_img_size=True`: the position embedding is
   resized for the 96 px crops, as DINO's `interpolate_pos_encoding`), stochastic depth 0.1 in
@@ -22,6 +25,7 @@ writes it, with the reference's (facebookresearch/dino) choices where jaxssl fol
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import torch
@@ -40,19 +44,31 @@ def vit(size: int, drop_path_rate: float, width: int | None = None, depth: int |
 
 
 class DINO(nn.Module):
-    """Student and EMA teacher (backbone + DINOProjectionHead) and lightly's DINOLoss."""
+    """Student and EMA teacher (backbone + DINOProjectionHead) and lightly's DINOLoss.
 
-    def __init__(self, *, size: int, drop_path_rate: float, out_dim: int, hidden_dim: int, bottleneck_dim: int,
-                 norm_last_layer: bool, freeze_last_layer: int, student_temperature: float, center_momentum: float,
-                 width: int | None = None, depth: int | None = None, heads: int | None = None):
+    The trainer sets `momentum` (the teacher EMA, applied at the start of `loss`, lightly's order)
+    and `step` before each `loss`; the teacher temperature is `teacher_temperature(step)`.
+    `after_backward()` drops the last layer's gradients while `step < freeze_last_layer`
+    (lightly's `cancel_last_layer_gradients`, in steps here). Crops of one size share a backbone
+    call (`_peers_multicrop.by_resolution`); the teacher sees the first `global_views` views.
+    """
+
+    momentum: float = 0.996
+    step: int = 0
+
+    def __init__(self, student_backbone: nn.Module, teacher_backbone: nn.Module, *, out_dim: int, hidden_dim: int,
+                 bottleneck_dim: int, norm_last_layer: bool, freeze_last_layer: int, student_temperature: float,
+                 center_momentum: float, teacher_temperature: Callable[[int], float], batch_norm: bool = False,
+                 global_views: int = 2):
         super().__init__()
         from lightly.loss import DINOLoss
         from lightly.models.modules import DINOProjectionHead
         from lightly.models.utils import deactivate_requires_grad
-        self.student_backbone = vit(size, drop_path_rate, width, depth, heads)
-        self.teacher_backbone = vit(size, 0.0, width, depth, heads)
-        head = lambda: DINOProjectionHead(self.student_backbone.num_features, hidden_dim, bottleneck_dim, out_dim,
-                                          batch_norm=False, freeze_last_layer=freeze_last_layer,
+        self.student_backbone, self.teacher_backbone = student_backbone, teacher_backbone
+        self.teacher_temperature, self.global_views = teacher_temperature, global_views
+        width = getattr(student_backbone, "out_dim", None) or student_backbone.num_features  # ours / timm's
+        head = lambda: DINOProjectionHead(width, hidden_dim, bottleneck_dim, out_dim,
+                                          batch_norm=batch_norm, freeze_last_layer=freeze_last_layer,
                                           norm_last_layer=norm_last_layer)
         # Two heads and load_state_dict rather than deepcopy: the weight-normed layer holds a
         # non-leaf tensor that deepcopy refuses (lightly's example also builds a second head).
@@ -64,19 +80,45 @@ class DINO(nn.Module):
         self.criterion = DINOLoss(output_dim=out_dim, student_temp=student_temperature,
                                   center_momentum=center_momentum)
 
-    def loss(self, views: list[torch.Tensor], momentum: float, teacher_temperature: float) -> torch.Tensor:
-        """DINO loss of one batch; views = 2 global crops, then the local crops (one size each)."""
+    @property
+    def backbone(self) -> nn.Module:
+        """The student's backbone (what jaxssl's DINO evaluates: `Method.eval_teacher` is False)."""
+        return self.student_backbone
+
+    def loss(self, *views: torch.Tensor) -> torch.Tensor:
+        """DINO loss of one batch; views = the global crops, then the local crops."""
         from lightly.models.utils import update_momentum
-        update_momentum(self.student_backbone, self.teacher_backbone, m=momentum)
-        update_momentum(self.student_head, self.teacher_head, m=momentum)
-        n = len(views)
-        with torch.no_grad():
-            teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2)
-        feats = [self.student_backbone(torch.cat(views[:2]))]
-        if n > 2:
-            feats.append(self.student_backbone(torch.cat(views[2:])))
-        student = self.student_head(torch.cat(feats)).chunk(n)
-        return self.criterion(list(teacher), list(student), teacher_temp=teacher_temperature)
+
+        from _peers_multicrop import by_resolution
+        update_momentum(self.student_backbone, self.teacher_backbone, m=self.momentum)
+        update_momentum(self.student_head, self.teacher_head, m=self.momentum)
+        n, g = len(views), self.global_views
+        with torch.no_grad():  # the teacher in training mode (BatchNorm batch statistics), as the reference
+            teacher = self.teacher_head(by_resolution(self.teacher_backbone, views[:g])).chunk(g)
+        student = self.student_head(by_resolution(self.student_backbone, views)).chunk(n)
+        return self.criterion(list(teacher), list(student), teacher_temp=float(self.teacher_temperature(self.step)))
+
+    def after_backward(self) -> None:
+        self.student_head.cancel_last_layer_gradients(current_epoch=self.step)
+
+
+def from_config(config, backbone: nn.Module) -> DINO:
+    """lightly's DINO with the head, loss and schedules of jaxssl's `config.method_kw` (`config.method`
+    "dino"), the teacher a second `_peers.backbone` without stochastic depth, as jaxssl's."""
+    from jaxssl import schedules
+    kw = dict(config.method_kw)
+    if config.method != "dino":
+        raise NotImplementedError(f"_peers_dino.from_config builds DINO, got {config.method!r}.")
+    if kw.get("crop_grouping", "resolution") != "resolution":
+        raise NotImplementedError("only crop_grouping='resolution' is wired up.")
+    teacher = _peers.backbone(config.model, drop_path_rate=0.0)
+    tau = schedules.teacher_temperature(kw["warmup_teacher_temperature"], kw["teacher_temperature"],
+                                        kw["warmup_teacher_temperature_steps"])
+    return DINO(backbone, teacher, out_dim=kw["out_dim"], hidden_dim=kw["hidden_dim"],
+                bottleneck_dim=kw["bottleneck_dim"], norm_last_layer=kw["norm_last_layer"],
+                freeze_last_layer=kw.get("freeze_last_layer_steps", 0), student_temperature=kw["student_temperature"],
+                center_momentum=kw["center_momentum"], teacher_temperature=lambda i: float(tau(i)),
+                batch_norm=kw.get("use_bn_in_head", False), global_views=kw.get("global_views", 2))
 
 
 def adamw(model: DINO, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:
@@ -101,10 +143,10 @@ def clip_per_param_(params: list[torch.Tensor], max_norm: float, eps: float = 1e
 
 
 def train_step_fn(model: DINO, opt: torch.optim.Optimizer, *, device: str, bf16: bool, lr, weight_decay,
-                  teacher_temperature, total_steps: int, base_momentum: float, grad_clip: float | None):
+                  total_steps: int, base_momentum: float, grad_clip: float | None):
     """step(views) -> loss tensor: schedules, EMA, forward (autocast when bf16), backward, clip, AdamW.
 
-    `lr`, `weight_decay`, `teacher_temperature`: step -> float (the same schedules as jaxssl).
+    `lr`, `weight_decay`: step -> float (the same schedules as jaxssl); the teacher temperature is the model's.
     """
     from lightly.utils.scheduler import cosine_schedule
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -117,9 +159,9 @@ def train_step_fn(model: DINO, opt: torch.optim.Optimizer, *, device: str, bf16:
             if g["decay"]:
                 g["weight_decay"] = weight_decay(i)
         views = [v.to(device, non_blocking=True) for v in views]
-        m = cosine_schedule(i, total_steps, base_momentum, 1.0)
+        model.momentum, model.step = cosine_schedule(i, total_steps, base_momentum, 1.0), i
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-            loss = model.loss(views, m, teacher_temperature(i))
+            loss = model.loss(*views)
         loss.backward()
         model.student_head.cancel_last_layer_gradients(current_epoch=0)  # freeze_last_layer epochs
         if grad_clip:

@@ -57,7 +57,7 @@ import time
 import _common
 import numpy as np
 
-COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins", "swav")
+COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins", "swav", "dino")
 
 
 def method_config(method: str, steps: int, seed: int):

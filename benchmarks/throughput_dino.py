@@ -184,21 +184,22 @@ def lightly_steps(args, images: np.ndarray, cfg, kw):
         # TF32 matmuls in float32, as XLA does by default on GPUs (torch's default is full fp32).
         torch.set_float32_matmul_precision("high")
     opt_cfg = cfg.optimizer
-    model = peers.DINO(size=args.global_size, drop_path_rate=cfg.model.drop_path_rate, out_dim=kw["out_dim"],
-                       hidden_dim=kw["hidden_dim"], bottleneck_dim=kw["bottleneck_dim"],
-                       norm_last_layer=kw["norm_last_layer"], freeze_last_layer=1 if args.freeze_last_layer else -1,
+    warm_t, tau_t, warm_steps = (kw["warmup_teacher_temperature"], kw["teacher_temperature"],
+                                 kw["warmup_teacher_temperature_steps"])
+    teacher_temperature = lambda i: warm_t + (tau_t - warm_t) * min(i / max(warm_steps, 1), 1.0)
+    vit = lambda drop_path_rate: peers.vit(args.global_size, drop_path_rate, args.width, args.depth, args.heads)
+    model = peers.DINO(vit(cfg.model.drop_path_rate), vit(0.0), out_dim=kw["out_dim"], hidden_dim=kw["hidden_dim"],
+                       bottleneck_dim=kw["bottleneck_dim"], norm_last_layer=kw["norm_last_layer"],
+                       freeze_last_layer=1 if args.freeze_last_layer else -1,
                        student_temperature=kw["student_temperature"], center_momentum=kw["center_momentum"],
-                       width=args.width, depth=args.depth, heads=args.heads).to(device)
+                       teacher_temperature=teacher_temperature).to(device)
     total = cfg.total_steps
     peak = opt_cfg.base_lr * args.batch / 256
     opt = peers.adamw(model, peak, opt_cfg.weight_decay, (opt_cfg.b1, opt_cfg.b2))
-    warm_t, tau_t, warm_steps = (kw["warmup_teacher_temperature"], kw["teacher_temperature"],
-                                 kw["warmup_teacher_temperature_steps"])
     step = peers.train_step_fn(
         model, opt, device=device, bf16=args.dtype == "bfloat16",
         lr=peers.cosine(peak, peak * opt_cfg.end_lr_factor, total, opt_cfg.warmup_steps),
         weight_decay=peers.cosine(opt_cfg.weight_decay, opt_cfg.weight_decay_end, total),
-        teacher_temperature=lambda i: warm_t + (tau_t - warm_t) * min(i / max(warm_steps, 1), 1.0),
         total_steps=total, base_momentum=kw["base_momentum"], grad_clip=opt_cfg.grad_clip)
     tf = peers.transform(args.global_size, args.local_size, args.local_views)
     it = iter(peers.loader(images, tf, args.batch, args.workers, pin_memory=device.startswith("cuda")))
