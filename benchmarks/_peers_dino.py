@@ -1,6 +1,6 @@
-"""The PyTorch/lightly side of DINO: the ViT-S/16 throughput benchmark (`throughput_dino.py`) and
-`learning_parity.py` (`from_config`: any jaxssl DINO config, e.g. the `:cpu` ResNet-18 with
-BatchNorm in the head and LARS, the student evaluated as jaxssl does).
+"""The PyTorch/lightly side of DINO and iBOT: the ViT-S/16 throughput benchmark (`throughput_dino.py`)
+and `learning_parity.py` (`from_config`: a jaxssl DINO config, e.g. the `:cpu` ResNet-18 with
+BatchNorm in the head and LARS, or an iBOT config, `IBOT`; the student evaluated as jaxssl does).
 
 Only benchmarks import this module (it needs `.venv-bench` plus timm, see benchmarks/README.md).
 The throughput side mirrors jaxssl's `configs/dino_vits16_imagenet.py` step, written the way
@@ -102,23 +102,89 @@ class DINO(nn.Module):
         self.student_head.cancel_last_layer_gradients(current_epoch=self.step)
 
 
+class IBOT(DINO):
+    """iBOT from lightly's pieces: the DINO [CLS] loss over all crops plus lightly's `IBOTPatchLoss`.
+
+    Both backbones are timm ViTs in lightly's `MaskedVisionTransformerTIMM` (timm's own init and
+    learned position table kept: `weight_initialization`/`pos_embed_initialization="skip"`;
+    `antialias=False`: the table resized for the local crops as jaxssl's ViT, bicubic without
+    antialiasing). Each step, `lightly.models.utils.random_block_mask` masks the student's global
+    crops (DINOv2's masking: `mask_probability` of the images, ratios spread over `mask_ratio`,
+    blocks of at least `min_mask_patches`); one head (`separate_head=False`) maps [CLS] tokens and
+    the masked patch tokens; the teacher sees the unmasked global crops.
+    """
+
+    def __init__(self, student_backbone: nn.Module, teacher_backbone: nn.Module, *, mask_ratio, mask_probability: float,
+                 min_mask_patches: int, dino_loss_weight: float, ibot_loss_weight: float, **dino_kw):
+        from lightly.loss import IBOTPatchLoss
+        from lightly.models.modules import MaskedVisionTransformerTIMM
+
+        def wrap(vit):
+            m = MaskedVisionTransformerTIMM(vit=vit, weight_initialization="skip", pos_embed_initialization="skip",
+                                            antialias=False)
+            m.out_dim = vit.num_features
+            return m
+        super().__init__(wrap(student_backbone), wrap(teacher_backbone), **dino_kw)
+        self.patch = student_backbone.patch_embed.patch_size[0]
+        self.mask_ratio, self.mask_probability, self.min_mask_patches = tuple(mask_ratio), mask_probability, \
+            min_mask_patches
+        self.weights = (dino_loss_weight, ibot_loss_weight)
+        self.patch_criterion = IBOTPatchLoss(output_dim=dino_kw["out_dim"], student_temp=dino_kw["student_temperature"],
+                                             center_momentum=dino_kw["center_momentum"])
+
+    def loss(self, *views: torch.Tensor) -> torch.Tensor:
+        from lightly.models.utils import random_block_mask, update_momentum
+
+        from _peers_multicrop import by_resolution
+        update_momentum(self.student_backbone, self.teacher_backbone, m=self.momentum)
+        update_momentum(self.student_head, self.teacher_head, m=self.momentum)
+        n, g, b = len(views), self.global_views, views[0].shape[0]
+        tau = float(self.teacher_temperature(self.step))
+        x = torch.cat(views[:g])
+        masks = random_block_mask((g * b, x.shape[2] // self.patch, x.shape[3] // self.patch),
+                                  batch_mask_ratio=self.mask_probability, min_image_mask_ratio=self.mask_ratio[0],
+                                  max_image_mask_ratio=self.mask_ratio[1],
+                                  min_num_masks_per_block=self.min_mask_patches, device=x.device)
+        flat = masks.flatten(1)
+        with torch.no_grad():
+            t = self.teacher_backbone.encode(x)
+            t = self.teacher_head(torch.cat([t[:, 0], t[:, 1:][flat]]))
+        # The mask covers the patch tokens; the CLS token (position 0) is never masked.
+        s = self.student_backbone.encode(x, mask=torch.cat([flat.new_zeros(g * b, 1), flat], 1))
+        local = [by_resolution(self.student_backbone, views[g:])] if n > g else []
+        s = self.student_head(torch.cat([s[:, 0], *local, s[:, 1:][flat]]))
+        cls_loss = self.criterion(list(t[:g * b].chunk(g)), list(s[:n * b].chunk(n)), teacher_temp=tau)
+        patch_loss = self.patch_criterion(t[g * b:], s[n * b:], masks, teacher_temp=tau)
+        return self.weights[0] * cls_loss + self.weights[1] * patch_loss
+
+
 def from_config(config, backbone: nn.Module) -> DINO:
-    """lightly's DINO with the head, loss and schedules of jaxssl's `config.method_kw` (`config.method`
-    "dino"), the teacher a second `_peers.backbone` without stochastic depth, as jaxssl's."""
+    """lightly's DINO (`config.method` "dino") or iBOT ("ibot") with the head, losses and schedules of
+    jaxssl's `config.method_kw`, the teacher a second `_peers.backbone` without stochastic depth."""
     from jaxssl import schedules
     kw = dict(config.method_kw)
-    if config.method != "dino":
-        raise NotImplementedError(f"_peers_dino.from_config builds DINO, got {config.method!r}.")
+    if config.method not in ("dino", "ibot"):
+        raise NotImplementedError(f"_peers_dino.from_config builds DINO and iBOT, got {config.method!r}.")
     if kw.get("crop_grouping", "resolution") != "resolution":
         raise NotImplementedError("only crop_grouping='resolution' is wired up.")
     teacher = _peers.backbone(config.model, drop_path_rate=0.0)
     tau = schedules.teacher_temperature(kw["warmup_teacher_temperature"], kw["teacher_temperature"],
                                         kw["warmup_teacher_temperature_steps"])
-    return DINO(backbone, teacher, out_dim=kw["out_dim"], hidden_dim=kw["hidden_dim"],
-                bottleneck_dim=kw["bottleneck_dim"], norm_last_layer=kw["norm_last_layer"],
-                freeze_last_layer=kw.get("freeze_last_layer_steps", 0), student_temperature=kw["student_temperature"],
-                center_momentum=kw["center_momentum"], teacher_temperature=lambda i: float(tau(i)),
-                batch_norm=kw.get("use_bn_in_head", False), global_views=kw.get("global_views", 2))
+    dino_kw = dict(out_dim=kw["out_dim"], hidden_dim=kw["hidden_dim"], bottleneck_dim=kw["bottleneck_dim"],
+                   norm_last_layer=kw["norm_last_layer"], freeze_last_layer=kw.get("freeze_last_layer_steps", 0),
+                   student_temperature=kw["student_temperature"], center_momentum=kw["center_momentum"],
+                   teacher_temperature=lambda i: float(tau(i)), batch_norm=kw.get("use_bn_in_head", False),
+                   global_views=kw.get("global_views", 2))
+    if config.method == "dino":
+        return DINO(backbone, teacher, **dino_kw)
+    unsupported = {k: kw.get(k) for k, ok in (("centering", "ema"), ("separate_head", False),
+                                                ("koleo_loss_weight", 0.0)) if kw.get(k, ok) != ok}
+    if unsupported or config.model.name != "vit":
+        raise NotImplementedError(f"iBOT's torch side: a ViT, EMA centring, one shared head, no KoLeo; got "
+                                  f"{unsupported}, model {config.model.name!r}.")
+    return IBOT(backbone, teacher, mask_ratio=kw["mask_ratio"], mask_probability=kw["mask_probability"],
+                min_mask_patches=kw["min_mask_patches"], dino_loss_weight=kw["dino_loss_weight"],
+                ibot_loss_weight=kw["ibot_loss_weight"], **dino_kw)
 
 
 def adamw(model: DINO, lr: float, weight_decay: float, betas=(0.9, 0.999)) -> torch.optim.AdamW:

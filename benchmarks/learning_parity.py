@@ -28,9 +28,10 @@ for lightly, and the data order of s.
 
 Covered: SimCLR, BYOL, MoCo v2 (lightly's memory bank, `SplitBatchNorm` + `batch_shuffle`),
 MoCo v3 (lightly's heads; lightly 1.6 has no MoCo v3 loss, the official `ctr` is written out),
-SimSiam, VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`), and MAE (the `:cpu` image
-transformer as the timm model jaxssl's export maps to, `_peers_vit.timm_backbone`; both parameter
-counts are printed and recorded as `backbone_params`). SwAV (`_peers_multicrop.py`): lightly's
+SimSiam, VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`), MAE (the `:cpu` image
+transformer) and iBOT (the `:cpu` ViT), the transformers as the timm model jaxssl's export maps
+to (`_peers_vit.timm_backbone`; both parameter counts are printed and recorded as
+`backbone_params`). SwAV (`_peers_multicrop.py`): lightly's
 `SwaVProjectionHead`, `SwaVPrototypes` (frozen for `freeze_prototypes_steps`, `normalize()` each
 step), `SwaVLoss` and a `MemoryBankModule` queue per high-resolution crop, filled every step and
 used from `queue_start_step` once full, as jaxssl's. DINO (`_peers_dino.py`): lightly's
@@ -40,9 +41,14 @@ for `freeze_last_layer_steps`; both sides evaluate the student (jaxssl's `Method
 False). MAE (`_peers_vit.py`): lightly's `MaskedVisionTransformerTIMM`, `random_token_mask`,
 `MaskedVisionTransformerDecoderTIMM` and a Linear prediction head, MSE on the masked patches with
 per-patch normalised targets (`norm_pix_loss`); features: the mean of the final-LayerNorm'd tokens
-on both sides. Multi-crop methods put each run of same-size crops through the backbone in one call
-(`_peers_multicrop.by_resolution`), as jaxssl's `crop_grouping="resolution"`. Not covered yet:
-iBOT (lightly's `IBOTPatchLoss` + the DINO pieces), data2vec (no lightly counterpart).
+on both sides. iBOT (`_peers_dino.IBOT`): the DINO pieces on lightly's
+`MaskedVisionTransformerTIMM` (mask token, timm's init and learned position table), lightly's
+`random_block_mask` on the student's global crops, one head shared by [CLS] and patch tokens,
+`DINOLoss` + `IBOTPatchLoss` weighted as the config, AdamW with the weight-decay schedule and
+per-tensor clipping; features: the final-LayerNorm'd [CLS] token on both sides. Multi-crop
+methods put each run of same-size crops through the backbone in one call
+(`_peers_multicrop.by_resolution`), as jaxssl's `crop_grouping="resolution"`. Not covered:
+data2vec (no lightly counterpart).
 Known implementation differences kept on purpose (it is lightly's implementation that is
 measured): lightly's head details (e.g. SimCLR's and MoCo v3's output BN is affine, jaxssl's is
 not; lightly's `SwaVPrototypes` have a bias, jaxssl's and the reference's have none), its loss
@@ -54,6 +60,10 @@ truncated normal 0.02 in the blocks, flax's defaults in the decoder's Linears; f
 variance, as the reference; jaxssl: biased), lightly's token count (`int(N (1 - r))` kept;
 jaxssl masks `round(r N)`: the same 16 of 64 at `:cpu`), and the prototype freeze (lightly drops
 the prototypes' gradient, so LARS skips them; jaxssl zeroes it and still applies the 1e-6 decay).
+iBOT: lightly's masking is DINOv2's (exactly `mask_probability` of the images masked, their ratios
+spread evenly over `mask_ratio`; jaxssl draws each image's mask and ratio independently), its
+patch centre is updated from the masked tokens only (jaxssl and the reference: all patch tokens),
+and its mask token (1, 1, D) is weight-decayed by the rank rule (jaxssl's (D,) is not).
 
   PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods simclr --steps 500
   PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --methods mae --steps 400  # + linear probe
@@ -80,7 +90,8 @@ import time
 import _common
 import numpy as np
 
-COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins", "swav", "dino", "mae")
+COVERED = ("simclr", "byol", "moco_v2", "moco_v3", "simsiam", "vicreg", "barlow_twins", "swav", "dino", "mae",
+           "ibot")
 # Methods whose runs also get the linear probe by default (`--linear-probe auto`): issue 19 asks for it
 # for the reconstruction methods, whose features a kNN reads poorly.
 PROBED = ("mae", "data2vec")
