@@ -33,12 +33,27 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 
+def conv_init_(weight: torch.Tensor, name: str) -> None:
+    """jaxssl's `resnet.CONV_INITS[name]` in PyTorch (in place)."""
+    if name == "torchvision":
+        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+    elif name == "lecun_normal":  # flax: truncated at 2 std, std corrected for the truncation
+        std = (1.0 / nn.init._calculate_fan_in_and_fan_out(weight)[0]) ** 0.5 / 0.87962566103423978
+        nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+    else:
+        raise ValueError(f"unknown conv_init {name!r}")
+
+
 class ResNet18(nn.Module):
     """torchvision BasicBlock ResNet-18, CIFAR stem, channels 64*width*(1, 2, 4, 8); returns pooled features."""
 
-    def __init__(self, width: float = 1.0, zero_init_residual: bool = True, bn_splits: int = 1):
+    def __init__(self, width: float = 1.0, zero_init_residual: bool = True, bn_splits: int = 1,
+                 conv_init: str = "lecun_normal"):
         """`bn_splits` > 1: every BatchNorm is lightly's `SplitBatchNorm` (statistics per group of
-        N/bn_splits images, MoCo's CIFAR-10 demo `bn_splits`)."""
+        N/bn_splits images, MoCo's CIFAR-10 demo `bn_splits`). `conv_init`: jaxssl's
+        `resnet.Model.conv_init`, the same distribution ("torchvision": torchvision's own
+        kaiming_normal_ fan_out, what `torchvision.models.resnet18()` gives lightly's users;
+        "lecun_normal": flax's truncated normal of variance 1 / fan_in)."""
         super().__init__()
         block = torchvision.models.resnet.BasicBlock
         norm = nn.BatchNorm2d
@@ -57,6 +72,9 @@ class ResNet18(nn.Module):
             inplanes = planes
         self.layers = nn.Sequential(*layers)
         self.out_dim = inplanes
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                conv_init_(m.weight, conv_init)
         for m in self.modules():
             if isinstance(m, block) and zero_init_residual:
                 nn.init.zeros_(m.bn2.weight)  # zero_init_residual, as jaxssl's ResNet and torchvision's flag
@@ -251,7 +269,7 @@ def backbone(model_cfg, *, bn_splits: int = 1, drop_path_rate: float | None = No
         if not (str(model_cfg.variant) == "18" and model_cfg.get("cifar_stem")):
             raise NotImplementedError(f"PyTorch ResNet only for ResNet-18 with the CIFAR stem, got {dict(model_cfg)}.")
         return ResNet18(model_cfg.get("width", 1.0), zero_init_residual=model_cfg.get("zero_init_residual", True),
-                        bn_splits=bn_splits)
+                        bn_splits=bn_splits, conv_init=model_cfg.get("conv_init", "lecun_normal"))
     import _peers_vit
     return _peers_vit.timm_backbone(model_cfg, drop_path_rate)
 

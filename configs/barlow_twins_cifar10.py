@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = {**common.simclr_view(32, strength=0.5, scale=(0.08, 1.0)), "saturation": 0.2}
     config = common.base_config("barlow_twins", batch_size=batch_size, total_steps=1000 * epoch,  # max_epochs 1000
                                 views=(view, {**view, "solarize_p": 0.2}), knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # solo-learn barlow.yaml: proj_hidden_dim 2048, proj_output_dim 2048, scale_loss 0.1, and
     # lamb 0.0051 (its default; the Barlow Twins reference code's --lambd).
     config.method_kw = dict(proj_hidden=(2048, 2048), proj_dim=2048, lambd=0.0051, scale_loss=0.1)

@@ -120,6 +120,17 @@ CIFAR10_TRAIN_IMAGES = 50_000
 CIFAR10_DATA = dict(name="cifar10", split="train", data_dir="", prepare_offline=True, worker_count=0)
 # ResNet-18 with the CIFAR stem (3x3 conv, no max-pool), as solo-learn and SimCLR B.9 on CIFAR.
 RESNET18_CIFAR = dict(name="resnet", variant="18", width=1.0, cifar_stem=True)
+
+
+def torchvision_resnet_init(config: ml_collections.ConfigDict) -> None:
+    """The conv init of the PyTorch references' ResNets, when `config.model` is a ResNet (in place):
+    torchvision/models/resnet.py `ResNet.__init__` kaiming_normal_(mode="fan_out") (MoCo, SimSiam,
+    Barlow Twins, DINO build `torchvision.models`; SwAV's src/resnet50.py and VICReg's resnet.py
+    copy that init). jaxssl's default, flax's lecun_normal, is the TF/haiku references' (SimCLR, BYOL)."""
+    if config.model.name == "resnet":
+        config.model.conv_init = "torchvision"
+
+
 # ViT-Ti/4: 192 wide, 12 blocks, 3 heads, 4x4 patches (64 tokens at 32 px), drop-path 0.1.
 VIT_TI4_CIFAR = dict(name="vit", variant="Ti/4", img_size=32, drop_path_rate=0.1)
 # XLA's CPU convolutions (above all their backward pass) are slow at small channel counts: a

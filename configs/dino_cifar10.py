@@ -34,6 +34,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("dino", batch_size=batch_size, total_steps=1000 * epoch, views=common.dino_views(32),
                                 knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # facebookresearch/dino main_dino.py builds ResNets as `torchvision_models.__dict__[args.arch]()`:
     # no zero-init of the last BN (the ViT variant below replaces the model).
     config.model.zero_init_residual = False

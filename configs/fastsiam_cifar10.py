@@ -28,6 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(32, strength=0.5, scale=(0.2, 1.0))
     config = common.base_config("fastsiam", batch_size=batch_size, total_steps=800 * epoch,
                                 views=(view,) * 4, knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # SimSiam Appendix D / Sec. 4: 2-layer 2048-d projector on CIFAR, predictor bottleneck 512.
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=2048, pred_hidden=(512,))
     # SimSiam Appendix D: SGD lr 0.03 x batch/256, weight decay 5e-4, cosine; fix_pred_lr; every

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(32, strength=0.5)
     config = common.base_config("moco_v2", batch_size=batch_size, total_steps=200 * epoch,  # demo: epochs 200.
                                 views=(view, view), knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # torchvision's default init, no zero-init of the last BN (facebookresearch/moco main_moco.py builds
     # `models.__dict__[args.arch]` without zero_init_residual).
     config.model.zero_init_residual = False

@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("moco_v3", batch_size=batch_size, total_steps=1000 * epoch,  # solo-learn: 1000 epochs.
                                 views=common.byol_views(32), knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # Official: --moco-dim 256 --moco-mlp-dim 4096 --moco-t 1.0 --moco-m 0.99 --moco-m-cos. The
     # momentum schedule's K follows config.total_steps (a reference, so overrides reach it).
     config.method_kw = dict(temperature=1.0, proj_hidden=(4096,), proj_dim=256, pred_hidden=(4096,),

@@ -31,6 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = common.simclr_view(32, strength=0.5, scale=(0.2, 1.0))
     config = common.base_config("simsiam", batch_size=batch_size, total_steps=800 * epoch,  # Appendix D: 800 epochs.
                                 views=(view, view), knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # Appendix D / Sec. 4: projector 2 layers of 2048 on CIFAR, predictor bottleneck 512.
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=2048, pred_hidden=(512,))
     # Appendix D: SGD, base lr 0.03 (x batch/256), weight decay 5e-4, momentum 0.9, cosine decay;

@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     epoch = common.steps_per_epoch(batch_size)
     config = common.base_config("swav", batch_size=batch_size, total_steps=1000 * epoch,
                                 views=(_view(32, (0.08, 1.0), jitter=0.8, blur_p=0.5),) * 2, knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # facebookresearch/swav src/resnet50.py: ResNet(..., zero_init_residual=False), never set True.
     config.model.zero_init_residual = False
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=128, num_prototypes=3000, temperature=0.1, epsilon=0.05,

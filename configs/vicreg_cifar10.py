@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     view = {**common.simclr_view(32, strength=0.5, scale=(0.2, 1.0), solarize_p=0.1), "saturation": 0.2}
     config = common.base_config("vicreg", batch_size=batch_size, total_steps=1000 * epoch,  # max_epochs 1000
                                 views=(view, view), knn_every_steps=20 * epoch)
+    common.torchvision_resnet_init(config)
     # solo-learn vicreg.yaml: proj_hidden_dim 2048, proj_output_dim 2048 (3 linear layers);
     # sim/var/cov weights 25/25/1 and eps 1e-4 as the paper (Sec. 4.1) and the reference code.
     # solo-learn sums its variance term over the two views where the reference code (and

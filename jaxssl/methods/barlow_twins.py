@@ -20,7 +20,8 @@ from jaxssl.models import heads
 
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj_dim: int = 8192,
-         lambd: float = 0.0051, scale_loss: float = 1.0, eps: float = 1e-5, dtype=jnp.float32) -> base.Method:
+         lambd: float = 0.0051, scale_loss: float = 1.0, eps: float = 1e-5, head_init: str = "torch",
+         dtype=jnp.float32) -> base.Method:
     """Barlow Twins with an MLP projector.
 
     Args:
@@ -32,11 +33,14 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
       lambd: weight of the off-diagonal term (0.0051).
       scale_loss: constant factor on the loss (1.0; solo-learn's CIFAR recipe uses 0.1).
       eps: epsilon of the per-dimension standardisation (1e-5).
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the projector (the loss is computed in float32).
     """
     if lambd < 0 or scale_loss <= 0:
         raise ValueError(f"Barlow Twins needs lambd >= 0 and scale_loss > 0, got {lambd} and {scale_loss}.")
-    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    projector = heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype, kernel_init=head_init)
+    net = heads.BackboneWithHeads(backbone, projector=projector)
 
     def objective(params, emb, extra, rng, step):
         del params, rng, step

@@ -20,16 +20,18 @@ from jaxssl.methods import base, simsiam
 
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj_dim: int = 2048,
-         pred_hidden: Sequence[int] = (512,), dtype=jnp.float32) -> base.Method:
+         pred_hidden: Sequence[int] = (512,), head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """FastSiam with SimSiam's heads.
 
     Args:
       backbone: a module mapping images (B,H,W,3) -> features (B,F).
       proj_hidden, proj_dim: the projection MLP (SimSiam: 3 layers of 2048 with BN on the output).
       pred_hidden: the prediction MLP's bottleneck (SimSiam: 512).
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the heads.
     """
-    net = simsiam.network(backbone, proj_hidden, proj_dim, pred_hidden, dtype)
+    net = simsiam.network(backbone, proj_hidden, proj_dim, pred_hidden, head_init, dtype)
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, rng, step

@@ -94,7 +94,7 @@ def grouped_apply(net: nn.Module, variables, x: jax.Array, groups: int,
 
 def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 65536,
          proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128, momentum: float = 0.999,
-         bn_groups: int = 8, dtype=jnp.float32) -> base.Method:
+         bn_groups: int = 8, head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """MoCo v2 with an MLP head, a momentum key encoder and a queue.
 
     Args:
@@ -107,13 +107,16 @@ def make(*, backbone: nn.Module, temperature: float = 0.2, queue_size: int = 655
       momentum: m of the key encoder (0.999, official `--moco-m`).
       bn_groups: G BatchNorm groups for per-group / shuffled BN (see the module docstring);
         1 turns shuffle-BN off (plain synchronised BN).
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the head.
     """
     if not temperature > 0:
         raise ValueError(f"MoCo v2 temperature must be > 0, got {temperature}.")
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"MoCo v2 momentum must be in [0, 1], got {momentum}.")
-    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype))
+    projector = heads.MLP(tuple(proj_hidden), proj_dim, norm="none", dtype=dtype, kernel_init=head_init)
+    net = heads.BackboneWithHeads(backbone, projector=projector)
 
     def init_extra(rng):
         # The official code starts from random unit vectors (`randn` then `normalize`).

@@ -37,7 +37,7 @@ from jaxssl.models import heads
 
 def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, proj_hidden: Sequence[int] = (4096,),
          proj_dim: int = 256, pred_hidden: Sequence[int] = (4096,), base_momentum: float = 0.99,
-         momentum_cosine: bool = True, dtype=jnp.float32) -> base.Method:
+         momentum_cosine: bool = True, head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """MoCo v3 with projector, predictor and a momentum encoder.
 
     Args:
@@ -50,13 +50,14 @@ def make(*, backbone: nn.Module, total_steps: int, temperature: float = 1.0, pro
       pred_hidden: predictor hidden widths ((4096,), output without BN).
       base_momentum: initial momentum (official `--moco-m 0.99`).
       momentum_cosine: raise the momentum to 1 with a half-cosine (`--moco-m-cos`); else constant.
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the heads.
     """
     if not temperature > 0:
         raise ValueError(f"MoCo v3 temperature must be > 0, got {temperature}.")
-    net = heads.BackboneWithHeads(backbone,
-                                  projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                                  predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    mlp = lambda hidden, **kw: heads.MLP(tuple(hidden), proj_dim, dtype=dtype, kernel_init=head_init, **kw)
+    net = heads.BackboneWithHeads(backbone, projector=mlp(proj_hidden, last_norm=True), predictor=mlp(pred_hidden))
 
     def ctr(q, k):
         # Algorithm 1 / official code: `nn.CrossEntropyLoss()(logits, labels) * (2 * self.T)`. The

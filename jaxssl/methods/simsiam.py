@@ -25,15 +25,14 @@ from jaxssl.models import heads
 
 
 def network(backbone: nn.Module, proj_hidden: Sequence[int], proj_dim: int, pred_hidden: Sequence[int],
-            dtype=jnp.float32) -> nn.Module:
+            head_init: str, dtype=jnp.float32) -> nn.Module:
     """SimSiam's encoder f (backbone + projection MLP ending in BN) and prediction MLP h (also FastSiam's)."""
-    return heads.BackboneWithHeads(backbone,
-                                   projector=heads.MLP(tuple(proj_hidden), proj_dim, last_norm=True, dtype=dtype),
-                                   predictor=heads.MLP(tuple(pred_hidden), proj_dim, dtype=dtype))
+    mlp = lambda hidden, **kw: heads.MLP(tuple(hidden), proj_dim, dtype=dtype, kernel_init=head_init, **kw)
+    return heads.BackboneWithHeads(backbone, projector=mlp(proj_hidden, last_norm=True), predictor=mlp(pred_hidden))
 
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj_dim: int = 2048,
-         pred_hidden: Sequence[int] = (512,), dtype=jnp.float32) -> base.Method:
+         pred_hidden: Sequence[int] = (512,), head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """SimSiam with projection and prediction MLPs.
 
     Args:
@@ -44,9 +43,11 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048, 2048), proj
         output as the official code; 2 layers, `proj_hidden=(2048,)`, for CIFAR (Appendix D).
       pred_hidden: "The prediction MLP (h) has BN applied to its hidden fc layers. Its output fc
         does not have BN or ReLU. This MLP has 2 layers [...] h's hidden layer's dimension is 512".
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the heads.
     """
-    net = network(backbone, proj_hidden, proj_dim, pred_hidden, dtype)
+    net = network(backbone, proj_hidden, proj_dim, pred_hidden, head_init, dtype)
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):
         del teacher, rng, step

@@ -43,7 +43,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
          num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3,
          crops_for_assign: Sequence[int] = (0, 1), queue_size: int | None = None, queue_start_step: int = 0,
          freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", crop_grouping: str = "resolution",
-         dtype=jnp.float32) -> base.Method:
+         head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """SwAV.
 
     Args:
@@ -62,6 +62,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
         `heads.Prototypes`).
       crop_grouping: "resolution" (same-size crops concatenated into one backbone call, the
         reference's) or "view" (one call per crop); see `heads.MultiCrop`.
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the heads.
     """
     crops_for_assign = tuple(int(c) for c in crops_for_assign)
@@ -69,7 +71,7 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
     heads.check_grouping(crop_grouping)
     if not crops_for_assign:
         raise ValueError("crops_for_assign must name at least one crop.")
-    net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype),
+    net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype, kernel_init=head_init),
                           heads.Prototypes(num_prototypes, normalize=prototype_norm, dtype=dtype),
                           grouping=crop_grouping)
     score = lambda module, z: module.prototypes(z)

@@ -21,7 +21,7 @@ from jaxssl.models import heads
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj_dim: int = 8192,
          sim_coeff: float = 25.0, std_coeff: float = 25.0, cov_coeff: float = 1.0, eps: float = 1e-4,
-         dtype=jnp.float32) -> base.Method:
+         head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """VICReg with an MLP expander.
 
     Args:
@@ -32,12 +32,15 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (8192, 8192), proj
       proj_dim: embedding size D (8192).
       sim_coeff, std_coeff, cov_coeff: lambda, mu, nu of `jaxssl.losses.vicreg` (25, 25, 1).
       eps: variance epsilon (1e-4).
+      head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
+        `nn.Linear` default) or "lecun_normal" (flax's default).
       dtype: compute dtype of the expander (the loss is computed in float32).
     """
     for name, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
         if value < 0:
             raise ValueError(f"VICReg {name} must be >= 0, got {value}.")
-    net = heads.BackboneWithHeads(backbone, projector=heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype))
+    projector = heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype, kernel_init=head_init)
+    net = heads.BackboneWithHeads(backbone, projector=projector)
 
     def objective(params, emb, extra, rng, step):
         del params, rng, step

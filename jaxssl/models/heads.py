@@ -19,11 +19,28 @@ import jax.numpy as jnp
 from jaxssl import ops
 
 
+def dense_init(name: str, fan_in: int) -> dict:
+    """`nn.Dense` initialiser arguments: "lecun_normal" (flax's defaults: a truncated normal of
+    variance 1/fan_in, zero bias) or "torch" (`torch.nn.Linear.reset_parameters`: kernel and bias
+    uniform in +-1/sqrt(fan_in))."""
+    if name == "lecun_normal":
+        return {}
+    if name == "torch":
+        bound = 1.0 / float(fan_in) ** 0.5
+        return {"kernel_init": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
+                "bias_init": lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)}
+    raise ValueError(f"Unknown head kernel_init {name!r}; choose 'lecun_normal' or 'torch'.")
+
+
 class MLP(nn.Module):
     """Linear -> [BN] -> ReLU, repeated for each hidden width, then Linear(out) [-> BN].
 
     Input (B, D_in) -> output (B, out), float32. `norm` is "batch", "layer" or "none";
     `activation` "relu" or "gelu" (exact GELU, torch's default; MSN's projection head).
+    `kernel_init` is "lecun_normal" (flax's default; the TF/haiku references, SimCLR and BYOL) or
+    "torch" (PyTorch's `nn.Linear` default, the heads of every PyTorch reference: kernel and bias
+    uniform in +-1/sqrt(fan_in)). The init sets the weights' scale and with it, under BatchNorm
+    and weight decay, the effective step size early in training (benchmarks/RESULTS.md section 7).
     """
 
     hidden: Sequence[int] = (2048,)
@@ -33,6 +50,7 @@ class MLP(nn.Module):
     last_norm_scale: bool = False
     dtype: Any = jnp.float32
     activation: str = "relu"
+    kernel_init: str = "lecun_normal"
 
     @nn.compact
     def __call__(self, x, train: bool = True):
@@ -51,12 +69,14 @@ class MLP(nn.Module):
                 return nn.LayerNorm(use_bias=affine, use_scale=scale, dtype=self.dtype, name=name)(y)
             return y
 
+        dense = lambda n, bias, name, fan_in: nn.Dense(n, use_bias=bias, dtype=self.dtype, name=name,
+                                                       **dense_init(self.kernel_init, fan_in))
         x = x.astype(self.dtype)
         for i, width in enumerate(self.hidden):
             # A bias before BatchNorm is redundant (BN removes the mean).
-            x = nn.Dense(width, use_bias=self.norm == "none", dtype=self.dtype, name=f"dense{i}")(x)
+            x = dense(width, self.norm == "none", f"dense{i}", x.shape[-1])(x)
             x = act(normalize(x, f"norm{i}"))
-        x = nn.Dense(self.out, use_bias=not self.last_norm, dtype=self.dtype, name="out")(x)
+        x = dense(self.out, not self.last_norm, "out", x.shape[-1])(x)
         if self.last_norm:
             x = normalize(x, "out_norm", affine=False, scale=self.last_norm_scale)
         return x.astype(jnp.float32)

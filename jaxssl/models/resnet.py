@@ -33,14 +33,36 @@ def _pad(kernel: int) -> list[tuple[int, int]]:
     return [(kernel // 2, kernel // 2)] * 2
 
 
+# The convolutions' kernel init (`Model.conv_init`). BatchNorm follows every conv, so the init's
+# scale does not change the forward pass, but it sets the weights' norm and with it the effective
+# step size of SGD with weight decay (lr / |w|^2 for a scale-invariant weight): learning at a few
+# hundred steps depends on it (benchmarks/RESULTS.md section 7).
+CONV_INITS = {
+    # torchvision/models/resnet.py `ResNet.__init__`: kaiming_normal_(mode="fan_out",
+    # nonlinearity="relu"), a normal of variance 2 / fan_out. The ResNet of every PyTorch
+    # reference (MoCo, SimSiam, SwAV, DINO, Barlow Twins, VICReg: `torchvision.models.resnet50`).
+    "torchvision": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    # flax's default, a truncated normal of variance 1 / fan_in: the `tf.variance_scaling_initializer()`
+    # of google-research/simclr resnet.py and haiku's Conv2D default in deepmind byol.
+    "lecun_normal": nn.initializers.lecun_normal(),
+}
+
+
+def _conv_init(name: str):
+    if name not in CONV_INITS:
+        raise ValueError(f"Unknown conv_init {name!r}; choose one of {sorted(CONV_INITS)}.")
+    return CONV_INITS[name]
+
+
 def _last_scale_init(zero: bool):
     """The scale init of a block's last BatchNorm: zeros (`zero_init_residual`) or ones (torchvision's default)."""
     return nn.initializers.zeros if zero else nn.initializers.ones
 
 
-def _conv_norm(dtype: Any, train: bool):
+def _conv_norm(dtype: Any, train: bool, conv_init: str):
     """The blocks' layer factories: a bias-free conv with PyTorch's padding, and BatchNorm (momentum 0.9)."""
-    conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False, dtype=dtype, name=name)
+    conv = lambda f, k, s, name: nn.Conv(f, (k, k), (s, s), padding=_pad(k), use_bias=False, dtype=dtype, name=name,
+                                         kernel_init=_conv_init(conv_init))
     norm = lambda name, **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=dtype, name=name, **kw)
     return conv, norm
 
@@ -53,12 +75,14 @@ def _add_shortcut(x, y, strides: int, conv, norm):
 
 
 class _Block(nn.Module):
-    """A residual block's fields: width, stride of its first strided conv, compute dtype, last-BN init."""
+    """A residual block's fields: width, stride of its first strided conv, compute dtype, last-BN init,
+    conv kernel init (`CONV_INITS`)."""
 
     filters: int
     strides: int
     dtype: Any
     zero_init_residual: bool = True
+    conv_init: str = "lecun_normal"
 
 
 class _BasicBlock(_Block):
@@ -66,7 +90,7 @@ class _BasicBlock(_Block):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv, norm = _conv_norm(self.dtype, train)
+        conv, norm = _conv_norm(self.dtype, train, self.conv_init)
         y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
         # Zero-init of the last BN scale in each block (Goyal et al., 2017) as in torchvision's
         # `zero_init_residual`: every block starts as the identity. Optional (`Model`).
@@ -79,7 +103,7 @@ class _Bottleneck(_Block):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        conv, norm = _conv_norm(self.dtype, train)
+        conv, norm = _conv_norm(self.dtype, train, self.conv_init)
         y = nn.relu(norm("bn1")(conv(self.filters, 1, 1, "conv1")(x)))
         y = nn.relu(norm("bn2")(conv(self.filters, 3, self.strides, "conv2")(y)))
         y = norm("bn3", scale_init=_last_scale_init(self.zero_init_residual))(conv(4 * self.filters, 1, 1, "conv3")(y))
@@ -101,6 +125,10 @@ class Model(nn.Module):
         (facebookresearch/swav src/resnet50.py: `zero_init_residual=False`) and DINO's ResNet
         (facebookresearch/dino main_dino.py: `torchvision_models.__dict__[args.arch]()`) build
         torchvision's default, False: their configs set it.
+      conv_init: the convolutions' kernel init, a key of `CONV_INITS`: "torchvision" (the
+        PyTorch references' `torchvision.models` ResNet: kaiming normal, fan_out) or
+        "lecun_normal" (flax's default and the TF/haiku references': SimCLR, BYOL). The method
+        configs set their reference's; the default keeps flax's.
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
 
     Call: `model.apply(variables, images (B,H,W,3) float, train=bool)` -> features (B, C_out)
@@ -113,6 +141,7 @@ class Model(nn.Module):
     width: float = 1.0
     cifar_stem: bool = False
     zero_init_residual: bool = True
+    conv_init: str = "lecun_normal"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -124,10 +153,11 @@ class Model(nn.Module):
         base = max(1, int(round(64 * self.width)))
         x = x.astype(self.dtype)
         if self.cifar_stem:
-            x = nn.Conv(base, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name="stem")(x)
+            x = nn.Conv(base, (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name="stem",
+                        kernel_init=_conv_init(self.conv_init))(x)
         else:
             x = nn.Conv(base, (7, 7), (2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                        dtype=self.dtype, name="stem")(x)
+                        dtype=self.dtype, name="stem", kernel_init=_conv_init(self.conv_init))(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                          name="stem_bn")(x)
         x = nn.relu(x)
@@ -136,7 +166,7 @@ class Model(nn.Module):
         for i, depth in enumerate(depths):
             for j in range(depth):
                 strides = 2 if (i > 0 and j == 0) else 1
-                x = block(base * 2**i, strides, self.dtype, self.zero_init_residual,
+                x = block(base * 2**i, strides, self.dtype, self.zero_init_residual, self.conv_init,
                           name=f"stage{i + 1}_block{j + 1}")(x, train)
         pooled = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
         # return_map: also the last stage's feature map (B, h, w, C_out) (VICRegL's local features).
