@@ -101,3 +101,51 @@ def test_simclr_projector_last_bn_scale_no_centre_matches_numpy():
     np.testing.assert_allclose(np.asarray(z), want, rtol=1e-4, atol=1e-5)
     plain = simclr.make(backbone=backbone, proj_hidden=(6,), proj_dim=4, proj_last_bn=False).net.projector
     assert "out_norm" not in plain.init(jax.random.key(1), h)["params"]
+
+
+@pytest.mark.parametrize("conv_init,variance,truncated", [("torchvision", lambda fi, fo: 2.0 / fo, False),
+                                                          ("lecun_normal", lambda fi, fo: 1.0 / fi, True)])
+def test_conv_init_matches_its_reference_distribution(conv_init, variance, truncated):
+    """torchvision's kaiming_normal_(mode="fan_out") is an untruncated normal of variance 2/fan_out;
+    flax's lecun_normal a normal of variance 1/fan_in truncated at 2 std."""
+    m = models.get("resnet", variant="18", width=1.0, cifar_stem=True, conv_init=conv_init)
+    p = m.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), train=False)["params"]
+    w = np.asarray(p["stage4_block2"]["conv1"]["kernel"], np.float64)  # 3x3x512x512: 2.4M draws
+    kh, kw, cin, cout = w.shape
+    want = variance(kh * kw * cin, kh * kw * cout)
+    np.testing.assert_allclose(w.var(), want, rtol=0.01)
+    assert (np.abs(w).max() <= 2 * want ** 0.5 / 0.8796 + 1e-6) == truncated
+
+
+def test_unknown_conv_init_names_the_choices():
+    m = models.get("resnet", variant="18", width=0.0625, cifar_stem=True, conv_init="kaiming")
+    with pytest.raises(ValueError, match="conv_init 'kaiming'.*lecun_normal.*torchvision"):
+        m.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), train=False)
+
+
+@pytest.mark.parametrize("name,conv_init", [("simsiam_cifar10", "torchvision"), ("moco_v2_cifar10", "torchvision"),
+                                            ("barlow_twins_cifar10", "torchvision"), ("dino_cifar10", "torchvision"),
+                                            ("simclr_cifar10", "lecun_normal"), ("byol_cifar10", "lecun_normal")])
+def test_recipes_choose_their_references_conv_init(name, conv_init):
+    import importlib
+    config = importlib.import_module(f"configs.{name}").get_config("cpu")
+    assert models.get(**config.model).conv_init == conv_init
+
+
+def test_mlp_torch_init_is_nn_linear_default():
+    """`kernel_init="torch"`: kernel and bias uniform in +-1/sqrt(fan_in) (torch.nn.Linear.reset_parameters);
+    "lecun_normal": flax's truncated normal of variance 1/fan_in and a zero bias."""
+    x = jnp.ones((2, 256))
+    for init in ("torch", "lecun_normal"):
+        p = heads.MLP((512,), 1024, kernel_init=init).init(jax.random.key(0), x, train=False)["params"]
+        k, b = np.asarray(p["out"]["kernel"], np.float64), np.asarray(p["out"]["bias"], np.float64)
+        bound = 1 / 512 ** 0.5
+        if init == "torch":
+            assert np.abs(k).max() <= bound and np.abs(b).max() <= bound
+            np.testing.assert_allclose(k.var(), bound ** 2 / 3, rtol=0.02)
+            np.testing.assert_allclose(b.var(), bound ** 2 / 3, rtol=0.25)  # 1024 draws
+        else:
+            np.testing.assert_allclose(k.var(), 1 / 512, rtol=0.02)
+            assert not b.any()
+    with pytest.raises(ValueError, match="kernel_init 'xavier'"):
+        heads.MLP((8,), 4, kernel_init="xavier").init(jax.random.key(0), x, train=False)
