@@ -49,6 +49,11 @@ per-tensor clipping; features: the final-LayerNorm'd [CLS] token on both sides. 
 methods put each run of same-size crops through the backbone in one call
 (`_peers_multicrop.by_resolution`), as jaxssl's `crop_grouping="resolution"`. Not covered:
 data2vec (no lightly counterpart).
+Initialisation: the ResNet's convolutions follow `config.model.conv_init` on both sides
+(`_peers.conv_init_`: torchvision's kaiming normal for the PyTorch-origin recipes, flax's
+lecun_normal for SimCLR and BYOL); lightly's heads are `nn.Linear` with PyTorch's default init,
+which is jaxssl's `head_init="torch"` of the PyTorch-origin methods (SimCLR's and BYOL's jaxssl
+heads are lecun_normal, their TF/haiku references'). Both matter at this budget (RESULTS.md 7).
 Known implementation differences kept on purpose (it is lightly's implementation that is
 measured): lightly's head details (e.g. SimCLR's and MoCo v3's output BN is affine, jaxssl's is
 not; lightly's `SwaVPrototypes` have a bias, jaxssl's and the reference's have none), its loss
@@ -75,7 +80,7 @@ and its mask token (1, 1, D) is weight-decayed by the rank rule (jaxssl's (D,) i
   M=byol,vicreg; for side in jaxssl lightly; do PYTHONPATH=. .venv-bench/bin/python \
       benchmarks/learning_parity.py --methods $M --sides $side --tag _$side & done; wait
   PYTHONPATH=. .venv-bench/bin/python benchmarks/learning_parity.py --merge \
-      benchmarks/results/learning_parity_{byol_vicreg}_500steps_{jaxssl,lightly}.json --tag _byol_vicreg
+      benchmarks/results/learning_parity_byol_vicreg_500steps_{jaxssl,lightly}.json --tag _byol_vicreg
 
 Writes benchmarks/results/learning_parity_<methods>_<steps>steps<tag>.json after every run (a
 partial sweep keeps what finished) and prints a markdown table.
