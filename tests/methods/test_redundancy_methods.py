@@ -135,16 +135,19 @@ def test_short_real_data_run_learns_without_collapse(config_module, cifar10_data
     config.model.width = 0.0625
     config.input.views = tuple({**v, "crop_size": 16} for v in config.input.views)
     # Batch 128 > D = 32 keeps the batch statistics (and so the logged loss) steady enough for a
-    # falling trend to show above the batch-to-batch noise within 24 steps.
+    # falling trend to show above the batch-to-batch noise within 40 steps.
     config.batch_size = 128
     config.method_kw.proj_dim = 32
-    config.total_steps, config.log_steps, config.ckpt_steps = 24, 1, 24
+    config.total_steps, config.log_steps, config.ckpt_steps = 40, 1, 40
     config.evals.knn.enabled = False
     loop.train(config, str(tmp_path))
     records = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
     loss = np.array([r["loss"] for r in records])
-    assert len(loss) == 24 and np.all(np.isfinite(loss))
-    assert loss[-6:].mean() < 0.9 * loss[:6].mean(), loss
+    assert len(loss) == 40 and np.all(np.isfinite(loss))
+    # A fall of >= 5% over 40 steps (the mean of 6 logged losses varies by about 1% here). With their
+    # reference init (torchvision convs, PyTorch Linear heads) VICReg's loss falls 7% in 40 steps and
+    # 5% in 24; with flax's lecun init it fell > 10% in 24 (commit d7b3178, benchmarks/RESULTS.md 7).
+    assert loss[-6:].mean() < 0.95 * loss[:6].mean(), loss
     # Not collapsed: L2-normalised embeddings keep a per-dimension std well above 0 (about
     # 1/sqrt(D) when spread isotropically; 0 when every image maps to one vector).
     d = config.method_kw.proj_dim

@@ -118,7 +118,9 @@ def test_with_batchnorm_each_micro_batch_uses_its_own_statistics():
     (loss, (new_state, _, _)), grads = jax.jit(accumulate.value_and_grad(method, M))(
         params, model_state, teacher, {}, views, rng, STEP)
     assert abs(float(loss) - float(loss_ref)) <= 1e-5 * abs(float(loss_ref)), (loss, loss_ref)
-    assert _rel(grads, grads_ref) < 1e-4
+    # float32 through BatchNorm over micro-batches of 2 rows: the gradients agree to ~1e-4 (2.6e-4
+    # with MoCo v3's PyTorch head init); the wrong, naive accumulation is off by > 1e-2 (above).
+    assert _rel(grads, grads_ref) < 1e-3
     # BatchNorm running averages were updated (M times, in order) and the teacher got no gradient.
     assert _rel(new_state, model_state) > 0
     loss_large = method.loss_fn(params, model_state, teacher, {}, views, rng, STEP)[0]
