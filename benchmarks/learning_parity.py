@@ -204,8 +204,26 @@ def train_jaxssl(config, x_train, batches, evaluate):
                  eval_s=time.perf_counter() - t, random_init_eval_s=random_eval_s), random_init, trained)
 
 
-def train_lightly(config, x_train, batches, evaluate, workers: int):
-    """Train lightly's implementation (`_peers.from_config`) on `batches`; returns as `train_jaxssl`."""
+def jaxssl_views(config, x_train, batches):
+    """`--peer-views jaxssl`: per step, the views of jaxssl's own on-device augmentation
+    (`jaxssl.augment.make_views` of `config.input.views`, key `fold_in(key(seed), step)`) as torch
+    NCHW tensors, instead of lightly's PIL transforms: the same augmentation code on both sides, so a
+    remaining gap is the training side's, and a gap that closes is the views'."""
+    import jax
+    import torch
+
+    from jaxssl import augment
+    views = [dict(v) for v in config.input.views]
+    make = jax.jit(lambda key, x: augment.make_views(key, x, views))
+    key = jax.random.key(int(config.seed))
+    for i, idx in enumerate(batches):
+        out = make(jax.random.fold_in(key, i), x_train[idx])
+        yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
+
+
+def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly"):
+    """Train lightly's implementation (`_peers.from_config`) on `batches`; returns as `train_jaxssl`.
+    `peer_views="jaxssl"`: the views come from `jaxssl_views` (a diagnostic of the views)."""
     import torch
 
     import _peers
@@ -229,7 +247,10 @@ def train_lightly(config, x_train, batches, evaluate, workers: int):
     t = time.perf_counter()
     random_init = evaluate(feats)
     random_eval_s = time.perf_counter() - t
-    data = _peers.batches_loader(x_train, _peers.views_transform(config.input.views), batches, workers)
+    if peer_views == "jaxssl":
+        data = jaxssl_views(config, x_train, batches)
+    else:
+        data = _peers.batches_loader(x_train, _peers.views_transform(config.input.views), batches, workers)
     every, losses = log_every(len(batches)), []
     model.train()
     t0, first_step_s, steps = time.perf_counter(), None, 0
@@ -313,6 +334,9 @@ def main():
     p.add_argument("--knn-test", type=int, default=10_000, help="test images evaluated (first N).")
     p.add_argument("--sides", default="jaxssl,lightly", help="which implementations to train.")
     p.add_argument("--workers", type=int, default=0, help="lightly DataLoader workers (0: in the main process).")
+    p.add_argument("--peer-views", choices=("lightly", "jaxssl"), default="lightly",
+                   help="the lightly side's views: lightly's transforms (the comparison), or jaxssl's own "
+                        "augmentation of the same config (a diagnostic: isolates the views from the training).")
     p.add_argument("--linear-probe", choices=("auto", "on", "off"), default="auto",
                    help=f"also the linear probe (jaxssl's, on both sides' features of the kNN images): auto = for "
                         f"{', '.join(PROBED)} only.")
@@ -353,7 +377,8 @@ def main():
                 if side == "jaxssl":
                     info, rand, trained = train_jaxssl(config, x_train, batches, evaluate)
                 else:
-                    info, rand, trained = train_lightly(config, x_train, batches, evaluate, args.workers)
+                    info, rand, trained = train_lightly(config, x_train, batches, evaluate, args.workers,
+                                                       args.peer_views)
                 run[side] = {**info, **trained, **{f"random_init_{k}": v for k, v in rand.items()},
                              "load_avg_start": load0, "load_avg_end": _common.loadavg()}
                 print(f"  {side}: {info['train_s']:.0f} s train (first step {info['first_step_s']:.1f} s), "
