@@ -12,6 +12,9 @@ original image from the latent representation and mask tokens" (abstract).
   (`pos_embed="sincos"`; facebookresearch/mae models_mae.py `initialize_weights`:
   `get_2d_sincos_pos_embed` copied into `pos_embed` and `decoder_pos_embed`, both
   `requires_grad=False`); `pos_embed="learned"` trains both instead.
+* Initialisation: MAE's `initialize_weights` (`weight_init="xavier_uniform"`, `jaxssl.models.inits`):
+  xavier-uniform Linears in encoder and decoder and on the flattened patch projection, normal
+  0.02 mask token; `weight_init="trunc_normal"` is timm's std-0.02 ViT init instead.
 * Decoder: a projection to `decoder_dim`, learned mask tokens put back at the masked positions
   ("unshuffle"), the decoder position embedding, `decoder_depth` Transformer blocks (the same `Body`)
   and a linear map to p*p*3 pixels per patch (MAE's default 8 x 512; smaller on CIFAR). The decoder
@@ -34,7 +37,7 @@ import numpy as np
 
 from jaxssl import losses, masking, monitors
 from jaxssl.methods import base
-from jaxssl.models import encoders, transformer
+from jaxssl.models import encoders, inits, transformer
 
 
 def patchify(x: jax.Array, p: int) -> jax.Array:
@@ -67,6 +70,7 @@ class Net(nn.Module):
     decoder_heads: int = 16
     pos_embed: str = "sincos"
     dtype: Any = jnp.float32
+    weight_init: str = "xavier_uniform"
 
     @nn.compact
     def __call__(self, x, train: bool = True, keep: jax.Array | None = None):
@@ -76,7 +80,7 @@ class Net(nn.Module):
         if keep is None:
             keep = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
         z = self.backbone(x, train=train, keep=keep, return_layers=True)["tokens"]  # (B, n_keep, D)
-        y = nn.Dense(self.decoder_dim, dtype=self.dtype, name="decoder_embed")(z)
+        y = nn.Dense(self.decoder_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="decoder_embed")(z)
         token = self.param("mask_token", nn.initializers.normal(0.02), (self.decoder_dim,))
         full = masking.scatter_visible(y, keep, token, n)  # unshuffle: visible tokens back in place
         if self.pos_embed == "sincos":  # MAE's fixed decoder table (no parameter)
@@ -86,8 +90,8 @@ class Net(nn.Module):
         # The encoder's attention path and rematerialisation policy (config.remat) for the decoder too.
         y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype,
                                 attention_impl=self.backbone.attention_impl, remat=self.backbone.remat,
-                                name="decoder")(full + pos.astype(full.dtype), train)
-        pred = nn.Dense(p * p * c, dtype=self.dtype, name="decoder_pred")(y).astype(jnp.float32)
+                                weight_init=self.weight_init, name="decoder")(full + pos.astype(full.dtype), train)
+        pred = nn.Dense(p * p * c, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="decoder_pred")(y).astype(jnp.float32)
         return {"prediction": pred, "features": jnp.mean(z, axis=1)}
 
     def features(self, x, train: bool = False):
@@ -96,7 +100,7 @@ class Net(nn.Module):
 
 def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool = True, decoder_dim: int = 512,
          decoder_depth: int = 8, decoder_heads: int = 16, pos_embed: str = "sincos",
-         dtype=jnp.float32) -> base.Method:
+         weight_init: str = "xavier_uniform", dtype=jnp.float32) -> base.Method:
     """MAE with a `transformer.Model(modality="image")` encoder.
 
     Args:
@@ -106,6 +110,10 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
       decoder_dim, decoder_depth, decoder_heads: decoder sizes (512, 8, 16 in MAE Table 1).
       pos_embed: "sincos" (MAE's fixed 2-D sin-cos tables in encoder and decoder; the backbone is
         cloned with it) or "learned" (trained tables, a deliberate deviation kept as an option).
+      weight_init: weight init of encoder and decoder (the backbone is cloned with it; `inits.INITS`):
+        "xavier_uniform" (MAE's `initialize_weights`: xavier-uniform Linears and patch projection)
+        or "trunc_normal" (timm's ViT std 0.02, jaxssl's transformer default; a deviation kept as
+        an option). At `:cpu` the reference's init learns and jaxssl's did not (RESULTS.md 7).
       dtype: compute dtype of the decoder.
     """
     if getattr(backbone, "modality", None) != "image":
@@ -114,8 +122,8 @@ def make(*, backbone: nn.Module, mask_ratio: float = 0.75, norm_pix_loss: bool =
     if pos_embed not in ("sincos", "learned"):
         raise ValueError(f"pos_embed must be 'sincos' or 'learned', got {pos_embed!r}.")
     # The encoder's table too: MAE fixes both (models_mae.py `initialize_weights`).
-    backbone = backbone.clone(pos_embed=pos_embed)
-    net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, pos_embed, dtype=dtype)
+    backbone = backbone.clone(pos_embed=pos_embed, weight_init=inits.check(weight_init))
+    net = Net(backbone, decoder_dim, decoder_depth, decoder_heads, pos_embed, dtype=dtype, weight_init=weight_init)
     p = backbone.patch_size
 
     def loss_fn(params, model_state, teacher, extra, views, rng, step):

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxssl.models import inits
+
 _init = nn.initializers.truncated_normal(0.02)
 
 # (channels, kernel, stride) per layer: wav2vec 2.0 / data2vec "conv_feature_layers"; total
@@ -113,7 +115,8 @@ class PatchEmbed(nn.Module):
 
     `pos_embed`: "learned" (a parameter for the `img_size` grid, DINO-interpolated for other
     grids) or "sincos" (MAE's fixed table `sincos_2d` of the input's grid; no parameter, as
-    MAE's `pos_embed` with `requires_grad=False`).
+    MAE's `pos_embed` with `requires_grad=False`). `init`: the projection's initialiser
+    (`inits.INITS`: "trunc_normal", or MAE's "xavier_uniform").
     """
 
     width: int
@@ -121,13 +124,14 @@ class PatchEmbed(nn.Module):
     img_size: int
     pos_embed: str = "learned"
     dtype: Any = jnp.float32
+    weight_init: str = "trunc_normal"
 
     @nn.compact
     def __call__(self, x, mask=None, train: bool = True):
         del train
         p = self.patch_size
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", kernel_init=_init, dtype=self.dtype,
-                    name="patch")(x.astype(self.dtype))
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype, name="patch",
+                    **inits.patch(self.weight_init, p * p * x.shape[-1]))(x.astype(self.dtype))
         b, gh, gw, d = x.shape
         x = _apply_mask(self, x.reshape(b, gh * gw, d), mask)
         if self.pos_embed == "sincos":

@@ -29,9 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxssl.models import encoders
-
-_init = nn.initializers.truncated_normal(0.02)
+from jaxssl.models import encoders, inits
 
 
 class DropPath(nn.Module):
@@ -111,6 +109,7 @@ class Attention(nn.Module):
     num_heads: int
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    weight_init: str = "trunc_normal"
 
     @nn.compact
     def __call__(self, x, mask: jax.Array | None = None):
@@ -118,7 +117,7 @@ class Attention(nn.Module):
         if d % self.num_heads:
             raise ValueError(f"ViT width {d} is not divisible by num_heads={self.num_heads}.")
         check_options(self.attention_impl, "none")
-        qkv = nn.Dense(3 * d, kernel_init=_init, dtype=self.dtype, name="qkv")(x)
+        qkv = nn.Dense(3 * d, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="qkv")(x)
         q, k, v = jnp.moveaxis(qkv.reshape(b, t, 3, self.num_heads, d // self.num_heads), 2, 0)  # (B, T, H, C)
         scale = 1.0 / (d // self.num_heads) ** 0.5
         key_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, T): broadcast over heads, queries
@@ -134,7 +133,7 @@ class Attention(nn.Module):
         else:
             out = jax.nn.dot_product_attention(q, k, v, scale=scale, mask=key_mask,
                                                implementation=self.attention_impl)
-        return nn.Dense(d, kernel_init=_init, dtype=self.dtype, name="proj")(out.reshape(b, t, d))
+        return nn.Dense(d, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="proj")(out.reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -154,6 +153,7 @@ class Block(nn.Module):
     norm_first: bool = True
     dtype: Any = jnp.float32
     attention_impl: str | None = None
+    weight_init: str = "trunc_normal"
 
     @nn.compact
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
@@ -161,11 +161,12 @@ class Block(nn.Module):
         norm = lambda name: nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=name)
         pre = norm if self.norm_first else (lambda name: lambda v: v)
         post = (lambda name: lambda v: v) if self.norm_first else norm
-        y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+        y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, weight_init=self.weight_init,
                       name="attn")(pre("norm1")(x), mask)
         x = post("norm1")(x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train))
-        y = nn.Dense(self.mlp_dim, kernel_init=_init, dtype=self.dtype, name="fc1")(pre("norm2")(x))
-        y = nn.Dense(x.shape[-1], kernel_init=_init, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
+        y = nn.Dense(self.mlp_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="fc1")(pre("norm2")(x))
+        y = nn.Dense(x.shape[-1], kernel_init=inits.dense(self.weight_init), dtype=self.dtype,
+                     name="fc2")(nn.gelu(y, approximate=False))
         return post("norm2")(x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train)), y
 
 
@@ -187,6 +188,7 @@ class Body(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: str | None = None
     remat: str = "none"
+    weight_init: str = "trunc_normal"
 
     @nn.compact
     def __call__(self, x, train: bool, mask: jax.Array | None = None):
@@ -198,7 +200,7 @@ class Body(nn.Module):
         for i in range(self.depth):
             rate = self.drop_path_rate * i / max(self.depth - 1, 1)
             x, ffn = block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype,
-                           attention_impl=self.attention_impl, name=f"block{i}")(x, train, mask)
+                           attention_impl=self.attention_impl, weight_init=self.weight_init, name=f"block{i}")(x, train, mask)
             layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
         if self.norm_first:
             x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
@@ -229,6 +231,9 @@ class Model(nn.Module):
       remat: "none" (default), "block", "dots_saveable" or "dots_with_no_batch_dims_saveable":
         recompute each block in the backward pass under that policy (`REMAT_POLICIES`; the
         trainer sets it from `config.remat`). Same outputs and gradients, less activation memory.
+      weight_init: weight initialisation of the Linears and the image patch projection, `inits.INITS`:
+        "trunc_normal" (default; timm's ViT, DINO, iBOT, I-JEPA, data2vec) or "xavier_uniform"
+        (MAE's reference; `methods.mae` sets it). Text and speech input encoders keep theirs.
     """
 
     modality: str = "image"
@@ -252,11 +257,12 @@ class Model(nn.Module):
     dtype: Any = jnp.float32
     attention_impl: str | None = None
     remat: str = "none"
+    weight_init: str = "trunc_normal"
 
     def input_encoder(self) -> nn.Module:
         if self.modality == "image":
             return encoders.PatchEmbed(self.width, self.patch_size, self.img_size, self.pos_embed, dtype=self.dtype,
-                                       name="embed")
+                                       weight_init=self.weight_init, name="embed")
         if self.modality == "text":
             return encoders.TokenEmbed(self.width, self.vocab_size, self.max_len, dtype=self.dtype, name="embed")
         if self.modality == "speech":
@@ -284,7 +290,7 @@ class Model(nn.Module):
             tokens = nn.LayerNorm(epsilon=1e-5, dtype=self.dtype, name="embed_norm")(tokens)
         tokens, layers = Body(self.depth, self.num_heads, self.mlp_ratio, self.drop_path_rate, self.layer_target,
                               self.norm_first, dtype=self.dtype, attention_impl=self.attention_impl,
-                              remat=self.remat, name="body")(tokens, train, keep_valid)
+                              remat=self.remat, weight_init=self.weight_init, name="body")(tokens, train, keep_valid)
         if return_layers:
             return {"tokens": tokens, "layers": layers}
         return jnp.mean(tokens, axis=1)

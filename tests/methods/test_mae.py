@@ -101,3 +101,47 @@ def test_mae_position_embeddings_are_fixed_sincos():
     np.testing.assert_allclose(np.asarray(pos_only[0]), _mae_sincos_np(32, 4), rtol=1e-6, atol=1e-6)
     lp = _method(pos_embed="learned").net.init(jax.random.key(0), x)["params"]
     assert "decoder_pos" in lp and "pos_embedding" in lp["backbone"]["embed"]
+
+
+def _params(weight_init):
+    bb = transformer.Model(modality="image", width=256, depth=1, num_heads=2, patch_size=8, img_size=16)
+    method = mae.make(backbone=bb, decoder_dim=128, decoder_depth=1, decoder_heads=2, weight_init=weight_init)
+    x = jnp.zeros((1, 16, 16, 3))
+    return method.net.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False)["params"]
+
+
+def test_default_init_is_the_references_xavier_uniform():
+    """facebookresearch/mae models_mae.py `initialize_weights`: every Linear of encoder and decoder
+    xavier-uniform (variance 2 / (fan_in + fan_out), bound sqrt(6 / (fan_in + fan_out))) with a zero bias;
+    the patch projection xavier-uniform over its (D, C p p) view, its bias torch's Conv2d default."""
+    p = _params("xavier_uniform")
+    f64 = lambda a: np.asarray(a, np.float64)
+    kernels = {"qkv": p["backbone"]["body"]["block0"]["attn"]["qkv"], "fc1": p["backbone"]["body"]["block0"]["fc1"],
+               "decoder fc2": p["decoder"]["block0"]["fc2"], "decoder_embed": p["decoder_embed"],
+               "decoder_pred": p["decoder_pred"]}
+    for name, layer in kernels.items():
+        k = f64(layer["kernel"])
+        fan_in, fan_out = k.shape
+        bound = (6 / (fan_in + fan_out)) ** 0.5
+        assert np.abs(k).max() <= bound, name
+        np.testing.assert_allclose(k.var(), bound ** 2 / 3, rtol=0.06, err_msg=name)
+        assert not f64(layer["bias"]).any(), name
+    patch = p["backbone"]["embed"]["patch"]
+    k, b = f64(patch["kernel"]), f64(patch["bias"])  # (8, 8, 3, 256): fan_in 192, fan_out 256 as torch's view
+    bound = (6 / (192 + 256)) ** 0.5
+    assert np.abs(k).max() <= bound
+    np.testing.assert_allclose(k.var(), bound ** 2 / 3, rtol=0.03)
+    assert np.abs(b).max() <= 1 / 192 ** 0.5 and b.std() > 0.5 / 192 ** 0.5 / 3 ** 0.5
+
+
+def test_trunc_normal_init_is_an_option():
+    """`weight_init="trunc_normal"`: timm's ViT init, std 0.02 everywhere, zero biases."""
+    p = _params("trunc_normal")
+    for k in (p["backbone"]["body"]["block0"]["attn"]["qkv"]["kernel"], p["decoder_pred"]["kernel"],
+              p["backbone"]["embed"]["patch"]["kernel"]):
+        k = np.asarray(k, np.float64)
+        assert np.abs(k).max() <= 0.04 + 1e-6
+        np.testing.assert_allclose(k.std(), 0.02 * 0.8796, rtol=0.1)  # truncated at 2 std
+    assert not np.asarray(p["backbone"]["embed"]["patch"]["bias"]).any()
+    with pytest.raises(ValueError, match="init 'xavier'.*trunc_normal.*xavier_uniform"):
+        _params("xavier")
