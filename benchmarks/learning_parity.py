@@ -13,7 +13,8 @@ For each method of `--methods` and each seed of `--seeds`, trains
   LARS / torch SGD / AdamW with jaxssl's decay mask, `fixed_lr_paths`, weight-decay schedule and
   gradient clipping), learning rate (jaxssl's own warm-up + cosine schedule evaluated per step),
   EMA momentum (jaxssl's `Method.teacher_momentum` schedule), and views (lightly's
-  `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images;
+  `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images, or with
+  `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training);
 
 on the same CIFAR-10 images in the same order (one index stream per seed: a fresh permutation of
 the 50,000 training images per epoch, `batch_size` images per step, the same for both sides).
@@ -60,9 +61,10 @@ measured): lightly's head details (e.g. SimCLR's and MoCo v3's output BN is affi
 not; lightly's `SwaVPrototypes` have a bias, jaxssl's and the reference's have none), its loss
 scalings (BYOL/SimSiam: 0.5 x the two negative cosines), the view differences listed in
 `_peers.view_transform`, the order of the EMA update (lightly: before the forward), MAE's
-initialisation (lightly: the reference's xavier-uniform Linears and patch embedding, jaxssl:
-truncated normal 0.02 in the blocks, flax's defaults in the decoder's Linears; first loss at
-`:cpu` 1.32 against jaxssl's 2.28) and its target normalisation (`normalize_mean_var`: unbiased
+init where it is not the reference's (both sides now use MAE's xavier-uniform Linears and
+patch projection, jaxssl's `weight_init` default since this comparison found the difference; the
+patch bias is jaxssl's torch Conv2d default, as the reference, lightly's not checked) and its target
+normalisation (`normalize_mean_var`: unbiased
 variance, as the reference; jaxssl: biased), lightly's token count (`int(N (1 - r))` kept;
 jaxssl masks `round(r N)`: the same 16 of 64 at `:cpu`), and the prototype freeze (lightly drops
 the prototypes' gradient, so LARS skips them; jaxssl zeroes it and still applies the 1e-6 decay).
