@@ -313,3 +313,25 @@ def test_incompatible_workdir_is_refused_compatible_changes_are_not(cifar10_data
         with pytest.raises(AssertionError, match="reached model initialisation"):
             loop.train(_mutated(key, value, config), workdir)
     assert json.load(open(os.path.join(workdir, "config.json")))["data"]["name"] == "cifar10"
+
+
+def test_workdir_config_is_replaced_atomically(tmp_path, monkeypatch):
+    """The other processes of a multi-host run read config.json while process 0 rewrites it: at every
+    moment of the write the file holds a whole config (the old one), never a truncated one, and no
+    temporary file is left (a 2-process resume read an empty file before the write was atomic)."""
+    from configs import simclr_cifar10
+    workdir = str(tmp_path / "run")
+    path = os.path.join(workdir, "config.json")
+    config = simclr_cifar10.get_config("runlocal")
+    loop._check_workdir_config(workdir, config)
+    seen, dump = [], json.dump
+
+    def dump_and_read(obj, f, **kw):
+        seen.append(json.load(open(path))["method"])  # what a peer process reads mid-write
+        dump(obj, f, **kw)
+
+    monkeypatch.setattr(loop.json, "dump", dump_and_read)
+    config.total_steps = 7
+    loop._check_workdir_config(workdir, config)
+    assert seen == ["simclr"]
+    assert json.load(open(path))["total_steps"] == 7 and sorted(os.listdir(workdir)) == ["config.json"]

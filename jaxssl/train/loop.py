@@ -77,8 +77,13 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
                 f"two runs: use a new --workdir, or restore the original settings.")
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
+        # Atomic: the other processes of a multi-host run read this file at the same time (above), and
+        # a truncated-then-written file read midway is empty (a JSONDecodeError on process 1); a crash
+        # mid-write must not leave a broken config beside the checkpoints either.
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
             json.dump(new, f, indent=1)
+        os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
