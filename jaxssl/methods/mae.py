@@ -80,7 +80,8 @@ class Net(nn.Module):
         if keep is None:
             keep = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (b, n))
         z = self.backbone(x, train=train, keep=keep, return_layers=True)["tokens"]  # (B, n_keep, D)
-        y = nn.Dense(self.decoder_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="decoder_embed")(z)
+        y = nn.Dense(self.decoder_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype,
+                     name="decoder_embed")(z)
         token = self.param("mask_token", nn.initializers.normal(0.02), (self.decoder_dim,))
         full = masking.scatter_visible(y, keep, token, n)  # unshuffle: visible tokens back in place
         if self.pos_embed == "sincos":  # MAE's fixed decoder table (no parameter)
@@ -91,7 +92,8 @@ class Net(nn.Module):
         y, _ = transformer.Body(self.decoder_depth, self.decoder_heads, dtype=self.dtype,
                                 attention_impl=self.backbone.attention_impl, remat=self.backbone.remat,
                                 weight_init=self.weight_init, name="decoder")(full + pos.astype(full.dtype), train)
-        pred = nn.Dense(p * p * c, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="decoder_pred")(y).astype(jnp.float32)
+        pred = nn.Dense(p * p * c, kernel_init=inits.dense(self.weight_init), dtype=self.dtype,
+                        name="decoder_pred")(y).astype(jnp.float32)
         return {"prediction": pred, "features": jnp.mean(z, axis=1)}
 
     def features(self, x, train: bool = False):

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxssl.models import inits
 
-_init = nn.initializers.truncated_normal(0.02)
+_init = inits.TRUNC_NORMAL
 
 # (channels, kernel, stride) per layer: wav2vec 2.0 / data2vec "conv_feature_layers"; total
 # stride 320 = 20 ms at 16 kHz, receptive field 400 samples = 25 ms.

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxssl import ops
+from jaxssl.models import inits
 
 
 def dense_init(name: str, fan_in: int) -> dict:
@@ -26,9 +27,8 @@ def dense_init(name: str, fan_in: int) -> dict:
     if name == "lecun_normal":
         return {}
     if name == "torch":
-        bound = 1.0 / float(fan_in) ** 0.5
         return {"kernel_init": nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
-                "bias_init": lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)}
+                "bias_init": inits.torch_bias(fan_in)}
     raise ValueError(f"Unknown head kernel_init {name!r}; choose 'lecun_normal' or 'torch'.")
 
 

@@ -23,7 +23,15 @@ import jax.numpy as jnp
 
 INITS = ("trunc_normal", "xavier_uniform")
 
-_TRUNC_NORMAL = nn.initializers.truncated_normal(0.02)
+# timm's ViT `trunc_normal_(std=.02)`: the Linears, patch projections, position tables and tokens of
+# every jaxssl transformer (`transformer`, `encoders`, `vit`).
+TRUNC_NORMAL = nn.initializers.truncated_normal(0.02)
+
+
+def torch_bias(fan_in: int):
+    """PyTorch's default bias of `nn.Linear` and `nn.Conv2d` (`reset_parameters`): uniform in +-1/sqrt(fan_in)."""
+    bound = 1.0 / float(fan_in) ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def check(name: str) -> str:
@@ -35,14 +43,13 @@ def check(name: str) -> str:
 
 def dense(name: str):
     """Kernel initialiser of a Linear layer, (in, out) kernels."""
-    return _TRUNC_NORMAL if check(name) == "trunc_normal" else nn.initializers.xavier_uniform()
+    return TRUNC_NORMAL if check(name) == "trunc_normal" else nn.initializers.xavier_uniform()
 
 
 def patch(name: str, fan_in: int) -> dict:
     """`nn.Conv` initialiser arguments of the (p, p, C, D) patch projection; `fan_in` = C p p."""
     if check(name) == "trunc_normal":
-        return {"kernel_init": _TRUNC_NORMAL}
-    bound = 1.0 / float(fan_in) ** 0.5
+        return {"kernel_init": TRUNC_NORMAL}
     # fan_in = p p C (axes 0-2) and fan_out = D (axis 3): the fans of torch's (D, C p p) view.
     return {"kernel_init": nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=(0, 1, 2), out_axis=3),
-            "bias_init": lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)}
+            "bias_init": torch_bias(fan_in)}

@@ -133,7 +133,8 @@ class Attention(nn.Module):
         else:
             out = jax.nn.dot_product_attention(q, k, v, scale=scale, mask=key_mask,
                                                implementation=self.attention_impl)
-        return nn.Dense(d, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="proj")(out.reshape(b, t, d))
+        proj = nn.Dense(d, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="proj")
+        return proj(out.reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -161,10 +162,11 @@ class Block(nn.Module):
         norm = lambda name: nn.LayerNorm(epsilon=eps, dtype=self.dtype, name=name)
         pre = norm if self.norm_first else (lambda name: lambda v: v)
         post = (lambda name: lambda v: v) if self.norm_first else norm
-        y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl, weight_init=self.weight_init,
-                      name="attn")(pre("norm1")(x), mask)
+        y = Attention(self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+                      weight_init=self.weight_init, name="attn")(pre("norm1")(x), mask)
         x = post("norm1")(x + DropPath(self.drop_path, name="drop_path1")(y, deterministic=not train))
-        y = nn.Dense(self.mlp_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype, name="fc1")(pre("norm2")(x))
+        y = nn.Dense(self.mlp_dim, kernel_init=inits.dense(self.weight_init), dtype=self.dtype,
+                     name="fc1")(pre("norm2")(x))
         y = nn.Dense(x.shape[-1], kernel_init=inits.dense(self.weight_init), dtype=self.dtype,
                      name="fc2")(nn.gelu(y, approximate=False))
         return post("norm2")(x + DropPath(self.drop_path, name="drop_path2")(y, deterministic=not train)), y
@@ -200,7 +202,8 @@ class Body(nn.Module):
         for i in range(self.depth):
             rate = self.drop_path_rate * i / max(self.depth - 1, 1)
             x, ffn = block(self.num_heads, mlp_dim, rate, self.norm_first, dtype=self.dtype,
-                           attention_impl=self.attention_impl, weight_init=self.weight_init, name=f"block{i}")(x, train, mask)
+                           attention_impl=self.attention_impl, weight_init=self.weight_init,
+                           name=f"block{i}")(x, train, mask)
             layers.append((ffn if self.layer_target == "ffn" else x).astype(jnp.float32))
         if self.norm_first:
             x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)

@@ -33,13 +33,13 @@ import jax
 import jax.numpy as jnp
 
 # The blocks are the shared pre-norm blocks of `jaxssl.models.transformer` (re-exported here).
-from jaxssl.models import encoders, transformer
+from jaxssl.models import encoders, inits, transformer
 from jaxssl.models.transformer import Attention, Block, DropPath  # noqa: F401
 
 # name -> (width D, depth, heads); MLP width is 4 D. DeiT (arXiv:2012.12877) Table 1 / ViT Table 1.
 VARIANTS = {"Ti": (192, 12, 3), "S": (384, 12, 6), "B": (768, 12, 12), "L": (1024, 24, 16)}
 
-_init = nn.initializers.truncated_normal(0.02)
+_init = inits.TRUNC_NORMAL
 
 
 def parse_variant(variant: str) -> tuple[int, int, int, int]:
