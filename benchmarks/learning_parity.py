@@ -90,10 +90,12 @@ partial sweep keeps what finished) and prints a markdown table.
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import random
 import time
+from typing import Sequence
 
 import _common
 import numpy as np
@@ -108,12 +110,29 @@ JAXSSL_ONLY = ("data2vec_image",)
 PROBED = ("mae", "data2vec_image")
 
 
-def method_config(method: str, steps: int, seed: int):
+def method_config(method: str, steps: int, seed: int, overrides: Sequence[str] = ()):
     """`configs/<method>_cifar10.py:cpu` with `total_steps` and `seed` set (the method's schedules
-    follow `total_steps` through the config's references)."""
+    follow `total_steps` through the config's references), then each `--set KEY=VALUE` of
+    `overrides` (a dotted config key and a Python literal, e.g. `method_kw.epsilon=0.03`), as the
+    trainer's `--config.KEY=VALUE`; the run's recorded config shows them."""
     config = importlib.import_module(f"configs.{method}_cifar10").get_config("cpu")
     config.total_steps = steps
     config.seed = seed
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. method_kw.epsilon=0.03.")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"--set {item!r}: the config has no key {key!r}.")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word: a string
+        node[leaf] = value
     return config
 
 
@@ -348,6 +367,8 @@ def main():
                    help=f"also the linear probe (jaxssl's, on both sides' features of the kNN images): auto = for "
                         f"{', '.join(PROBED)} only.")
     p.add_argument("--probe-epochs", type=int, default=100, help="linear-probe epochs over the --knn-train images.")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a config value on both sides (repeatable), e.g. --set method_kw.epsilon=0.03.")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="instead of training: join the runs of these result files (e.g. one `--sides jaxssl` and "
                         "one `--sides lightly` process run at the same time) by method, seed and steps, print "
@@ -372,7 +393,7 @@ def main():
     protocols = None
     for method in names:
         for seed in (int(s) for s in args.seeds.split(",")):
-            config = method_config(method, args.steps, seed)
+            config = method_config(method, args.steps, seed, args.overrides)
             protocols = tuple(tuple(pr) for pr in config.evals.knn.protocols)
             probe = args.linear_probe == "on" or (args.linear_probe == "auto" and method in PROBED)
             evaluate = evaluation((kx, ky), (qx, qy), protocols, args.probe_epochs if probe else None, seed)
