@@ -1,8 +1,11 @@
 """I-JEPA and LeJEPA: gradient flow, padding never matters, exact agreement with truncated masks, the loss terms."""
+import importlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from jaxssl import losses, masking
 from jaxssl.methods import ijepa, lejepa
@@ -105,3 +108,13 @@ def test_lejepa_loss_is_lambda_sigreg_plus_invariance():
     np.testing.assert_allclose(float(metrics["sigreg"]), float(sig), rtol=1e-5)
     g = jax.jit(jax.grad(lambda p: loss(p)[0]))(params)
     assert optax.tree.norm(g["backbone"]) > 0 and optax.tree.norm(g["head"]) > 0
+
+
+def test_ijepa_imagenette_cpu_size_sets_grid_and_needs_cpu():
+    cfg = importlib.import_module("configs.ijepa_imagenette")
+    default, big = cfg.get_config("cpu"), cfg.get_config("cpu,size=96")
+    assert (default.model.img_size, default.input.views[0]["crop_size"]) == (64, 64)  # 8x8 grid of 8-px patches
+    assert (big.model.img_size, big.input.views[0]["crop_size"]) == (96, 96)  # 12x12 grid
+    assert big.model.patch_size == 8 and big.method_kw.min_keep == default.method_kw.min_keep
+    with pytest.raises(ValueError, match=r"use `:cpu,size=96`"):
+        cfg.get_config("size=96")
