@@ -66,12 +66,13 @@ def overrides(config):
         # step size (0.05) moves the parameters far above float32 rounding; AdamW's own rates scaled
         # to batch 16 (~3e-5) would barely move them under SGD.
         opt.name, opt.momentum, opt.lr_scaling, opt.base_lr = "sgd", 0.9, "none", 0.05
-    else:
-        # The recipe's own optimiser, its learning rate unscaled: the linear rule (lr x batch / 256)
-        # divides it by 16 at batch 16, and parameters that move that little are compared below the
-        # float32 noise of the step (measured on an AVX-512 Xeon: MoCo v2's lr 0.03 / 16 left a BN
-        # bias 0.8% of its movement apart between 8 and 1 devices, 50x the tolerance below; the
-        # AMD EPYC machines of earlier sessions stayed within it).
+    elif opt.name == "sgd":
+        # Plain SGD at its recipe's lr, unscaled: the linear rule (lr x batch / 256) divides it by 16
+        # at batch 16, and parameters that move that little are compared below the float32 noise of
+        # the step (measured on an AVX-512 Xeon: MoCo v2's lr 0.03 / 16 left a BN bias 0.8% of its
+        # movement apart between 8 and 1 devices, 50x the tolerance below; the AMD EPYC machines of
+        # earlier sessions stayed within it). LARS keeps the linear rule: its trust ratio sets the
+        # step size, and 16x larger LARS steps make step 2 start from states too far apart.
         opt.lr_scaling = "none"
     kw = config.method_kw
     # Frozen last layer / prototypes for step 1 only, so the two steps cover both regimes.
