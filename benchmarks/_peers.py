@@ -274,18 +274,21 @@ def backbone(model_cfg, *, bn_splits: int = 1, drop_path_rate: float | None = No
     return _peers_vit.timm_backbone(model_cfg, drop_path_rate)
 
 
-def from_config(config) -> nn.Module:
+def from_config(config, **peer_kw) -> nn.Module:
     """lightly's implementation of `config.method` with the backbone and head sizes of the jaxssl
     config (`config.model`, `config.method_kw`): the same architecture, numbers read from the config.
 
     Covered here: simclr, byol, moco_v2, moco_v3, simsiam, vicreg, barlow_twins (ResNet-18, CIFAR
-    stem); in `PEER_MODULES`: swav, dino, ibot, mae.
+    stem); in `PEER_MODULES`: swav, dino, ibot, mae. `peer_kw`: diagnostic switches of a
+    `PEER_MODULES` peer's `from_config` (e.g. SwAV's `prototype_bias`).
     """
     import importlib
     kw = dict(config.method_kw)
     name = config.method
     if name in PEER_MODULES:
-        return importlib.import_module(PEER_MODULES[name]).from_config(config, backbone(config.model))
+        return importlib.import_module(PEER_MODULES[name]).from_config(config, backbone(config.model), **peer_kw)
+    if peer_kw:
+        raise NotImplementedError(f"{name}: no peer switches, got {peer_kw}.")
     if config.model.name != "resnet":
         raise NotImplementedError(f"{name}: PyTorch side only with the ResNet-18 backbone, got {dict(config.model)}.")
     backbone_ = backbone(config.model, bn_splits=kw.get("bn_groups", 1) if name == "moco_v2" else 1)

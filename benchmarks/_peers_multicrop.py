@@ -56,7 +56,7 @@ class SwAV(nn.Module):
 
     def __init__(self, backbone: nn.Module, hidden: int, out: int, *, num_prototypes: int, temperature: float,
                  epsilon: float, sinkhorn_iters: int, freeze_prototypes_steps: int, high_resolution: int,
-                 queue_size: int = 0, queue_start_step: int = 0):
+                 queue_size: int = 0, queue_start_step: int = 0, prototype_bias: bool = True):
         super().__init__()
         from lightly.loss import SwaVLoss
         from lightly.models.modules import SwaVProjectionHead, SwaVPrototypes
@@ -64,6 +64,9 @@ class SwAV(nn.Module):
         self.backbone, self.high = backbone, high_resolution
         self.projector = SwaVProjectionHead(backbone.out_dim, hidden, out)
         self.prototypes = SwaVPrototypes(out, num_prototypes, n_steps_frozen_prototypes=freeze_prototypes_steps)
+        if not prototype_bias:  # `--peer-swav-bias off`: bias-free prototypes, as the reference's and jaxssl's
+            for layer in self.prototypes.heads:
+                layer.register_parameter("bias", None)
         self.criterion = SwaVLoss(temperature=temperature, sinkhorn_iterations=sinkhorn_iters,
                                   sinkhorn_epsilon=epsilon)
         self.queue_size, self.queue_start_step, self.written = queue_size, queue_start_step, 0
@@ -86,8 +89,9 @@ class SwAV(nn.Module):
         return self.criterion(list(scores[:self.high]), list(scores[self.high:]), queue_scores)
 
 
-def from_config(config, backbone: nn.Module) -> nn.Module:
-    """lightly's SwAV with the head, prototypes, loss and queue of jaxssl's `config.method_kw`."""
+def from_config(config, backbone: nn.Module, prototype_bias: bool = True) -> nn.Module:
+    """lightly's SwAV with the head, prototypes, loss and queue of jaxssl's `config.method_kw`;
+    `prototype_bias=False` drops the bias of lightly's `SwaVPrototypes` (a diagnostic)."""
     kw = dict(config.method_kw)
     high = leading_same_size(config.input.views)
     if tuple(kw.get("crops_for_assign", (0, 1))) != tuple(range(high)):
@@ -101,4 +105,5 @@ def from_config(config, backbone: nn.Module) -> nn.Module:
     return SwAV(backbone, hidden[0], kw.get("proj_dim", 128), num_prototypes=kw["num_prototypes"],
                 temperature=kw["temperature"], epsilon=kw["epsilon"], sinkhorn_iters=kw["sinkhorn_iters"],
                 freeze_prototypes_steps=kw.get("freeze_prototypes_steps", 0), high_resolution=high,
-                queue_size=int(kw.get("queue_size") or 0), queue_start_step=kw.get("queue_start_step", 0))
+                queue_size=int(kw.get("queue_size") or 0), queue_start_step=kw.get("queue_start_step", 0),
+                prototype_bias=prototype_bias)

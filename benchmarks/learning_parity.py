@@ -246,9 +246,10 @@ def jaxssl_views(config, x_train, batches):
         yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
 
 
-def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly"):
+def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly", **peer_kw):
     """Train lightly's implementation (`_peers.from_config`) on `batches`; returns as `train_jaxssl`.
-    `peer_views="jaxssl"`: the views come from `jaxssl_views` (a diagnostic of the views)."""
+    `peer_views="jaxssl"`: the views come from `jaxssl_views` (a diagnostic of the views); `peer_kw`:
+    the peer's diagnostic switches (`--peer-swav-bias`)."""
     import torch
 
     import _peers
@@ -257,7 +258,7 @@ def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: 
     torch.manual_seed(seed)
     np.random.seed(seed)  # lightly's blur and solarisation draw from NumPy / random
     random.seed(seed)
-    model = _peers.from_config(config)
+    model = _peers.from_config(config, **peer_kw)
     momentum = methods.build(config).teacher_momentum  # jaxssl's EMA schedule, or None
     backbone_params = None
     if config.model.name != "resnet":  # the same architecture on both sides: the same parameter count
@@ -363,6 +364,9 @@ def main():
     p.add_argument("--peer-views", choices=("lightly", "jaxssl"), default="lightly",
                    help="the lightly side's views: lightly's transforms (the comparison), or jaxssl's own "
                         "augmentation of the same config (a diagnostic: isolates the views from the training).")
+    p.add_argument("--peer-swav-bias", choices=("on", "off"), default="on",
+                   help="lightly's SwaVPrototypes have a bias (on, what lightly does); off drops it, as the "
+                        "reference's and jaxssl's prototypes (a diagnostic of that difference; SwAV only).")
     p.add_argument("--linear-probe", choices=("auto", "on", "off"), default="auto",
                    help=f"also the linear probe (jaxssl's, on both sides' features of the kNN images): auto = for "
                         f"{', '.join(PROBED)} only.")
@@ -409,8 +413,9 @@ def main():
                 if side == "jaxssl":
                     info, rand, trained = train_jaxssl(config, x_train, batches, evaluate)
                 else:
+                    peer_kw = {"prototype_bias": False} if method == "swav" and args.peer_swav_bias == "off" else {}
                     info, rand, trained = train_lightly(config, x_train, batches, evaluate, args.workers,
-                                                       args.peer_views)
+                                                       args.peer_views, **peer_kw)
                 run[side] = {**info, **trained, **{f"random_init_{k}": v for k, v in rand.items()},
                              "load_avg_start": load0, "load_avg_end": _common.loadavg()}
                 print(f"  {side}: {info['train_s']:.0f} s train (first step {info['first_step_s']:.1f} s), "
