@@ -246,10 +246,43 @@ def jaxssl_views(config, x_train, batches):
         yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
 
 
-def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly", **peer_kw):
+def load_jaxssl_init(config, model) -> None:
+    """`--peer-init jaxssl`: the peer's ResNet backbone (and its momentum copy, if any) gets jaxssl's
+    initial backbone weights for this config and seed (`jaxssl.train.loop`'s init key, exported with
+    `jaxssl.models.pytorch_layout.to_torch` in the torchvision layout and renamed to the peer
+    `_peers.ResNet18`'s keys), so both sides start from the same network: a diagnostic that takes
+    the random-init draw out of a comparison. The heads keep the peer's own init."""
+    import re
+
+    import jax
+    import torch
+
+    from jaxssl import methods
+    from jaxssl.data import inputs
+    from jaxssl.models import pytorch_layout
+    from jaxssl.train import optim, step as step_lib
+    if config.model.name != "resnet":
+        raise NotImplementedError("--peer-init jaxssl: ResNet backbones only.")
+    method = methods.build(config)
+    tx, _ = optim.make(config.optimizer, config.batch_size, config.total_steps)
+    state = step_lib.init_state(method, tx, jax.random.fold_in(jax.random.key(config.seed), 1), inputs.example(config))
+    variables = pytorch_layout.backbone_variables({"params": state.params, **state.model_state})
+    tensors, _ = pytorch_layout.to_torch(config.model, variables, "torchvision")
+    rename = lambda k: re.sub(r"^layer(\d)\.(\d)\.", lambda m: f"layers.{2 * (int(m[1]) - 1) + int(m[2])}.",
+                              k.replace("conv1.", "stem.0.", 1) if k.startswith("conv1.") else
+                              k.replace("bn1.", "stem.1.", 1) if k.startswith("bn1.") else k)
+    state_dict = {rename(k): torch.from_numpy(np.asarray(v)) for k, v in tensors.items()}
+    for name in ("backbone", "backbone_momentum"):
+        if hasattr(model, name):
+            getattr(model, name).load_state_dict(state_dict, strict=True)
+
+
+def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly",
+                  peer_init: str = "lightly", **peer_kw):
     """Train lightly's implementation (`_peers.from_config`) on `batches`; returns as `train_jaxssl`.
-    `peer_views="jaxssl"`: the views come from `jaxssl_views` (a diagnostic of the views); `peer_kw`:
-    the peer's diagnostic switches (`--peer-swav-bias`)."""
+    `peer_views="jaxssl"`: the views come from `jaxssl_views` (a diagnostic of the views);
+    `peer_init="jaxssl"`: the backbone starts from jaxssl's init (`load_jaxssl_init`); `peer_kw`: the
+    peer's diagnostic switches (`--peer-swav-bias`)."""
     import torch
 
     import _peers
@@ -259,6 +292,8 @@ def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: 
     np.random.seed(seed)  # lightly's blur and solarisation draw from NumPy / random
     random.seed(seed)
     model = _peers.from_config(config, **peer_kw)
+    if peer_init == "jaxssl":
+        load_jaxssl_init(config, model)
     momentum = methods.build(config).teacher_momentum  # jaxssl's EMA schedule, or None
     backbone_params = None
     if config.model.name != "resnet":  # the same architecture on both sides: the same parameter count
@@ -364,6 +399,9 @@ def main():
     p.add_argument("--peer-views", choices=("lightly", "jaxssl"), default="lightly",
                    help="the lightly side's views: lightly's transforms (the comparison), or jaxssl's own "
                         "augmentation of the same config (a diagnostic: isolates the views from the training).")
+    p.add_argument("--peer-init", choices=("lightly", "jaxssl"), default="lightly",
+                   help="the lightly side's backbone init: its own draw (the comparison), or jaxssl's initial "
+                        "weights of the same config and seed (a diagnostic that takes the init draw out; ResNet).")
     p.add_argument("--peer-swav-bias", choices=("on", "off"), default="on",
                    help="lightly's SwaVPrototypes have a bias (on, what lightly does); off drops it, as the "
                         "reference's and jaxssl's prototypes (a diagnostic of that difference; SwAV only).")
@@ -415,7 +453,7 @@ def main():
                 else:
                     peer_kw = {"prototype_bias": False} if method == "swav" and args.peer_swav_bias == "off" else {}
                     info, rand, trained = train_lightly(config, x_train, batches, evaluate, args.workers,
-                                                       args.peer_views, **peer_kw)
+                                                       args.peer_views, args.peer_init, **peer_kw)
                 run[side] = {**info, **trained, **{f"random_init_{k}": v for k, v in rand.items()},
                              "load_avg_start": load0, "load_avg_end": _common.loadavg()}
                 print(f"  {side}: {info['train_s']:.0f} s train (first step {info['first_step_s']:.1f} s), "
