@@ -14,7 +14,9 @@ For each method of `--methods` and each seed of `--seeds`, trains
   gradient clipping), learning rate (jaxssl's own warm-up + cosine schedule evaluated per step),
   EMA momentum (jaxssl's `Method.teacher_momentum` schedule), and views (lightly's
   `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images, or with
-  `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training);
+  `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training),
+  with `--peer-init jaxssl` from jaxssl's initial backbone weights (a diagnostic that takes the
+  random-init draw out), with `--peer-swav-bias off` without the bias of lightly's SwAV prototypes;
 
 on the same CIFAR-10 images in the same order (one index stream per seed: a fresh permutation of
 the 50,000 training images per epoch, `batch_size` images per step, the same for both sides).
