@@ -188,21 +188,29 @@ def progress(side: str, step_loss: tuple[int, float], steps: int, t0: float) -> 
               f"(load {_common.loadavg():.2f})", flush=True)
 
 
-def train_jaxssl(config, x_train, batches, evaluate):
-    """Train jaxssl's method on `batches`; returns (record, random-init kNN, trained kNN)."""
+def jaxssl_init(config):
+    """(method, tx, lr schedule, rng, init) of jaxssl's side, keyed as jaxssl/train/loop.py `_setup`:
+    rng = key(seed); `init(fold_in(rng, 1))` makes the initial state, the step's base key is fold_in 2."""
     import jax
 
     from jaxssl import methods
     from jaxssl.data import inputs
-    from jaxssl.evaluate import features
-    from jaxssl.train import optim, sharding as shd, step as step_lib
-
-    # As jaxssl/train/loop.py `_setup`: key(seed); init with fold_in 1, the step's base key fold_in 2.
-    mesh = shd.make_mesh()
+    from jaxssl.train import optim, step as step_lib
     method = methods.build(config)
     tx, lr = optim.make(config.optimizer, config.batch_size, config.total_steps)
-    rng = jax.random.key(config.seed)
     init = lambda r: step_lib.init_state(method, tx, r, inputs.example(config))
+    return method, tx, lr, jax.random.key(config.seed), init
+
+
+def train_jaxssl(config, x_train, batches, evaluate):
+    """Train jaxssl's method on `batches`; returns (record, random-init kNN, trained kNN)."""
+    import jax
+
+    from jaxssl.evaluate import features
+    from jaxssl.train import sharding as shd, step as step_lib
+
+    mesh = shd.make_mesh()
+    method, tx, lr, rng, init = jaxssl_init(config)
     state_sh = shd.state_shardings(jax.eval_shape(init, jax.random.fold_in(rng, 1)), mesh)
     state = jax.jit(init, out_shardings=state_sh)(jax.random.fold_in(rng, 1))
     view = dict(config.evals.knn.view)
@@ -259,15 +267,11 @@ def load_jaxssl_init(config, model) -> None:
     import jax
     import torch
 
-    from jaxssl import methods
-    from jaxssl.data import inputs
     from jaxssl.models import pytorch_layout
-    from jaxssl.train import optim, step as step_lib
     if config.model.name != "resnet":
         raise NotImplementedError("--peer-init jaxssl: ResNet backbones only.")
-    method = methods.build(config)
-    tx, _ = optim.make(config.optimizer, config.batch_size, config.total_steps)
-    state = step_lib.init_state(method, tx, jax.random.fold_in(jax.random.key(config.seed), 1), inputs.example(config))
+    _, _, _, rng, init = jaxssl_init(config)
+    state = init(jax.random.fold_in(rng, 1))
     variables = pytorch_layout.backbone_variables({"params": state.params, **state.model_state})
     tensors, _ = pytorch_layout.to_torch(config.model, variables, "torchvision")
     rename = lambda k: re.sub(r"^layer(\d)\.(\d)\.", lambda m: f"layers.{2 * (int(m[1]) - 1) + int(m[2])}.",
