@@ -256,21 +256,26 @@ def jaxssl_views(config, x_train, batches):
         yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
 
 
-def load_jaxssl_init(config, model) -> None:
+def load_jaxssl_init(config, model, images: np.ndarray) -> float:
     """`--peer-init jaxssl`: the peer's ResNet backbone (and its momentum copy, if any) gets jaxssl's
     initial backbone weights for this config and seed (`jaxssl.train.loop`'s init key, exported with
     `jaxssl.models.pytorch_layout.to_torch` in the torchvision layout and renamed to the peer
     `_peers.ResNet18`'s keys), so both sides start from the same network: a diagnostic that takes
-    the random-init draw out of a comparison. The heads keep the peer's own init."""
+    the random-init draw out of a comparison. The heads keep the peer's own init. Checked: the
+    eval-mode features of `images` on both sides agree to 1e-4 (returns the largest difference)."""
     import re
 
     import jax
     import torch
 
+    import _peers
+    from jaxssl.evaluate import features
     from jaxssl.models import pytorch_layout
-    if config.model.name != "resnet":
-        raise NotImplementedError("--peer-init jaxssl: ResNet backbones only.")
-    _, _, _, rng, init = jaxssl_init(config)
+    from jaxssl.train import sharding as shd
+    if config.model.name != "resnet" or int(config.method_kw.get("bn_groups", 1)) > 1:
+        raise NotImplementedError("--peer-init jaxssl: ResNet backbones with plain BatchNorm only (not the "
+                                  "SplitBatchNorm of MoCo v2's bn_groups, whose running statistics are per group).")
+    method, _, _, rng, init = jaxssl_init(config)
     state = init(jax.random.fold_in(rng, 1))
     variables = pytorch_layout.backbone_variables({"params": state.params, **state.model_state})
     tensors, _ = pytorch_layout.to_torch(config.model, variables, "torchvision")
@@ -281,6 +286,14 @@ def load_jaxssl_init(config, model) -> None:
     for name in ("backbone", "backbone_momentum"):
         if hasattr(model, name):
             getattr(model, name).load_state_dict(state_dict, strict=True)
+    view = config.evals.knn.view
+    ours = features.of_images({"params": state.params, **state.model_state}, images, model=method.net,
+                              mesh=shd.make_mesh(), view=dict(view), batch_size=len(images))
+    theirs = _peers.features(model.backbone, images, view.mean, view.std)
+    gap = float(np.abs(np.asarray(ours) - np.asarray(theirs)).max())
+    if gap > 1e-4:
+        raise AssertionError(f"--peer-init jaxssl: the peer's features of jaxssl's init differ by {gap:.2e}.")
+    return gap
 
 
 def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: str = "lightly",
@@ -299,7 +312,8 @@ def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: 
     random.seed(seed)
     model = _peers.from_config(config, **peer_kw)
     if peer_init == "jaxssl":
-        load_jaxssl_init(config, model)
+        gap = load_jaxssl_init(config, model, x_train[:16])
+        print(f"    lightly starts from jaxssl's init: features equal to {gap:.1e}", flush=True)
     momentum = methods.build(config).teacher_momentum  # jaxssl's EMA schedule, or None
     backbone_params = None
     if config.model.name != "resnet":  # the same architecture on both sides: the same parameter count
