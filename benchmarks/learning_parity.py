@@ -279,10 +279,12 @@ def load_jaxssl_init(config, model, images: np.ndarray) -> float:
     state = init(jax.random.fold_in(rng, 1))
     variables = pytorch_layout.backbone_variables({"params": state.params, **state.model_state})
     tensors, _ = pytorch_layout.to_torch(config.model, variables, "torchvision")
-    rename = lambda k: re.sub(r"^layer(\d)\.(\d)\.", lambda m: f"layers.{2 * (int(m[1]) - 1) + int(m[2])}.",
-                              k.replace("conv1.", "stem.0.", 1) if k.startswith("conv1.") else
-                              k.replace("bn1.", "stem.1.", 1) if k.startswith("bn1.") else k)
-    state_dict = {rename(k): torch.from_numpy(np.asarray(v)) for k, v in tensors.items()}
+    def peer_key(key: str) -> str:
+        """torchvision's ResNet keys -> `_peers.ResNet18`'s: conv1/bn1 -> stem.0/1, layer{i}.{j} -> layers.{2(i-1)+j}."""
+        key = re.sub(r"^conv1\.", "stem.0.", re.sub(r"^bn1\.", "stem.1.", key))
+        return re.sub(r"^layer(\d)\.(\d)\.", lambda m: f"layers.{2 * (int(m[1]) - 1) + int(m[2])}.", key)
+
+    state_dict = {peer_key(k): torch.from_numpy(np.asarray(v)) for k, v in tensors.items()}
     for name in ("backbone", "backbone_momentum"):
         if hasattr(model, name):
             getattr(model, name).load_state_dict(state_dict, strict=True)
