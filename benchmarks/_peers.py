@@ -399,6 +399,9 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
         # lightly's LARS adapts only groups with weight_decay != 0 (lightly/utils/lars.py, 1.6.0).
         if wd == 0:
             raise NotImplementedError("lightly's LARS skips adaptation without weight decay; jaxssl adapts.")
+        if opt("trust_clip"):
+            raise NotImplementedError("lightly's LARS has no clip of the trust ratio (optimizer.trust_clip=True); "
+                                      "compare with trust_clip=False or give the peer a clipped LARS.")
         torch_opt = LARS(param_groups, lr=peak, momentum=opt("momentum"), weight_decay=wd,
                          trust_coefficient=opt("trust_coefficient"))
     elif name == "sgd":

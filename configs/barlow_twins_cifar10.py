@@ -14,8 +14,10 @@ full splits) with a 512-wide projector; `:runlocal` a few steps for smoke tests:
 
   python -m jaxssl.main --config configs/barlow_twins_cifar10.py:cpu --workdir workdirs/barlow_cpu
 
-Differences from solo-learn: its LARS clips the adaptive rate at the base rate (`clip_lr`),
-which `optax.lars` does not do; it trains in mixed precision (16-bit), we in float32.
+Differences from solo-learn: its LARS clips the adaptive rate at the base rate (`clip_lr`), ours
+by default does not (as lightly's and the reference's LARS); `--config.optimizer.trust_clip=True`
+clips as solo-learn does (`jaxssl.train.optim.scale_by_clipped_trust_ratio`). It trains in mixed
+precision (16-bit), we in float32.
 """
 import ml_collections
 

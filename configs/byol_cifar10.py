@@ -19,8 +19,9 @@ p=0 / 0.2). Run it on an accelerator:
 `:runlocal` shrinks everything further for smoke tests (a few steps).
 
 Differences from solo-learn: it drops blur on CIFAR (augmentations/asymmetric.yaml) where we
-keep the paper's; its LARS clips the adaptive rate (`clip_lr`), `optax.lars` does not; it trains
-in 16-bit mixed precision, we in float32.
+keep the paper's; its LARS clips the adaptive rate (`clip_lr`), ours by default does not
+(`--config.optimizer.trust_clip=True` does, `jaxssl.train.optim.scale_by_clipped_trust_ratio`); it
+trains in 16-bit mixed precision, we in float32.
 """
 import ml_collections
 

@@ -5,8 +5,9 @@ The paper has no CIFAR-10 recipe; the default follows solo-learn's published CIF
 ResNet-18 with the CIFAR stem, DINO head 2048 -> 256 -> K = 4096 without BatchNorm and with
 `norm_last_layer`, student temperature 0.1, teacher temperature 0.04 -> 0.07 over 50 epochs,
 last layer frozen for 1 epoch, teacher EMA 0.9995 -> 1 (also DINO's advice for batch 256:
-"use 0.9995 with batch size of 256", main_dino.py), batch 256, 1000 epochs, LARS (eta 0.02)
-with lr 0.3 per 256 images, weight decay 1e-6, 10 warm-up epochs then cosine, no clipping, and
+"use 0.9995 with batch size of 256", main_dino.py), batch 256, 1000 epochs, LARS (eta 0.02;
+solo-learn's `clip_lr` only with `--config.optimizer.trust_clip=True`) with lr 0.3 per 256 images,
+weight decay 1e-6, 10 warm-up epochs then cosine, no gradient clipping, and
 solo-learn's asymmetric pair of 32x32 views (no blur; solarisation 0.2 on the second view).
 
   python -m jaxssl.main --config configs/dino_cifar10.py --workdir workdirs/dino_cifar10

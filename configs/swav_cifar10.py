@@ -10,7 +10,8 @@ of 32x32 views (colour jitter 0.8/0.8/0.8/0.2, blur 0.5).
 
 The optimiser is the reference's, not solo-learn's: LARC with trust coefficient 0.001, no
 clipping, on every parameter (facebookresearch/swav main_swav.py). solo-learn's eta 0.02 comes
-with its `clip_lr`, which caps each tensor's LARS rate at the base lr. `optax.lars` has no such cap,
+with its `clip_lr`, which caps each tensor's LARS rate at the base lr (`--config.optimizer.trust_clip=True`
+here). Unclipped LARS (`optax.lars`, lightly's) has no such cap,
 and SwAV's gradients are small, so an unclipped 0.02 moves every tensor by lr x 0.02 of its norm
 per step, 20x the reference's step. On CIFAR-10 at the `:cpu` budget that kept the loss at log K
 (uniform predictions) for hundreds of steps after the prototypes unfroze. The reference's 0.001

@@ -6,7 +6,8 @@ SimCLR B.1/Goyal et al. 2017; "sqrt": base_lr * sqrt(batch); "none"), warmup_ste
 weight_decay, weight_decay_end (optional: cosine weight-decay schedule, DINO), momentum, b1, b2,
 grad_clip (None/0: off, else the max norm), grad_clip_mode ("global": one norm over all
 gradients, `optax.clip_by_global_norm`; "per_param": each parameter tensor's gradient clipped to
-its own norm, DINO's `clip_gradients`), end_lr_factor. Biases and normalisation parameters
+its own norm, DINO's `clip_gradients`), end_lr_factor, and for LARS trust_coefficient and trust_clip
+(see `scale_by_clipped_trust_ratio`). Biases and normalisation parameters
 (every parameter of rank <= 1) get no weight decay and, for LARS, no trust-ratio adaptation
 (SimCLR B.1: "we exclude [...] batch normalization and bias parameters from LARS adaptation and
 weight decay").
@@ -42,7 +43,7 @@ KEYS = {
 }
 # The keys only one optimiser reads: LARS (`optax.lars`), AdamW (`optax.adamw`), SGD with momentum.
 OPTIMIZER_KEYS = {
-    "lars": {"momentum": Key(0.9, "float"), "trust_coefficient": Key(0.001, "float")},
+    "lars": {"momentum": Key(0.9, "float"), "trust_coefficient": Key(0.001, "float"), "trust_clip": Key(False, "bool")},
     "adamw": {"b1": Key(0.9, "float"), "b2": Key(0.999, "float")},
     "sgd": {"momentum": Key(0.9, "float")},
 }
@@ -143,6 +144,51 @@ def clip_by_param_norm(max_norm: float, eps: float = 1e-6) -> optax.GradientTran
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def scale_by_clipped_trust_ratio(learning_rate, trust_coefficient: float) -> optax.GradientTransformation:
+    r"""LARS's layer-wise rate capped at the learning rate: LARC's ``clip=True``, solo-learn's ``clip_lr``.
+
+    With :math:`u = g + \lambda w` (the decayed gradient), :math:`\eta` the trust coefficient and
+    :math:`\alpha_t` the learning rate of step :math:`t`, each tensor's update is scaled by
+
+    .. math:: s = \min\left(\frac{\eta \lVert w \rVert_2}{\alpha_t \lVert u \rVert_2}, 1\right)
+
+    before ``optax.scale_by_learning_rate`` multiplies it by :math:`\alpha_t`: the step is
+    :math:`\min(\eta \lVert w \rVert / \lVert u \rVert, \alpha_t) \, u`, at most plain SGD's. Unclipped
+    LARS (``optax.scale_by_trust_ratio``, :math:`s = \eta \lVert w \rVert / \lVert u \rVert`) moves every
+    tensor by :math:`\alpha_t \eta` of its norm however small its gradient. References: NVIDIA apex
+    ``LARC`` (``clip=True``: "adaptive_lr = min(adaptive_lr / group['lr'], 1)"), used by
+    facebookresearch/swav with ``clip=False``; solo-learn ``solo/utils/lars.py`` (``clip_lars_lr``),
+    the ``clip_lr: True`` of its CIFAR recipes. Their denominator is :math:`\lVert g \rVert +
+    \lambda \lVert w \rVert`; this one keeps ``optax.lars``'s :math:`\lVert g + \lambda w \rVert` (no larger; equal
+    when :math:`g` and :math:`w` point the same way), so switching the clip changes only the cap.
+    A zero parameter or update norm, or a zero learning rate, gives :math:`s = 1` (``optax``'s rule).
+
+    ``learning_rate``: the same schedule (or constant) as the ``scale_by_learning_rate`` after it;
+    the state's step count advances with that transform's, so both read :math:`\alpha_t` of one step.
+    """
+    schedule = learning_rate if callable(learning_rate) else (lambda count: learning_rate)
+
+    def init_fn(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        if params is None:
+            raise ValueError("scale_by_clipped_trust_ratio needs the parameters: tx.update(updates, state, params).")
+        lr = jnp.asarray(schedule(state.count), jnp.float32)
+
+        def scale(u, w):
+            w_norm, u_norm = jnp.linalg.norm(w.ravel()), jnp.linalg.norm(u.ravel())
+            ratio = trust_coefficient * w_norm / jnp.where(lr * u_norm > 0, lr * u_norm, 1.0)
+            s = jnp.where((w_norm > 0) & (u_norm > 0) & (lr > 0), jnp.minimum(ratio, 1.0), 1.0)
+            return u * s.astype(u.dtype)
+
+        updates = jax.tree_util.tree_map(scale, updates, params)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def fixed_lr_labels(params, pattern: str):
     """"fixed" for parameters whose path ("predictor/dense0/kernel") matches `pattern`, else "scheduled"."""
     regex = re.compile(pattern)
@@ -171,7 +217,13 @@ def weight_decay(cfg, total_steps: int):
 def _optimizer(cfg, lr, total_steps: int = 1) -> optax.GradientTransformation:
     """The optimiser named by `cfg.name` with learning rate `lr` (a schedule or a constant)."""
     wd, name, mask = weight_decay(cfg, total_steps), option(cfg, "name"), _mask(cfg)
-    if name == "lars":
+    if name == "lars" and option(cfg, "trust_clip"):
+        # optax.lars's chain with the trust ratio capped at the learning rate (solo-learn's clip_lr).
+        mask = True if mask is None else mask
+        tx = optax.chain(optax.add_decayed_weights(wd, mask=mask),
+                         optax.masked(scale_by_clipped_trust_ratio(lr, option(cfg, "trust_coefficient")), mask),
+                         optax.scale_by_learning_rate(lr), optax.trace(decay=option(cfg, "momentum")))
+    elif name == "lars":
         # optax.lars: a mask of True decays and adapts every parameter.
         mask = True if mask is None else mask
         tx = optax.lars(lr, weight_decay=wd, weight_decay_mask=mask, trust_ratio_mask=mask,

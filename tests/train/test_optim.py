@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 from jaxssl import schedules
@@ -111,3 +112,76 @@ def test_per_param_grad_clip_matches_numpy():
     np.testing.assert_allclose(-np.asarray(g_updates["small"]), grads["small"] * 3.0 / total, rtol=1e-5)
     with pytest.raises(ValueError, match="grad_clip_mode"):
         optim.make(cfg("layer"), 256, 10)
+
+
+def _clipped_lars_reference(params, grads_per_step, lrs, wd, eta, momentum, adapt):
+    """float64 NumPy LARS with the rate capped at the lr (solo-learn `clip_lr`, apex LARC clip=True), in
+    optax's order: u = g + wd w; s = min(eta |w| / (lr |u|), 1) on adapted tensors; buf = mu buf + lr s u."""
+    w = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in w.items()}
+    steps = []
+    for grads, lr in zip(grads_per_step, lrs):
+        out = {}
+        for k in w:
+            u = np.asarray(grads[k], np.float64) + (wd * w[k] if adapt[k] else 0.0)
+            s = 1.0
+            if adapt[k] and lr > 0 and np.linalg.norm(u) > 0 and np.linalg.norm(w[k]) > 0:
+                s = min(eta * np.linalg.norm(w[k]) / (lr * np.linalg.norm(u)), 1.0)
+            buf[k] = momentum * buf[k] + lr * s * u
+            out[k] = -buf[k]
+            w[k] = w[k] - buf[k]
+        steps.append(out)
+    return steps
+
+
+def test_clipped_lars_matches_numpy_over_a_schedule():
+    """`trust_clip` (solo-learn `clip_lr`): small gradients get plain SGD steps (the cap), large ones LARS steps; lr 0 gives 0."""
+    rng = np.random.default_rng(0)
+    params = {"small_grad": rng.normal(size=(4, 3)), "large_grad": rng.normal(size=(2, 2, 3)),
+              "bias": rng.normal(size=3)}
+    scale = {"small_grad": 1e-3, "large_grad": 30.0, "bias": 1.0}
+    grads = [{k: rng.normal(size=v.shape) * scale[k] for k, v in params.items()} for _ in range(6)]
+    cfg = _cfg(name="lars", base_lr=0.5, lr_scaling="linear", warmup_steps=2, weight_decay=1e-2,
+               trust_coefficient=0.02, momentum=0.9, trust_clip=True)
+    tx, lr_fn = optim.make(cfg, batch_size=512, total_steps=6)
+    lrs = [float(lr_fn(t)) for t in range(6)]
+    assert lrs[0] == 0.0 and max(lrs) == pytest.approx(1.0)
+    adapt = {k: v.ndim > 1 for k, v in params.items()}
+    want = _clipped_lars_reference(params, grads, lrs, 1e-2, 0.02, 0.9, adapt)
+    p = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), params)
+    state = tx.init(p)
+    update = jax.jit(tx.update)
+    for t in range(6):
+        g = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), grads[t])
+        updates, state = update(g, state, p)
+        for k in params:
+            np.testing.assert_allclose(np.asarray(updates[k]), want[t][k], rtol=2e-5, atol=1e-9, err_msg=f"{k} step {t}")
+        p = optax.apply_updates(p, updates)
+    # First step at lr 0.3 (no warm-up; cosine at step 0): a tiny gradient gets plain SGD's -lr u when
+    # clipped, unclipped LARS's -lr eta |w| u / |u| (a step of lr eta |w| whatever the gradient).
+    w, g = {"kernel": jnp.ones((4, 4))}, {"kernel": jnp.full((4, 4), 1e-4)}
+    one = lambda clip: optim.make(_cfg(name="lars", base_lr=0.3, lr_scaling="none", warmup_steps=0,
+                                       weight_decay=0.0, trust_coefficient=0.02, trust_clip=clip), 256, 1000)[0]
+    clipped, plain = ((lambda tx: np.asarray(tx.update(g, tx.init(w), w)[0]["kernel"]))(one(c)) for c in (True, False))
+    np.testing.assert_allclose(clipped, -0.3 * 1e-4, rtol=1e-5)
+    np.testing.assert_allclose(plain, -0.3 * 0.02 * 4.0 / 4.0, rtol=1e-5)  # |w| = 4, u / |u| = 1/4 each
+
+
+def test_clipped_lars_fixed_lr_paths_and_validation():
+    """A constant lr (fixed_lr_paths) works too, and `trust_clip` is a validated LARS key."""
+    from configs import byol_cifar10
+    from jaxssl.train import validate
+    params = {"predictor": {"kernel": jnp.ones((3, 3))}, "encoder": {"kernel": jnp.ones((3, 3))}}
+    cfg = _cfg(name="lars", warmup_steps=0, trust_clip=True, trust_coefficient=0.02, fixed_lr_paths="^predictor/")
+    tx, _ = optim.make(cfg, batch_size=256, total_steps=10)
+    g = jax.tree_util.tree_map(lambda v: v * 1e-4, params)
+    updates, _ = tx.update(g, tx.init(params), params)
+    assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree_util.tree_leaves(updates))
+    for value, ok in ((True, True), ("yes", False)):
+        config = byol_cifar10.get_config("runlocal")
+        config.optimizer.trust_clip = value
+        if ok:
+            validate.validate_config(config)
+        else:
+            with pytest.raises(TypeError, match="trust_clip must be a bool"):
+                validate.validate_config(config)
