@@ -9,6 +9,7 @@ import contextlib
 import copy
 import glob
 import importlib
+import inspect
 import json
 import math
 import os
@@ -231,6 +232,27 @@ def test_mask_ratio_outside_open_unit_interval_is_refused(ratio, good):
         _raises_naming(_mutated("method_kw.teacher_temp", -good, config), "config.method_kw.teacher_temp")
         _raises_naming(_mutated("method_kw.base_momentum", 1 + good, config), "config.method_kw.base_momentum")
 
+
+
+def test_a_method_can_widen_the_range_of_its_own_argument():
+    """SwAV's KEY_RANGES: queue_size 0 is no queue; MoCo v2's queue_size keeps the rule of the name (> 0)."""
+    from configs import moco_v2_cifar10, swav_cifar10
+    swav = swav_cifar10.get_config("runlocal")
+    validate.validate_config(_mutated("method_kw.queue_size", 0, swav))
+    _raises_naming(_mutated("method_kw.queue_size", -1, swav), "config.method_kw.queue_size")
+    moco = moco_v2_cifar10.get_config("runlocal")
+    _raises_naming(_mutated("method_kw.queue_size", 0, moco), "config.method_kw.queue_size")
+
+
+@pytest.mark.parametrize("name", jaxssl.methods.available())
+def test_key_ranges_name_arguments_of_make(name):
+    """A KEY_RANGES entry that names no argument of `make` would silently change nothing."""
+    module = importlib.import_module(f"jaxssl.methods.{name}")
+    ranges = getattr(module, "KEY_RANGES", {})
+    args = set(inspect.signature(module.make).parameters)
+    assert set(ranges) <= args, f"{name}.KEY_RANGES names {sorted(set(ranges) - args)}, not arguments of make"
+    for key, (low, high, _, _) in ranges.items():
+        assert low <= high, (name, key)
 
 # ----------------------------------------------------------------------------------------------
 # Dataset problems, through `loop.train`: reported before the model is initialised.

@@ -28,6 +28,7 @@ batch" (Sec. 3.1), here the GLOBAL batch.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -37,6 +38,11 @@ import jax.numpy as jnp
 from jaxssl import losses, monitors, ops
 from jaxssl.methods import base
 from jaxssl.models import heads
+
+# The validator's ranges for this method's keyword arguments where they differ from the rule of the
+# name (jaxssl.train.validate: a "size" must be > 0): a queue of 0 rows is no queue, so the option can
+# be switched off from the command line (`--config.method_kw.queue_size=0`; None cannot be set there).
+KEY_RANGES = {"queue_size": (0.0, math.inf, True, False)}
 
 
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128,

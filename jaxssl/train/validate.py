@@ -88,13 +88,18 @@ def _leaves(obj, key: str = ""):
         yield key, obj
 
 
-def _check_value(key: str, value) -> None:
-    """Every float finite; ranges (`_RANGES`) and ordered pairs where the key's name says what it holds."""
+def _check_value(key: str, value, ranges: dict | None = None) -> None:
+    """Every float finite; ranges and ordered pairs where the key's name says what it holds.
+
+    The range is `ranges[key]` when given (a method's own `KEY_RANGES`, keyed "method_kw.<arg>"),
+    else the first rule of `_RANGES` that the name matches.
+    """
     xs = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if any(isinstance(x, float) and not math.isfinite(x) for x in xs):
         raise ValueError(f"config.{key} = {value!r} is not finite.")
     name = key.rsplit(".", 1)[-1]
-    rule = next((r for names, r in _RANGES if any(name == n or name.endswith("_" + n) for n in names)), None)
+    rule = (ranges or {}).get(key) or next(
+        (r for names, r in _RANGES if any(name == n or name.endswith("_" + n) for n in names)), None)
     if rule is None or value is None:
         return
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs):
@@ -244,7 +249,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config.method, str) or config.method not in methods.available():
         raise ValueError(f"Unknown method {config.method!r} (config.method). Available methods: "
                          f"{', '.join(methods.available())}.")
-    params = inspect.signature(importlib.import_module(f"jaxssl.methods.{config.method}").make).parameters
+    method_module = importlib.import_module(f"jaxssl.methods.{config.method}")
+    params = inspect.signature(method_module.make).parameters
+    method_ranges = {f"method_kw.{k}": r for k, r in getattr(method_module, "KEY_RANGES", {}).items()}
     spec = {k: (p.default, p.annotation) for k, p in params.items() if k not in ("backbone", "dtype")}
     _check_kwargs("method_kw", config.method_kw, spec, f"method {config.method!r}",
                   [k for k, (d, _) in spec.items() if d is inspect.Parameter.empty])
@@ -277,7 +284,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check_evals(config, view_spec)
 
     for key, value in _leaves(config):
-        _check_value(key, value)
+        _check_value(key, value, method_ranges)
     _check_optimizer(config)
     _check_accumulation(config)
 
