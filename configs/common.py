@@ -234,10 +234,12 @@ def sequence_knn_eval(*, num_classes: int, batch_size: int = 100) -> ml_collecti
 
 def lars(base_lr: float, *, warmup_steps: int, weight_decay: float, trust_coefficient: float,
          end_lr_factor: float = 0.0) -> dict:
-    """LARS (momentum 0.9) with lr = base_lr x batch/256, warm-up then cosine, no clipping."""
+    """LARS (momentum 0.9) with lr = base_lr x batch/256, warm-up then cosine, no gradient clipping and
+    an uncapped trust ratio (`trust_clip=False`, spelled out so `--config.optimizer.trust_clip=True` can
+    switch on solo-learn's cap)."""
     return dict(name="lars", base_lr=base_lr, lr_scaling="linear", warmup_steps=warmup_steps,
-                weight_decay=weight_decay, momentum=0.9, trust_coefficient=trust_coefficient, grad_clip=0.0,
-                end_lr_factor=end_lr_factor)
+                weight_decay=weight_decay, momentum=0.9, trust_coefficient=trust_coefficient, trust_clip=False,
+                grad_clip=0.0, end_lr_factor=end_lr_factor)
 
 
 def sgd(base_lr: float, *, weight_decay: float, warmup_steps: int = 0, **extra) -> dict:

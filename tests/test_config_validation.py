@@ -335,6 +335,19 @@ def test_incompatible_workdir_is_refused_compatible_changes_are_not(cifar10_data
         with pytest.raises(AssertionError, match="reached model initialisation"):
             loop.train(_mutated(key, value, config), workdir)
     assert json.load(open(os.path.join(workdir, "config.json")))["data"]["name"] == "cifar10"
+    # An optimiser key spelled out at its default is no change (a run saved before `trust_clip` was
+    # written into the LARS configs resumes); another value of it is.
+    old_dir = str(tmp_path / "old_run")
+    old = config.to_dict()
+    del old["optimizer"]["trust_clip"]
+    loop._check_workdir_config(old_dir, ml_collections.ConfigDict(old))
+    os.makedirs(os.path.join(old_dir, "checkpoints"))
+    assert "trust_clip" not in json.load(open(os.path.join(old_dir, "config.json")))["optimizer"]
+    assert config.optimizer.trust_clip is False
+    with pytest.raises(AssertionError, match="reached model initialisation"):
+        loop.train(config, old_dir)
+    with pytest.raises(ValueError, match=re.escape("different config for ['optimizer']")):
+        loop.train(_mutated("optimizer.trust_clip", True, config), old_dir)
 
 
 def test_workdir_config_is_replaced_atomically(tmp_path, monkeypatch):

@@ -54,6 +54,15 @@ _STRUCTURAL_KEYS = ("method", "method_kw", "model", "batch_size", "dtype", "inpu
 # ----------------------------------------------------------------------------------------------
 
 
+def _with_defaults(key: str, value):
+    """config.optimizer (as saved in config.json) with every unset optional key at its default, so that a
+    key spelled out later at its default (e.g. `trust_clip=False`) is not taken for a change."""
+    if key != "optimizer" or not isinstance(value, dict):
+        return value
+    unset = {k: e.default for k, e in optim.all_keys().items() if k not in value and e.default is not defaults.REQUIRED}
+    return {**unset, **value}
+
+
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Refuse to resume a run whose checkpoints were written with an incompatible config."""
     path = os.path.join(workdir, "config.json")
@@ -62,7 +71,7 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
         with open(path) as f:
             old = json.load(f)
         get = lambda d, key: validate.lookup(d, key) if isinstance(d, dict) else None
-        diff = [k for k in _STRUCTURAL_KEYS if get(old, k) != get(new, k)]
+        diff = [k for k in _STRUCTURAL_KEYS if _with_defaults(k, get(old, k)) != _with_defaults(k, get(new, k))]
         if "batch_size" in diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(
                 f"The workdir {workdir} holds a run with global batch {old.get('batch_size')}, now "

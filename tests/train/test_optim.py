@@ -178,8 +178,9 @@ def test_clipped_lars_fixed_lr_paths_and_validation():
     updates, _ = tx.update(g, tx.init(params), params)
     assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree_util.tree_leaves(updates))
     for value, ok in ((True, True), ("yes", False)):
-        config = byol_cifar10.get_config("runlocal")
-        config.optimizer.trust_clip = value
+        raw = byol_cifar10.get_config("runlocal").to_dict()
+        raw["optimizer"]["trust_clip"] = value  # as a config file could write it (no ConfigDict type lock)
+        config = ml_collections.ConfigDict(raw)
         if ok:
             validate.validate_config(config)
         else:
