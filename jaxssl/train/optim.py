@@ -162,6 +162,8 @@ def scale_by_clipped_trust_ratio(learning_rate, trust_coefficient: float) -> opt
     \lambda \lVert w \rVert`; this one keeps ``optax.lars``'s :math:`\lVert g + \lambda w \rVert` (no larger; equal
     when :math:`g` and :math:`w` point the same way), so switching the clip changes only the cap.
     A zero parameter or update norm, or a zero learning rate, gives :math:`s = 1` (``optax``'s rule).
+    tests/train/test_optim.py checks five steps against solo-learn's LARS, clipped and not, where the
+    two must agree (weight decay 0, a constant lr; fixture from benchmarks/solo_lars_reference.py).
 
     ``learning_rate``: the same schedule (or constant) as the ``scale_by_learning_rate`` after it;
     the state's step count advances with that transform's, so both read :math:`\alpha_t` of one step.

@@ -186,3 +186,35 @@ def test_clipped_lars_fixed_lr_paths_and_validation():
         else:
             with pytest.raises(TypeError, match="trust_clip must be a bool"):
                 validate.validate_config(config)
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_lars_matches_solo_learn(clip):
+    """jaxssl's LARS (`trust_clip` on / off) against solo-learn's (`clip` on / off), five steps, fixture
+    from benchmarks/solo_lars_reference.py (weight decay 0 and a constant lr: the cases where the two
+    must agree exactly; that script's docstring says why)."""
+    import json
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "solo_lars.json")) as f:
+        ref = json.load(f)
+    s = ref["settings"]
+    cfg = _cfg(name="lars", base_lr=s["lr"], lr_scaling="none", warmup_steps=0, end_lr_factor=1.0,
+               weight_decay=s["weight_decay"], trust_coefficient=s["eta"], momentum=s["momentum"], trust_clip=clip)
+    tx, lr = optim.make(cfg, batch_size=256, total_steps=s["steps"])
+    assert all(float(lr(t)) == pytest.approx(s["lr"]) for t in range(s["steps"]))
+    with jax.enable_x64(True):
+        params = {k: jnp.asarray(v, jnp.float64) for k, v in ref["params"].items()}
+        state = tx.init(params)
+        for t, grads in enumerate(ref["grads"]):
+            updates, state = tx.update({k: jnp.asarray(v, jnp.float64) for k, v in grads.items()}, state, params)
+            params = optax.apply_updates(params, updates)
+            for k, want in ref["after_step"]["clip" if clip else "no_clip"][t].items():
+                # float64 arrays; the schedule's and the optimiser's constants are float32 (rel. ~1e-8).
+                np.testing.assert_allclose(np.asarray(params[k]), np.asarray(want), rtol=1e-6, atol=1e-12,
+                                           err_msg=f"{k} after step {t + 1}")
+    # The tolerance separates the two: clipping changes the adapted tensors by far more than it.
+    final = {c: np.asarray(ref["after_step"][c][-1]["small_grad"]) for c in ("clip", "no_clip")}
+    assert np.abs(final["clip"] - final["no_clip"]).max() > 1e-3 * np.abs(final["clip"]).max()
+    if clip:  # the fixture exercises the cap: the small-gradient tensor moved by plain SGD steps
+        moved = np.asarray(ref["after_step"]["clip"][0]["small_grad"]) - np.asarray(ref["params"]["small_grad"])
+        np.testing.assert_allclose(moved, -s["lr"] * np.asarray(ref["grads"][0]["small_grad"]), rtol=1e-10)
