@@ -14,9 +14,9 @@ BYOL's pair without blur). Run it on an accelerator:
 
   python -m jaxssl.main --config configs/nnclr_cifar10.py:cpu --workdir workdirs/nnclr_cpu
 
-Differences from solo-learn: its LARS clips the adaptive rate (`clip_lr`), ours by default does
-not (`--config.optimizer.trust_clip=True` does); it trains in 16-bit mixed precision, we in float32. The paper's ImageNet values (tau 0.1, K 98,304)
-are the method's defaults (`jaxssl.methods.nnclr.make`).
+Differences from solo-learn: its LARS clips the adaptive rate (`clip_lr`), ours by default does not
+(`--config.optimizer.trust_clip=True` does); it trains in 16-bit mixed precision, we in float32. The
+paper's ImageNet values (tau 0.1, K 98,304) are the method's defaults (`jaxssl.methods.nnclr.make`).
 """
 import ml_collections
 

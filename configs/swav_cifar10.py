@@ -8,15 +8,15 @@ temperature 0.1, Sinkhorn-Knopp epsilon 0.05 with 3 iterations (the paper's valu
 per 256 images, weight decay 1e-6, 10 warm-up epochs then cosine, and solo-learn's symmetric pair
 of 32x32 views (colour jitter 0.8/0.8/0.8/0.2, blur 0.5).
 
-The optimiser is the reference's, not solo-learn's: LARC with trust coefficient 0.001, no
-clipping, on every parameter (facebookresearch/swav main_swav.py). solo-learn's eta 0.02 comes
-with its `clip_lr`, which caps each tensor's LARS rate at the base lr (`--config.optimizer.trust_clip=True`
-here). Unclipped LARS (`optax.lars`, lightly's) has no such cap,
-and SwAV's gradients are small, so an unclipped 0.02 moves every tensor by lr x 0.02 of its norm
-per step, 20x the reference's step. On CIFAR-10 at the `:cpu` budget that kept the loss at log K
-(uniform predictions) for hundreds of steps after the prototypes unfroze. The reference's 0.001
-took jaxssl from +3.8 / +2.9 to +5.9 / +5.1 kNN points over random init (seed 0, 1000 steps,
-benchmarks/RESULTS.md 7); `--config.optimizer.trust_coefficient=0.02` gives the old runs back.
+The optimiser is the reference's, not solo-learn's: LARC with trust coefficient 0.001, no clipping,
+on every parameter (facebookresearch/swav main_swav.py). solo-learn's eta 0.02 comes with its
+`clip_lr`, which caps each tensor's LARS rate at the base lr (`--config.optimizer.trust_clip=True`
+here). Unclipped LARS (`optax.lars`, lightly's) has no such cap, and SwAV's gradients are small, so
+an unclipped 0.02 moves every tensor by lr x 0.02 of its norm per step, 20x the reference's step. On
+CIFAR-10 at the `:cpu` budget that kept the loss at log K (uniform predictions) for hundreds of
+steps after the prototypes unfroze. The reference's 0.001 took jaxssl from +3.8 / +2.9 to +5.9 /
++5.1 kNN points over random init (seed 0, 1000 steps, benchmarks/RESULTS.md 7);
+`--config.optimizer.trust_coefficient=0.02` gives the old runs back.
 
   python -m jaxssl.main --config configs/swav_cifar10.py --workdir workdirs/swav_cifar10
 
@@ -28,11 +28,12 @@ Arguments (combine with commas):
 * `vit`: a ViT-Ti/4 backbone (192 wide, 12 blocks, 4x4 patches) in place of the ResNet.
 * `cpu`: sized for a 2-core CPU: 1000 steps of 256, 300 prototypes, projector 512 -> 128, the
   recipe's 2 frozen epochs (390 steps) and no queue (the recipe's starts at epoch 50, step 9750,
-  beyond this budget; `--config.method_kw.queue_size=1024` adds one from there for longer runs). The earlier `:cpu` (400 steps, prototypes frozen 20 steps, a 1024 queue from
-  step 100) ended below its random init. This one, at the reference's LARC, ends at 30.1 / 30.8% kNN
-  (k=20 / k=200) at seed 0 and 31.0 / 31.9% at seed 1: +5.9 / +5.1 and +0.9 / +2.5 points over
-  random init, whose kNN differs by 6 points between the two seeds (24.3 and 30.1 at k=20);
-  lightly's SwAV on the same budget +5.1 / +6.6 and +4.6 / +4.3 (benchmarks/RESULTS.md 7).
+  beyond this budget; `--config.method_kw.queue_size=1024` adds one from there for longer runs). The
+  earlier `:cpu` (400 steps, prototypes frozen 20 steps, a 1024 queue from step 100) ended below its
+  random init. This one, at the reference's LARC, ends at 30.1 / 30.8% kNN (k=20 / k=200) at seed 0
+  and 31.0 / 31.9% at seed 1: +5.9 / +5.1 and +0.9 / +2.5 points over random init, whose kNN differs
+  by 6 points between the two seeds (24.3 and 30.1 at k=20); lightly's SwAV on the same budget +5.1
+  / +6.6 and +4.6 / +4.3 (benchmarks/RESULTS.md 7).
 * `runlocal`: a few steps of a tiny model.
 """
 import ml_collections

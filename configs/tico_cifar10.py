@@ -1,11 +1,11 @@
 r"""TiCo on CIFAR-10 (Zhu et al., 2022, arXiv:2206.10698).
 
-The paper reports ImageNet only and builds on BYOL's framework (momentum encoder, projector,
-LARS); the default is therefore BYOL's CIFAR recipe (configs/byol_cifar10.py: solo-learn's
-scripts/pretrain/cifar/byol.yaml) with the TiCo loss: ResNet-18 with the CIFAR stem, projector
-4096 -> 256, teacher momentum 0.99 -> 1 (cosine), batch 256, 1000 epochs, LARS (eta 0.02, without solo-learn's
-`clip_lr` unless `--config.optimizer.trust_clip=True`) with lr 1.0 per 256 images, weight decay 1e-5, 10 warm-up epochs, BYOL's asymmetric views; beta 0.9 and
-rho 8 (the paper's). Run it on an accelerator:
+The paper reports ImageNet only and builds on BYOL's framework (momentum encoder, projector, LARS); the
+default is therefore BYOL's CIFAR recipe (configs/byol_cifar10.py: solo-learn's
+scripts/pretrain/cifar/byol.yaml) with the TiCo loss: ResNet-18 with the CIFAR stem, projector 4096 ->
+256, teacher momentum 0.99 -> 1 (cosine), batch 256, 1000 epochs, LARS (eta 0.02, without solo-learn's
+`clip_lr` unless `--config.optimizer.trust_clip=True`) with lr 1.0 per 256 images, weight decay 1e-5, 10
+warm-up epochs, BYOL's asymmetric views; beta 0.9 and rho 8 (the paper's). Run it on an accelerator:
 
   python -m jaxssl.main --config configs/tico_cifar10.py --workdir workdirs/tico_cifar10
 

@@ -14,9 +14,9 @@ full splits) with a 512-wide expander; `:runlocal` a few steps for smoke tests:
 
   python -m jaxssl.main --config configs/vicreg_cifar10.py:cpu --workdir workdirs/vicreg_cpu
 
-Differences from solo-learn: its LARS clips the adaptive rate at the base rate (`clip_lr`), ours
-by default does not (`--config.optimizer.trust_clip=True` does); it trains in mixed precision (16-bit), we in float32; its
-variance term is the sum over the two views, ours the mean as in the reference code.
+Differences from solo-learn: its LARS clips the adaptive rate at the base rate (`clip_lr`), ours by
+default does not (`--config.optimizer.trust_clip=True` does); it trains in mixed precision (16-bit), we
+in float32; its variance term is the sum over the two views, ours the mean as in the reference code.
 """
 import ml_collections
 

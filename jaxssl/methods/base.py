@@ -1,11 +1,12 @@
 """The contract between a method and the trainer.
 
-A method is one module `jaxssl/methods/<name>.py` with `make(*, backbone, **hyperparameters)`
-returning a `Method`, and optionally `KEY_RANGES = {argument: (low, high, low_ok, high_ok)}` where one of
-its arguments' allowed values differ from the range `jaxssl.train.validate` infers from the name
-(SwAV: `queue_size=0` is no queue, where a size must otherwise be > 0). The train step (`jaxssl.train.step`) receives it and never needs to know
-which method it runs (the scenic pattern: the step is given its loss function). Besides the
-contract, only the composition of the optional two-stage form (`two_stage`) lives here.
+A method is one module `jaxssl/methods/<name>.py` with `make(*, backbone, **hyperparameters)` returning
+a `Method`, and optionally `KEY_RANGES = {argument: (low, high, low_ok, high_ok)}` where the allowed
+values of one of its arguments differ from the range `jaxssl.train.validate` infers from the name (SwAV:
+`queue_size=0` is no queue, where a size must otherwise be > 0). The train step (`jaxssl.train.step`)
+receives it and never needs to know which method it runs (the scenic pattern: the step is given its loss
+function). Besides the contract, only the composition of the optional two-stage form (`two_stage`) lives
+here.
 """
 from __future__ import annotations
 

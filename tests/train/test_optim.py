@@ -135,7 +135,8 @@ def _clipped_lars_reference(params, grads_per_step, lrs, wd, eta, momentum, adap
 
 
 def test_clipped_lars_matches_numpy_over_a_schedule():
-    """`trust_clip` (solo-learn `clip_lr`): small gradients get plain SGD steps (the cap), large ones LARS steps; lr 0 gives 0."""
+    """`trust_clip` (solo-learn `clip_lr`): small gradients get plain SGD steps (the cap), large ones
+    LARS steps; lr 0 gives 0."""
     rng = np.random.default_rng(0)
     params = {"small_grad": rng.normal(size=(4, 3)), "large_grad": rng.normal(size=(2, 2, 3)),
               "bias": rng.normal(size=3)}
@@ -155,7 +156,8 @@ def test_clipped_lars_matches_numpy_over_a_schedule():
         g = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), grads[t])
         updates, state = update(g, state, p)
         for k in params:
-            np.testing.assert_allclose(np.asarray(updates[k]), want[t][k], rtol=2e-5, atol=1e-9, err_msg=f"{k} step {t}")
+            np.testing.assert_allclose(np.asarray(updates[k]), want[t][k], rtol=2e-5, atol=1e-9,
+                                       err_msg=f"{k} step {t}")
         p = optax.apply_updates(p, updates)
     # First step at lr 0.3 (no warm-up; cosine at step 0): a tiny gradient gets plain SGD's -lr u when
     # clipped, unclipped LARS's -lr eta |w| u / |u| (a step of lr eta |w| whatever the gradient).
