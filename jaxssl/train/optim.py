@@ -180,7 +180,9 @@ def scale_by_clipped_trust_ratio(learning_rate, trust_coefficient: float) -> opt
         lr = jnp.asarray(schedule(state.count), jnp.float32)
 
         def scale(u, w):
-            w_norm, u_norm = jnp.linalg.norm(w.ravel()), jnp.linalg.norm(u.ravel())
+            # Reductions only: no reshape of a (possibly FSDP-sharded) tensor; at least float32.
+            w_norm, u_norm = (jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.promote_types(x.dtype, jnp.float32)))))
+                              for x in (w, u))
             ratio = trust_coefficient * w_norm / jnp.where(lr * u_norm > 0, lr * u_norm, 1.0)
             s = jnp.where((w_norm > 0) & (u_norm > 0) & (lr > 0), jnp.minimum(ratio, 1.0), 1.0)
             return u * s.astype(u.dtype)
