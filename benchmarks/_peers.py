@@ -9,7 +9,8 @@ what jaxssl runs, written the way lightly's own examples write it:
   `zero_init_residual=False`), optionally lightly's `SplitBatchNorm` (MoCo's per-GPU BN);
 - heads/losses: `lightly.models.modules.*` heads, `lightly.loss.*` losses and
   `lightly.models.utils.{update_momentum, batch_shuffle}` (see `from_config` for each method);
-- optimiser: `optimizer(model, config.optimizer, ...)`: lightly's LARS, torch SGD or AdamW built
+- optimiser: `optimizer(model, config.optimizer, ...)`: lightly's LARS (solo-learn's where
+  `trust_clip` asks for the capped rate, which lightly's lacks), torch SGD or AdamW built
   from jaxssl's optimizer config (param groups for jaxssl's decay mask and `fixed_lr_paths`), the
   learning rate set every step from jaxssl's own schedule;
 - augmentation: `views_transform(config.input.views)`: lightly's per-view transform
@@ -366,6 +367,21 @@ def transform(method: str, size: int = 32):
     return views_transform(common.byol_views(size))  # blur 1.0 / 0.1, solarise 0 / 0.2
 
 
+def solo_lars_module():
+    """solo-learn's `solo/utils/lars.py` (1.0.2: `LARSWrapper`), loaded from its file: importing the `solo`
+    package pulls in lightning, which the benchmarks venv does not install (solo-learn is `--no-deps`)."""
+    import importlib.util
+    import os
+    spec = importlib.util.find_spec("solo")
+    if spec is None:
+        raise ImportError("solo-learn is not installed: run benchmarks/setup.sh (it installs solo-learn --no-deps).")
+    path = os.path.join(spec.submodule_search_locations[0], "utils", "lars.py")
+    module_spec = importlib.util.spec_from_file_location("solo_lars", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
     """(torch optimiser, before_step(step), clip()) from jaxssl's `config.optimizer`.
 
@@ -396,14 +412,18 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
     name = opt("name")
     if name == "lars":
         from lightly.utils.lars import LARS
-        # lightly's LARS adapts only groups with weight_decay != 0 (lightly/utils/lars.py, 1.6.0).
-        if wd == 0:
-            raise NotImplementedError("lightly's LARS skips adaptation without weight decay; jaxssl adapts.")
         if opt("trust_clip"):
-            raise NotImplementedError("lightly's LARS has no clip of the trust ratio (optimizer.trust_clip=True); "
-                                      "compare with trust_clip=False or give the peer a clipped LARS.")
-        torch_opt = LARS(param_groups, lr=peak, momentum=opt("momentum"), weight_decay=wd,
-                         trust_coefficient=opt("trust_coefficient"))
+            # lightly's LARS cannot cap the rate; solo-learn's LARS (clip=True) around torch SGD can. Its
+            # excluded (rank-1) tensors get neither adaptation nor decay, as jaxssl's masked ones.
+            sgd = torch.optim.SGD(param_groups, lr=peak, momentum=opt("momentum"))
+            torch_opt = solo_lars_module().LARSWrapper(sgd, eta=opt("trust_coefficient"), clip=True,
+                                                       exclude_bias_n_norm=opt("exclude_rank1"))
+        else:
+            # lightly's LARS adapts only groups with weight_decay != 0 (lightly/utils/lars.py, 1.6.0).
+            if wd == 0:
+                raise NotImplementedError("lightly's LARS skips adaptation without weight decay; jaxssl adapts.")
+            torch_opt = LARS(param_groups, lr=peak, momentum=opt("momentum"), weight_decay=wd,
+                             trust_coefficient=opt("trust_coefficient"))
     elif name == "sgd":
         torch_opt = torch.optim.SGD(param_groups, lr=peak, momentum=opt("momentum"))
     elif name == "adamw":

@@ -15,34 +15,22 @@ The cases are where the two should agree exactly, and say why they must:
 Run in the benchmarks venv (`benchmarks/setup.sh`; solo-learn is installed there without its
 dependencies, and only this one file of it is loaded, so lightning is not needed):
 
-  .venv-bench/bin/python benchmarks/solo_lars_reference.py
+  .venv-bench/bin/python benchmarks/solo_lars_reference.py   (from the repository root)
 """
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import torch
 
+from _peers import solo_lars_module  # benchmarks/ is the script's directory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "train", "solo_lars.json")
 LR, ETA, MOMENTUM, STEPS = 0.3, 0.02, 0.9, 5
-
-
-def solo_lars_module():
-    """`solo.utils.lars`, loaded from its file (importing the `solo` package pulls in lightning)."""
-    spec = importlib.util.find_spec("solo")
-    if spec is None:
-        sys.exit("solo-learn is not installed: run benchmarks/setup.sh (it installs solo-learn --no-deps).")
-    path = os.path.join(spec.submodule_search_locations[0], "utils", "lars.py")
-    module_spec = importlib.util.spec_from_file_location("solo_lars", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def inputs() -> tuple[dict, list[dict]]:
