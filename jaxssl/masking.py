@@ -1,6 +1,8 @@
 """Mask generators for masked prediction, all on device, pure and deterministic given the key.
 
 * `random_block_mask` -- BEiT/iBOT block-wise image masks (iBOT, DINOv2, data2vec image);
+* `max_block_masked` and `masked_index` -- the most patches `random_block_mask` can mask, and the
+  indices of each row's masked tokens padded to that count (heads run on the masked tokens only);
 * `random_mask` -- a uniformly random fixed-size subset per sample (MAE, arXiv:2111.06377), with
   the permutation needed to keep only the visible tokens;
 * `with_count` -- any mask made to hold exactly n masked tokens per sample, with the indices of
@@ -20,6 +22,7 @@ so the masks depend only on the key, never on the device layout.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -83,6 +86,38 @@ def random_block_mask(rng: jax.Array, batch: int, grid: tuple[int, int], *,
         return jax.lax.fori_loop(0, attempts, propose, jnp.zeros((h, w), bool)).reshape(h * w)
 
     return jax.vmap(one)(jax.random.split(rng, batch))
+
+
+def max_block_masked(num_patches: int, ratio: tuple[float, float] = (0.1, 0.5)) -> int:
+    """The most patches one `random_block_mask` row can mask: ceil(ratio[1] * num_patches), at most num_patches.
+
+    Each row's target is round(r * num_patches) with r <= ratio[1], and no block is accepted beyond
+    the target, so every row holds at most this many masked patches (tests/test_masking.py).
+    """
+    return min(num_patches, math.ceil(ratio[1] * num_patches))
+
+
+def masked_index(mask: jax.Array, size: int) -> tuple[jax.Array, jax.Array]:
+    """The indices of each row's masked tokens, in token order, padded to a fixed `size`.
+
+    jit needs static shapes, and the number of masked tokens differs per row: DINOv2 pads the
+    flat list of masked tokens to an upper bound (dinov2/data/collate.py `upperbound`); here each
+    row is padded to `size` (e.g. `max_block_masked`) with indices of unmasked tokens, flagged
+    invalid. `take_along_axis(x, index[..., None], 1)` then gathers (B, size, D) tokens, and a loss
+    weighted by `valid` sees exactly the masked tokens.
+
+    Args:
+      mask: (B, N) bool, True = masked; at most `size` True per row (more are dropped silently).
+      size: number of indices per row, 0 < size <= N.
+
+    Returns:
+      index: (B, size) int32 token indices, the masked ones first in increasing order.
+      valid: (B, size) bool, True where `index` points at a masked token.
+    """
+    if not 0 < size <= mask.shape[-1]:
+        raise ValueError(f"size must be in [1, {mask.shape[-1]}] (the number of tokens), got {size}.")
+    index = jnp.argsort(~mask, axis=-1, stable=True)[..., :size].astype(jnp.int32)
+    return index, jnp.take_along_axis(mask, index, axis=-1)
 
 
 def random_mask(rng: jax.Array, batch: int, num_tokens: int, ratio: float) -> tuple[jax.Array, jax.Array]:

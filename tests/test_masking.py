@@ -68,10 +68,14 @@ def test_random_block_mask_counts_and_blocks():
     masks = masks_fn(jax.random.key(0), (0.1, 0.5), 1.0)
     assert masks.shape == (b, 196) and masks.dtype == jnp.bool_
     counts = np.asarray(masks.sum(1))
-    assert counts.min() >= 4 and counts.max() <= round(0.5 * 196)
+    assert counts.min() >= 4 and counts.max() <= round(0.5 * 196) == masking.max_block_masked(196, (0.1, 0.5))
     # Per image the target round(r * 196) is reached or nearly (a last block may not fit).
     fixed = masks_fn(jax.random.key(1), (0.4, 0.4), 1.0)
     np.testing.assert_array_less(np.asarray(fixed.sum(1)), 79)  # never above the target 78
+    assert masking.max_block_masked(196, (0.4, 0.4)) == 79  # ceil(78.4): a bound, not the target
+    # The bound at iBOT's `:cpu` grid, the one `ibot.make` pads the student's patch head to.
+    eight = np.asarray(jax.jit(lambda k: masking.random_block_mask(k, 4096, (8, 8), ratio=(0.1, 0.5)))(jax.random.key(5)))
+    assert eight.sum(1).max() == masking.max_block_masked(64, (0.1, 0.5)) == 32
     assert np.asarray(fixed.sum(1)).mean() > 0.9 * 78
     # Masks are blocks: almost every masked patch has a masked 4-neighbour (only a last block
     # filling fewer than `min_patches` remaining patches can be 1x1); i.i.d. masking at 40% gives
@@ -85,6 +89,31 @@ def test_random_block_mask_counts_and_blocks():
     assert not masks_fn(jax.random.key(2), (0.1, 0.5), 0.0).any()
     half = masks_fn(jax.random.key(3), (0.1, 0.5), 0.5)
     assert 0.4 < float(half.any(1).mean()) < 0.6
+
+
+def test_masked_index_pads_each_row_to_a_fixed_size():
+    mask = np.zeros((3, 10), bool)
+    mask[0, [7, 2, 5]] = True
+    mask[1, :] = False  # an image without masked patches
+    mask[2, [0, 9]] = True
+    index, valid = masking.masked_index(jnp.asarray(mask), 4)
+    index, valid = np.asarray(index), np.asarray(valid)
+    assert index.shape == valid.shape == (3, 4) and index.dtype == np.int32
+    for row, idx, ok in zip(mask, index, valid):
+        np.testing.assert_array_equal(idx[ok], np.flatnonzero(row))  # the masked tokens, in order, first
+        assert ok.sum() == row.sum() and not ok[row.sum():].any()
+        assert len(set(idx)) == 4 and not row[idx[~ok]].any()  # padding: distinct unmasked tokens
+    # Gathered and weighted by `valid`, a per-row mean over tokens is the masked mean of the full row.
+    x = np.random.default_rng(0).normal(size=(3, 10))
+    gathered = np.take_along_axis(x, index, 1)
+    np.testing.assert_allclose((gathered * valid).sum(1), (x * mask).sum(1))
+    for size in (0, 11):
+        try:
+            masking.masked_index(jnp.asarray(mask), size)
+        except ValueError as e:
+            assert "size must be in [1, 10]" in str(e)
+        else:
+            raise AssertionError(size)
 
 
 def _official_block_size(u, scale, aspect, grid):

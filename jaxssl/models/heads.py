@@ -259,12 +259,14 @@ class MultiCrop(nn.Module):
     (2 updates per step against 8). Stochastic depth draws its per-row masks per call, so the
     draws (not their distribution) depend on the grouping.
 
-    `__call__(views, train, masks=None, patch_views=0)`: `views` is one (B, H, W, 3) array or a
-    list of them; `masks` an optional list (aligned with views, None for unmasked views) of
-    (B, N) bool token masks for a ViT backbone; the first `patch_views` views also return the head
-    applied to every patch token (iBOT). Returns a dict: "features" (V*B, F) backbone features,
-    "projection" (V*B, P) head outputs, "scores" (V*B, K) if `prototypes` is set, and
-    "patch_projection": a list of (B, N, P), one per patch view. Rows are in view order.
+    `__call__(views, train, masks=None, patch_views=0, patch_index=None)`: `views` is one
+    (B, H, W, 3) array or a list of them; `masks` an optional list (aligned with views, None for
+    unmasked views) of (B, N) bool token masks for a ViT backbone; the first `patch_views` views
+    also return the head applied to every patch token (iBOT), or, with `patch_index` (a list of
+    `patch_views` (B, M) int arrays, e.g. `masking.masked_index`), to the M patch tokens each row
+    names. Returns a dict: "features" (V*B, F) backbone features, "projection" (V*B, P) head
+    outputs, "scores" (V*B, K) if `prototypes` is set, and "patch_projection": a list of (B, N, P)
+    (or (B, M, P)), one per patch view. Rows are in view order.
     `features(x, train=False)` runs the backbone alone (evaluation).
     """
 
@@ -273,12 +275,14 @@ class MultiCrop(nn.Module):
     prototypes: nn.Module | None = None
     grouping: str = "resolution"
 
-    def __call__(self, views, train: bool = True, masks=None, patch_views: int = 0):
+    def __call__(self, views, train: bool = True, masks=None, patch_views: int = 0, patch_index=None):
         check_grouping(self.grouping)
         views = list(views) if isinstance(views, (list, tuple)) else [views]
         masks = list(masks) if masks is not None else [None] * len(views)
         if len(masks) != len(views):
             raise ValueError(f"Got {len(masks)} masks for {len(views)} views; pass None for unmasked views.")
+        if patch_index is not None and len(patch_index) != patch_views:
+            raise ValueError(f"Got {len(patch_index)} patch_index arrays for patch_views={patch_views}; pass one per patch view.")
         feats, patches = [], []
         start = 0
         while start < len(views):
@@ -296,8 +300,13 @@ class MultiCrop(nn.Module):
                 tokens = self.backbone(x, train=train, mask=mask, return_tokens=True)
                 feats.append(tokens[:, 0])
                 if start < patch_views:
-                    out = self.head(tokens[:, 1:], train=train)
-                    patches.extend(jnp.split(out, end - start)[: patch_views - start])
+                    # The head sees the patch views of the group only (it is per token: no batch coupling).
+                    n = min(end, patch_views) - start
+                    p = tokens[: n * views[start].shape[0], 1:]
+                    if patch_index is not None:
+                        index = jnp.concatenate(patch_index[start:start + n])
+                        p = jnp.take_along_axis(p, index[..., None], axis=1)
+                    patches.extend(jnp.split(self.head(p, train=train), n))
             else:
                 feats.append(self.backbone(x, train=train))
             start = end
