@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             warmup_teacher_temperature_steps=30 * epoch, centering="ema", center_momentum=0.9,
                             separate_head=False, dino_loss_weight=1.0, ibot_loss_weight=1.0,
                             koleo_loss_weight=0.0, mask_ratio=(0.1, 0.5), mask_probability=0.5,
+                            # The student's patch head on the masked tokens only: main_ibot.py's loss
+                            # and gradients at fewer FLOPs ("all": its head on every token).
+                            patch_head_tokens="masked",
                             min_mask_patches=4, base_momentum=0.9995, freeze_last_layer_steps=epoch)
     config.optimizer = common.dino_vit_optimizer(epoch)
     if arg.dinov2:

@@ -22,6 +22,10 @@ at the masked positions, the teacher's output for the unmasked crop.
   and `extra["patch_center"]` (K,), the global-batch means (all patch tokens for the latter) at
   momentum 0.9; `centering="sinkhorn"` (DINOv2): `ops.sinkhorn_knopp` with epsilon = the teacher
   temperature, over the global batch ([CLS]) and over the masked patch tokens only (patches).
+* Heads on the masked tokens only (`patch_head_tokens="masked"`, the default): the student's patch
+  head runs on each global crop's masked tokens, padded per image to the most a mask can hold
+  (`masking.max_block_masked`, `masking.masked_index`), as DINOv2; the official iBOT code runs it on
+  every token and drops the unmasked ones in the loss ("all"). Same loss and gradients, fewer FLOPs.
 * EMA teacher, teacher temperature warm-up, frozen last layer, drop-path-free teacher, crop
   grouping (`crop_grouping`, `heads.MultiCrop`): as DINO (shared helpers from `jaxssl.methods.dino`).
 """
@@ -38,6 +42,7 @@ from jaxssl.methods import base, dino
 from jaxssl.models import heads
 
 CENTERINGS = ("ema", "sinkhorn")
+PATCH_HEAD_TOKENS = ("masked", "all")
 
 
 class SeparateHeads(nn.Module):
@@ -62,7 +67,7 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
          warmup_teacher_temperature: float = 0.04, warmup_teacher_temperature_steps: int = 0,
          centering: str = "ema", center_momentum: float = 0.9, separate_head: bool = False,
          dino_loss_weight: float = 1.0, ibot_loss_weight: float = 1.0, koleo_loss_weight: float = 0.0,
-         koleo_per_device: bool = True,
+         koleo_per_device: bool = True, patch_head_tokens: str = "masked",
          mask_ratio: Sequence[float] = (0.1, 0.5),
          mask_probability: float = 1.0, min_mask_patches: int = 4, base_momentum: float = 0.996,
          freeze_last_layer_steps: int = 0, crop_grouping: str = "resolution", dtype=jnp.float32) -> base.Method:
@@ -86,6 +91,15 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
       koleo_per_device: search each feature's neighbour among its device's rows (True, DINOv2's
         ssl_meta_arch.py, `losses.koleo_per_device`: the result then depends on the device count)
         or among the global batch (False: independent of the device count).
+      patch_head_tokens: which patch tokens the student's head runs on. "masked" (default): each
+        global crop's masked tokens only, padded to `masking.max_block_masked` per image
+        (`masking.masked_index`), as DINOv2 (ssl_meta_arch.py selects `mask_indices_list` before
+        the head); with Sinkhorn centring the teacher's head too. "all": every patch token, as
+        bytedance/ibot main_ibot.py (the student and teacher heads see all tokens, the loss keeps
+        the masked ones). The loss and its gradients are the same (the heads are per token);
+        "masked" runs the student head on at most ratio[1] of the tokens (half at iBOT's 0.5).
+        With EMA centring the teacher's head still runs on all tokens: iBOT's patch centre is
+        their mean.
       mask_ratio, mask_probability, min_mask_patches: block masking (see `masking.random_block_mask`).
       base_momentum: teacher EMA momentum at step 0 (0.996), cosine to 1.
       freeze_last_layer_steps: steps with the head's last layer frozen.
@@ -95,6 +109,8 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
     """
     if centering not in CENTERINGS:
         raise ValueError(f"Unknown centering {centering!r}; choose one of {CENTERINGS}.")
+    if patch_head_tokens not in PATCH_HEAD_TOKENS:
+        raise ValueError(f"Unknown patch_head_tokens {patch_head_tokens!r}; choose one of {PATCH_HEAD_TOKENS}.")
     if not getattr(backbone, "mask_token", False):
         raise ValueError("iBOT needs a ViT backbone with a mask token: set config.model.mask_token=True "
                          "(models.get('vit', ..., mask_token=True)).")
@@ -123,19 +139,27 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         masks = masking.random_block_mask(mask_rng, global_views * b, grid, ratio=tuple(mask_ratio),
                                       probability=mask_probability, min_patches=min_mask_patches)
         masks = masks.reshape(global_views, b, -1)
+        index = None
+        if patch_head_tokens == "masked":
+            index, valid = masking.masked_index(masks.reshape(global_views * b, -1),
+                                                masking.max_block_masked(grid[0] * grid[1], tuple(mask_ratio)))
+            index, valid = index.reshape(global_views, b, -1), valid.reshape(global_views, b, -1)
 
         frozen = step < freeze_last_layer_steps
         for path in last_layers:
             params = ops.stop_gradient_where(frozen, params, path)
         out, new_state = student.apply({"params": params, **model_state}, views, train=True,
                                        masks=list(masks) + [None] * (num_views - global_views),
-                                       patch_views=global_views, mutable=list(model_state),
-                                       rngs={"dropout": drop_rng})
-        t_out = dino.apply_teacher(teacher_net, teacher, views[:global_views], patch_views=global_views)
+                                       patch_views=global_views, patch_index=None if index is None else list(index),
+                                       mutable=list(model_state), rngs={"dropout": drop_rng})
+        # Sinkhorn centring reads the masked teacher tokens only, so its head may skip the others too.
+        t_index = None if index is None or centering == "ema" else list(index)
+        t_out = dino.apply_teacher(teacher_net, teacher, views[:global_views], patch_views=global_views,
+                                   patch_index=t_index)
         t_cls = t_out["projection"].reshape(global_views, b, out_dim)
-        t_patch = jnp.stack(t_out["patch_projection"])  # (G, B, N, K)
+        t_patch = jnp.stack(t_out["patch_projection"])  # (G, B, N or M, K)
         s_cls = out["projection"].reshape(num_views, b, out_dim)
-        s_patch = jnp.stack(out["patch_projection"])
+        s_patch = jnp.stack(out["patch_projection"])  # (G, B, M, K) with "masked", else (G, B, N, K)
 
         new_extra = {}
         if centering == "ema":
@@ -143,14 +167,17 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
             patch_targets = losses.centered_softmax(t_patch, extra["patch_center"], tau_t)
             new_extra["center"] = losses.update_center(extra["center"], t_cls, center_momentum)
             new_extra["patch_center"] = losses.update_center(extra["patch_center"], t_patch, center_momentum)
+            if index is not None:  # the targets at the student's tokens
+                patch_targets = jnp.take_along_axis(patch_targets, index[..., None], axis=2)
         else:
             sinkhorn = lambda x, **kw: ops.sinkhorn_knopp(x.reshape(-1, out_dim), epsilon=tau_t, **kw)
             cls_targets = sinkhorn(t_cls).reshape(t_cls.shape)
             # DINOv2 balances the masked patch tokens only (`n_masked_patches` rows).
-            patch_targets = sinkhorn(t_patch, valid=masks.reshape(-1)).reshape(t_patch.shape)
+            patch_valid = masks if index is None else valid
+            patch_targets = sinkhorn(t_patch, valid=patch_valid.reshape(-1)).reshape(t_patch.shape)
         cls_loss = jnp.mean(losses.dino(s_cls, cls_targets, student_temperature=student_temperature))
         per_view = lambda s, t, m: losses.ibot_patch(s, t, m, student_temperature=student_temperature)
-        patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks))
+        patch_loss = jnp.mean(jax.vmap(per_view)(s_patch, patch_targets, masks if index is None else valid))
         loss = dino_loss_weight * cls_loss + ibot_loss_weight * patch_loss
         feats = out["features"][: global_views * b].reshape(global_views, b, -1)
         # Off (weight 0), the logged term is a monitor: the global form, independent of the device count.

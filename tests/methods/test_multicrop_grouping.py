@@ -4,6 +4,9 @@ For a ViT (no batch-coupled layer) both give the same DINO/iBOT/SwAV loss, gradi
 up to float32 rounding. For a ResNet BatchNorm couples the rows of one call: each grouping must give
 exactly the features of its own calls, eval mode (running averages) must agree, and the running
 averages move once per call.
+
+iBOT's `patch_head_tokens="masked"` (the student's patch head on the masked tokens only, padded per
+image) gives the loss, gradients and new centres of "all" (the head on every token, the official code).
 """
 import jax
 import jax.numpy as jnp
@@ -63,6 +66,44 @@ def test_vit_groupings_give_the_same_loss_and_gradients(name):
     _assert_close(g_view, g_res)
     if jax.tree_util.tree_leaves(aux_res):  # the new centre (DINO/iBOT)
         _assert_close(aux_view, aux_res)
+
+
+@pytest.mark.parametrize("centering,separate", [("ema", False), ("sinkhorn", True)])
+def test_ibot_patch_head_on_masked_tokens_equals_head_on_all_tokens(centering, separate):
+    backbone = models.get("vit", **_VIT, mask_token=True)  # 16 px / 4 = 16 patches: at most 8 masked
+    views = _views([16, 16, 8], b=6)
+    make = lambda tokens: methods.get("ibot", backbone=backbone, total_steps=10, centering=centering,
+                                      separate_head=separate, mask_probability=0.5, patch_head_tokens=tokens,
+                                      **_HEAD)
+    (l_all, g_all, aux_all), (l_m, g_m, aux_m) = (_loss_grads(make(t), views) for t in ("all", "masked"))
+    np.testing.assert_allclose(float(l_m), float(l_all), rtol=1e-6)
+    _assert_close(g_m, g_all)
+    if centering == "ema":
+        _assert_close(aux_m, aux_all)  # the centres: the teacher's head still sees every token
+    # The patch loss is not trivially zero: some images are masked (probability 0.5 of 6), and it moves the head.
+    method = make("masked")
+    params = method.net.init(jax.random.key(1), views[0], train=True)["params"]
+    teacher = {"params": params}
+    _, (_, _, metrics) = method.loss_fn(params, {}, teacher, method.init_extra(None), views, jax.random.key(2),
+                                        jnp.int32(0))
+    assert float(metrics["patch_loss"]) > 0 and 0 < float(metrics["mask_ratio"]) <= 0.5
+    # And the heads run on fewer tokens: fewer FLOPs in the gradient (with a head as large against the
+    # backbone as `:cpu`'s; the student's patch head sees 8 of 16 tokens, with Sinkhorn the teacher's too).
+    flops = {}
+    for t in ("all", "masked"):
+        m = methods.get("ibot", backbone=backbone, total_steps=10, centering=centering, separate_head=separate,
+                        patch_head_tokens=t, out_dim=1024, hidden_dim=128, bottleneck_dim=16)
+        p = m.net.init(jax.random.key(1), views[0], train=True)["params"]
+        grad = jax.grad(lambda p, m=m, p0=p: m.loss_fn(p, {}, {"params": p0}, m.init_extra(None), views,
+                                                       jax.random.key(2), jnp.int32(0))[0])
+        flops[t] = jax.jit(grad).lower(p).cost_analysis()["flops"]
+    assert flops["masked"] < {"ema": 0.85, "sinkhorn": 0.8}[centering] * flops["all"], flops
+
+
+def test_ibot_rejects_an_unknown_patch_head_tokens():
+    with pytest.raises(ValueError, match="patch_head_tokens 'some'.*'masked', 'all'"):
+        methods.get("ibot", backbone=models.get("vit", **_VIT, mask_token=True), total_steps=10,
+                    patch_head_tokens="some", **_HEAD)
 
 
 def test_resnet_batchnorm_follows_each_grouping():
