@@ -350,6 +350,26 @@ def test_incompatible_workdir_is_refused_compatible_changes_are_not(cifar10_data
         loop.train(_mutated("optimizer.trust_clip", True, config), old_dir)
 
 
+def test_a_method_keyword_missing_from_a_saved_run_is_at_its_default(tmp_path):
+    """A run saved before a method keyword existed (iBOT's `patch_head_tokens`) ran at the keyword's
+    `make` default: resuming with the key spelled out at that default is no change, another value is."""
+    from configs import ibot_cifar10
+    workdir = str(tmp_path / "run")
+    config = ibot_cifar10.get_config("runlocal")
+    assert jaxssl.methods.make_defaults("ibot")["patch_head_tokens"] == config.method_kw.patch_head_tokens == "masked"
+    old = config.to_dict()
+    del old["method_kw"]["patch_head_tokens"]
+    loop._check_workdir_config(workdir, ml_collections.ConfigDict(old))
+    os.makedirs(os.path.join(workdir, "checkpoints"))
+    loop._check_workdir_config(workdir, config)
+    config.method_kw.patch_head_tokens = "all"
+    with pytest.raises(ValueError, match=re.escape("different config for ['method_kw']")):
+        loop._check_workdir_config(workdir, config)
+    for name in jaxssl.methods.available():  # every method's defaults survive config.json
+        defaults_ = jaxssl.methods.make_defaults(name)
+        assert json.loads(json.dumps(defaults_)) == defaults_ and "backbone" not in defaults_
+
+
 def test_workdir_config_is_replaced_atomically(tmp_path, monkeypatch):
     """The other processes of a multi-host run read config.json while process 0 rewrites it: at every
     moment of the write the file holds a whole config (the old one), never a truncated one, and no

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import pkgutil
 from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
@@ -225,3 +226,22 @@ def get(name: str, **kw) -> Method:
         raise ValueError(f"Unknown keyword(s) {unknown} for method {name!r}; valid keys: "
                          f"{sorted(p for p in params if p != 'backbone')}.")
     return make(**kw)
+
+
+def make_defaults(name: str) -> dict[str, Any]:
+    """The keyword defaults of `jaxssl.methods.<name>.make` that a config can hold (JSON values).
+
+    A saved config without one of these keys ran at its default (e.g. a run saved before the
+    keyword existed): the resume check fills them in before comparing `config.method_kw`.
+    """
+    if name not in available():
+        raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
+    out = {}
+    for key, p in inspect.signature(importlib.import_module(f"jaxssl.methods.{name}").make).parameters.items():
+        if p.default is inspect.Parameter.empty or key in ("backbone", "dtype"):
+            continue
+        try:
+            out[key] = json.loads(json.dumps(p.default))  # as config.json reads it back (tuples as lists)
+        except (TypeError, ValueError):
+            continue  # not a config value (a function, a dtype)
+    return out

@@ -54,13 +54,19 @@ _STRUCTURAL_KEYS = ("method", "method_kw", "model", "batch_size", "dtype", "inpu
 # ----------------------------------------------------------------------------------------------
 
 
-def _with_defaults(key: str, value):
-    """config.optimizer (as saved in config.json) with every unset optional key at its default, so that a
-    key spelled out later at its default (e.g. `trust_clip=False`) is not taken for a change."""
-    if key != "optimizer" or not isinstance(value, dict):
+def _with_defaults(key: str, value, method=None):
+    """config.optimizer / config.method_kw (as saved in config.json) with every unset optional key at its
+    default, so that a key spelled out later at its default (e.g. `trust_clip=False`, iBOT's
+    `patch_head_tokens="masked"`) is not taken for a change."""
+    if not isinstance(value, dict):
         return value
-    unset = {k: e.default for k, e in optim.all_keys().items() if k not in value and e.default is not defaults.REQUIRED}
-    return {**unset, **value}
+    if key == "optimizer":
+        unset = {k: e.default for k, e in optim.all_keys().items() if e.default is not defaults.REQUIRED}
+    elif key == "method_kw" and method in methods.available():
+        unset = methods.make_defaults(method)
+    else:
+        return value
+    return {**{k: v for k, v in unset.items() if k not in value}, **value}
 
 
 def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -71,7 +77,8 @@ def _check_workdir_config(workdir: str, config: ml_collections.ConfigDict) -> No
         with open(path) as f:
             old = json.load(f)
         get = lambda d, key: validate.lookup(d, key) if isinstance(d, dict) else None
-        diff = [k for k in _STRUCTURAL_KEYS if _with_defaults(k, get(old, k)) != _with_defaults(k, get(new, k))]
+        diff = [k for k in _STRUCTURAL_KEYS
+                if _with_defaults(k, get(old, k), old.get("method")) != _with_defaults(k, get(new, k), new.get("method"))]
         if "batch_size" in diff and os.path.isdir(os.path.join(workdir, "checkpoints")):
             raise ValueError(
                 f"The workdir {workdir} holds a run with global batch {old.get('batch_size')}, now "
