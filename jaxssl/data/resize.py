@@ -29,8 +29,8 @@ One call (:func:`box`) resizes one region of a decoded image to a view's size; `
 
 The crop box is the same for both backends (sampled by ``transforms.random_resized_crop_box``, integer
 pixels, torchvision's ``RandomResizedCrop.get_params``). Where the JPEG was decoded at a reduced size
-(``draft``), the box in the reduced image has fractional edges: Pillow resamples them exactly, OpenCV
-rounds each edge to the nearest reduced pixel, which moves the crop by at most half a reduced pixel
+(``draft``), the box in the reduced image has fractional edges: Pillow resamples them exactly (from
+the reduced pixels the box touches, cut out first), OpenCV rounds each edge to the nearest reduced pixel, which moves the crop by at most half a reduced pixel
 (half an output pixel at most, since a draft keeps the reduced box at least the output's size). The
 evaluation crop (``transforms.center_crop``), whose region is fractional in any case, resizes the whole
 image and slices the centre instead, torchvision's ``Resize`` + ``CenterCrop`` geometry exactly.
@@ -122,13 +122,23 @@ def _cv2_resize(pixels: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
 
 
 def box(src: Image.Image | np.ndarray, region: Sequence[float], out_hw: tuple[int, int],
-        backend: str) -> np.ndarray:
+        backend: str, *, crop_first: bool = False) -> np.ndarray:
     """Resizes ``region`` = (left, top, right, bottom) of ``src`` (from :func:`source`) to uint8 (h, w, 3).
 
     Pillow resamples the region's exact (possibly fractional) edges; OpenCV rounds them to whole
-    pixels (module docstring), keeping at least one pixel on each axis.
+    pixels (module docstring), keeping at least one pixel on each axis. ``crop_first`` (training
+    crops): no output pixel reads the image outside the region's pixels, as torchvision's
+    ``resized_crop`` (``img.crop(box).resize(size)``); Pillow's ``resize(box=...)`` alone lets the
+    border pixels' filter reach past the box (right for an eval ``Resize`` + ``CenterCrop``, which
+    resizes the whole image). OpenCV always cuts the region out first.
     """
     if check(backend) == "pil":
+        if crop_first:  # cut out the whole pixels the region touches (all of them without a draft)
+            left, top, right, bottom = region
+            outer = (max(math.floor(left + 1e-6), 0), max(math.floor(top + 1e-6), 0),
+                     min(math.ceil(right - 1e-6), src.size[0]), min(math.ceil(bottom - 1e-6), src.size[1]))
+            src = src.crop(outer)
+            region = (left - outer[0], top - outer[1], right - outer[0], bottom - outer[1])
         return np.asarray(src.resize((out_hw[1], out_hw[0]), Image.Resampling.BILINEAR, box=tuple(region)))
     height, width = src.shape[:2]
     left, top, right, bottom = (math.floor(v + 0.5) for v in region)

@@ -246,7 +246,7 @@ def multi_crop(rng: np.random.Generator, data: bytes | np.ndarray,
                  default=1)
     src, reduction = _decode_for(img, data, factor if use_draft else 1, resize, name_for_errors)
     return [resizing.box(src, (left / reduction, top / reduction, (left + w) / reduction,
-                               (top + h) / reduction), out, resize)
+                               (top + h) / reduction), out, resize, crop_first=True)
             for (top, left, h, w), out in zip(boxes, sizes)]
 
 

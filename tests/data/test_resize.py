@@ -39,9 +39,9 @@ def test_same_boxes_shapes_and_dtype_for_both_backends(monkeypatch):
     regions = {}
     real = R.box
 
-    def spy(src, region, out_hw, backend):
+    def spy(src, region, out_hw, backend, **kw):
         regions.setdefault(backend, []).append(tuple(region))
-        return real(src, region, out_hw, backend)
+        return real(src, region, out_hw, backend, **kw)
 
     monkeypatch.setattr(R, "box", spy)
     data = _jpeg(_photo(375, 500))
