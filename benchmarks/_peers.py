@@ -411,7 +411,6 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
                     for (fixed, decay), ps in groups.items()]
     name = opt("name")
     if name == "lars":
-        from lightly.utils.lars import LARS
         if opt("trust_clip"):
             # lightly's LARS cannot cap the rate; solo-learn's LARS (clip=True) around torch SGD can. Its
             # excluded (rank-1) tensors get neither adaptation nor decay, as jaxssl's masked ones.
@@ -419,6 +418,7 @@ def optimizer(model: nn.Module, cfg, batch_size: int, total_steps: int):
             torch_opt = solo_lars_module().LARSWrapper(sgd, eta=opt("trust_coefficient"), clip=True,
                                                        exclude_bias_n_norm=opt("exclude_rank1"))
         else:
+            from lightly.utils.lars import LARS
             # lightly's LARS adapts only groups with weight_decay != 0 (lightly/utils/lars.py, 1.6.0).
             if wd == 0:
                 raise NotImplementedError("lightly's LARS skips adaptation without weight decay; jaxssl adapts.")
