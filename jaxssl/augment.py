@@ -134,35 +134,21 @@ def _sample_crop_box(rng: Array, height: int, width: int, scale: tuple[float, fl
     return jnp.concatenate([offset, hw]).astype(jnp.int32)
 
 
-def _crop_weights(start: Array, length: Array, out_size: int, in_size: int) -> Array:
-    """(out_size, in_size) weights of resizing pixels [start, start + length) of one axis to out_size.
-
-    Pillow's bilinear resampling (ImagingResample, the filter torchvision's ``resized_crop`` applies
-    after cutting the box out): output pixel o is centred at ``start + (o + 0.5) * f`` with
-    ``f = length / out_size``; input pixel i (centre ``i + 0.5``) weighs ``max(0, 1 - |d| / max(f, 1))``
-    (a triangle widened by the downscale factor: antialiased), only pixels inside the box count, and
-    each row is normalised to sum 1.
-    """
-    f = length / out_size
-    centre = start + (jnp.arange(out_size, dtype=jnp.float32) + 0.5) * f
-    pixel = jnp.arange(in_size, dtype=jnp.float32)
-    w = jnp.maximum(0.0, 1.0 - jnp.abs(pixel[None, :] + 0.5 - centre[:, None]) / jnp.maximum(f, 1.0))
-    w = jnp.where((pixel >= start) & (pixel < start + length), w, 0.0)
-    return w / jnp.sum(w, axis=1, keepdims=True)
-
-
 def _crop_resize(image: Array, box: Array, size: tuple[int, int]) -> Array:
     """Crop ``box = [top, left, h, w]`` of one (H, W, C) image and resize it bilinearly to ``size``.
 
-    torchvision's ``resized_crop``: the box is cut out first, then resized with Pillow's bilinear
-    filter (antialiased when shrinking), so no output pixel reads the image outside the box. As two
-    small dense weight matrices (``_crop_weights``, (size x H) and (size x W)), no gather.
+    One ``jax.image.scale_and_translate``: output pixel centre ``o + 0.5`` samples the input at
+    ``(o + 0.5) / s + top`` with ``s = size / h`` (likewise for columns), i.e. two small dense
+    (H x size) and (W x size) weight matrices, no gather. Antialiased when downsampling (as
+    torchvision's default); for upsampling this is plain bilinear interpolation. Unlike
+    torchvision, which crops first, a border output pixel may blend in the image pixel just
+    outside the box (at most half a pixel's weight); samples never leave the image.
     """
     box = box.astype(jnp.float32)
-    wy = _crop_weights(box[0], box[2], size[0], image.shape[0])
-    wx = _crop_weights(box[1], box[3], size[1], image.shape[1])
-    rows = jnp.einsum("oh,hwc->owc", wy, image, precision=jax.lax.Precision.HIGHEST)
-    return jnp.einsum("owc,pw->opc", rows, wx, precision=jax.lax.Precision.HIGHEST)
+    scale = jnp.stack([size[0] / box[2], size[1] / box[3]])
+    translation = -box[:2] * scale
+    shape = (*size, image.shape[-1])
+    return jax.image.scale_and_translate(image, shape, (0, 1), scale, translation, "linear")
 
 
 def random_resized_crop(rng: Array, images: Array, *, size: int | tuple[int, int],
