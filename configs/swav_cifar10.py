@@ -34,7 +34,7 @@ Arguments (combine with commas):
   On this budget it ends at 33.7 / 34.3% kNN (k=20 / k=200) at seed 0 and 34.3 / 34.8% at seed 1:
   +9.4 / +8.6 and +4.1 / +5.4 points over random init, against +5.9 / +5.1 and +0.9 / +2.5 with the
   reference's LARC (whose random init differs by 6 points between the seeds, 24.3 and 30.1 at k=20);
-  lightly's SwAV with the same optimiser +7.5 / +8.3 at seed 0 (benchmarks/RESULTS.md 7).
+  lightly's SwAV with the same optimiser +7.5 / +8.2 at seed 0 (benchmarks/RESULTS.md 7).
   `--config.optimizer.trust_coefficient=0.001 --config.optimizer.trust_clip=False
   --config.optimizer.exclude_rank1=False` gives the reference's LARC. The earlier `:cpu` (400 steps,
   prototypes frozen 20 steps, a 1024 queue from step 100) ended below its random init.
