@@ -369,12 +369,15 @@ def shrink_for_runlocal(config: ml_collections.ConfigDict, *, batch_size: int = 
 
 
 def shrink(config: ml_collections.ConfigDict, arg, *, cpu_method_kw: dict | None = None,
-           runlocal_method_kw: dict | None = None, runlocal_batch_size: int = 32, **cpu_kw) -> None:
-    """Apply `:cpu` (`shrink_for_cpu(**cpu_kw)`, then `cpu_method_kw`) and `:runlocal` (also the
-    `:cpu` sizes, then `shrink_for_runlocal` and `runlocal_method_kw`) as `arg` asks, in place."""
+           cpu_optimizer: dict | None = None, runlocal_method_kw: dict | None = None,
+           runlocal_batch_size: int = 32, **cpu_kw) -> None:
+    """Apply `:cpu` (`shrink_for_cpu(**cpu_kw)`, then `cpu_method_kw` and `cpu_optimizer` keys) and
+    `:runlocal` (also the `:cpu` settings, then `shrink_for_runlocal` and `runlocal_method_kw`) as
+    `arg` asks, in place."""
     if arg.cpu or arg.runlocal:
         shrink_for_cpu(config, **cpu_kw)
         config.method_kw.update(cpu_method_kw or {})
+        config.optimizer.update(cpu_optimizer or {})
     if arg.runlocal:
         shrink_for_runlocal(config, batch_size=runlocal_batch_size, backbone=cpu_kw.get("backbone", True))
         config.method_kw.update(runlocal_method_kw or {})

@@ -79,14 +79,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # `:cpu`: 1000 steps with the recipe's schedules in epochs: prototypes frozen for 2 epochs; the
     # recipe's queue starts at epoch 50, beyond this budget, so there is none (queue_size 0; a longer
     # run adds one with `--config.method_kw.queue_size=1024`, used from epoch 50).
+    # The `:cpu` optimiser is solo-learn's CIFAR LARS (scripts/pretrain/cifar/swav.yaml
+    # `optimizer.kwargs`: eta 0.02, clip_lr True, exclude_bias_n_norm True): 3-4 kNN points more than
+    # the reference's LARC at this budget, at both seeds run (benchmarks/RESULTS.md 7).
     common.shrink(config, arg, total_steps=1000, ckpt_steps=250,
                   cpu_method_kw=dict(proj_hidden=(512,), num_prototypes=300, queue_size=0,
                                      queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch),
+                  cpu_optimizer=dict(trust_coefficient=0.02, trust_clip=True, exclude_rank1=True),
                   runlocal_method_kw=dict(proj_hidden=(64,), proj_dim=32, num_prototypes=30, queue_size=64,
                                           queue_start_step=2, freeze_prototypes_steps=1))
-    if arg.cpu:
-        # solo-learn's CIFAR LARS (scripts/pretrain/cifar/swav.yaml `optimizer.kwargs`: eta 0.02,
-        # clip_lr True, exclude_bias_n_norm True): 3-4 kNN points more than the reference's LARC at
-        # this budget, at both seeds run (benchmarks/RESULTS.md 7).
-        config.optimizer.update(trust_coefficient=0.02, trust_clip=True, exclude_rank1=True)
     return config
