@@ -228,8 +228,16 @@ def get(name: str, **kw) -> Method:
     return make(**kw)
 
 
+def config_parameters(name: str) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of `jaxssl.methods.<name>.make` that `config.method_kw` holds: all but
+    `backbone` and `dtype`, which `build` passes from config.model and config.dtype. The caller checks
+    `name` (`available()`, or `validate`'s message)."""
+    params = inspect.signature(importlib.import_module(f"jaxssl.methods.{name}").make).parameters
+    return {k: p for k, p in params.items() if k not in ("backbone", "dtype")}
+
+
 def make_defaults(name: str) -> dict[str, Any]:
-    """The keyword defaults of `jaxssl.methods.<name>.make` that a config can hold (JSON values).
+    """The defaults of `config_parameters(name)` as config.json holds them (JSON values).
 
     A saved config without one of these keys ran at its default (e.g. a run saved before the
     keyword existed): the resume check fills them in before comparing `config.method_kw`.
@@ -237,8 +245,8 @@ def make_defaults(name: str) -> dict[str, Any]:
     if name not in available():
         raise ValueError(f"Unknown method {name!r}. Available methods: {', '.join(available())}.")
     out = {}
-    for key, p in inspect.signature(importlib.import_module(f"jaxssl.methods.{name}").make).parameters.items():
-        if p.default is inspect.Parameter.empty or key in ("backbone", "dtype"):
+    for key, p in config_parameters(name).items():
+        if p.default is inspect.Parameter.empty:
             continue
         try:
             out[key] = json.loads(json.dumps(p.default))  # as config.json reads it back (tuples as lists)

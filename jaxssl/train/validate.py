@@ -250,9 +250,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"Unknown method {config.method!r} (config.method). Available methods: "
                          f"{', '.join(methods.available())}.")
     method_module = importlib.import_module(f"jaxssl.methods.{config.method}")
-    params = inspect.signature(method_module.make).parameters
     method_ranges = {f"method_kw.{k}": r for k, r in getattr(method_module, "KEY_RANGES", {}).items()}
-    spec = {k: (p.default, p.annotation) for k, p in params.items() if k not in ("backbone", "dtype")}
+    spec = {k: (p.default, p.annotation) for k, p in methods.config_parameters(config.method).items()}
     _check_kwargs("method_kw", config.method_kw, spec, f"method {config.method!r}",
                   [k for k, (d, _) in spec.items() if d is inspect.Parameter.empty])
     name = config.model.get("name")
