@@ -164,11 +164,11 @@ def make(*, backbone: nn.Module, total_steps: int, out_dim: int = 8192, hidden_d
         new_extra = {}
         if centering == "ema":
             cls_targets = losses.centered_softmax(t_cls, extra["center"], tau_t)
-            patch_targets = losses.centered_softmax(t_patch, extra["patch_center"], tau_t)
+            # The centre is the mean over every teacher token; targets are needed at the student's only.
+            t_used = t_patch if index is None else jnp.take_along_axis(t_patch, index[..., None], axis=2)
+            patch_targets = losses.centered_softmax(t_used, extra["patch_center"], tau_t)
             new_extra["center"] = losses.update_center(extra["center"], t_cls, center_momentum)
             new_extra["patch_center"] = losses.update_center(extra["patch_center"], t_patch, center_momentum)
-            if index is not None:  # the targets at the student's tokens
-                patch_targets = jnp.take_along_axis(patch_targets, index[..., None], axis=2)
         else:
             sinkhorn = lambda x, **kw: ops.sinkhorn_knopp(x.reshape(-1, out_dim), epsilon=tau_t, **kw)
             cls_targets = sinkhorn(t_cls).reshape(t_cls.shape)
