@@ -14,7 +14,8 @@ For each method of `--methods` and each seed of `--seeds`, trains
   gradient clipping), learning rate (jaxssl's own warm-up + cosine schedule evaluated per step),
   EMA momentum (jaxssl's `Method.teacher_momentum` schedule), and views (lightly's
   `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images, or with
-  `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training),
+  `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training; the
+  `*_crop_*_rest` choices take the crop from one side and the later ops from the other),
   with `--peer-init jaxssl` from jaxssl's initial backbone weights (a diagnostic that takes the
   random-init draw out), with `--peer-swav-bias off` without the bias of lightly's SwAV prototypes;
 
@@ -256,6 +257,48 @@ def jaxssl_views(config, x_train, batches):
         yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
 
 
+def split_views(config, x_train, batches, crop_from: str):
+    """`--peer-views lightly_crop_jaxssl_rest` / `jaxssl_crop_lightly_rest`: each view's random resized
+    crop from one side and every later op (flip, jitter, grayscale, blur, solarise, normalise) from the
+    other, to tell whether a views gap is the crop's or the photometric ops'. `crop_from="lightly"`:
+    the first step of lightly's transform (torchvision's `RandomResizedCrop` on the PIL image, torch's
+    RNG) to uint8, then `jaxssl.augment.make_views(..., cropped=True)` on them (key as
+    `jaxssl_views`). `crop_from="jaxssl"`: `jaxssl.augment.random_resized_crop` (key `fold_in(fold_in(
+    key(seed), step), view)`), rounded to uint8 (as PIL holds every view), then lightly's transform
+    without its first step. Yields torch NCHW tensors, as `jaxssl_views`."""
+    import jax
+    import torch
+    from PIL import Image
+
+    import _peers
+    from jaxssl import augment
+    views = [dict(v) for v in config.input.views]
+    steps = [_peers.view_transform(v).transform.transforms for v in views]
+    for v, tf in zip(views, steps):
+        if type(tf[0]).__name__ != "RandomResizedCrop":
+            raise NotImplementedError(f"lightly's view transform does not start with its crop: {tf[0]}.")
+    key = jax.random.key(int(config.seed))
+    if crop_from == "lightly":
+        crops = [tf[0] for tf in steps]
+        make = jax.jit(lambda key, xs: augment.make_views(key, xs, views, cropped=True))
+        for i, idx in enumerate(batches):
+            xs = [np.stack([np.asarray(crop(Image.fromarray(x_train[j]))) for j in idx]) for crop in crops]
+            yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in make(jax.random.fold_in(key, i), xs)], None
+        return
+    import torchvision.transforms.v2 as T
+    rests = [T.Compose(tf[1:]) for tf in steps]
+
+    def crop(key, x, v):
+        v = {**augment.DEFAULT_VIEW, **v}
+        x = augment.random_resized_crop(key, augment.to_float(x), size=augment.view_size(v, x.shape[1:3]),
+                                        scale=tuple(v["crop_scale"]), ratio=tuple(v["crop_ratio"]))
+        return jax.numpy.round(x * 255).astype(jax.numpy.uint8)
+    make = jax.jit(lambda key, x: [crop(jax.random.fold_in(key, n), x, v) for n, v in enumerate(views)])
+    for i, idx in enumerate(batches):
+        out = [np.asarray(x) for x in make(jax.random.fold_in(key, i), x_train[idx])]
+        yield [torch.stack([rest(Image.fromarray(im)) for im in x]) for rest, x in zip(rests, out)], None
+
+
 def load_jaxssl_init(config, model, images: np.ndarray) -> float:
     """`--peer-init jaxssl`: the peer's ResNet backbone (and its momentum copy, if any) gets jaxssl's
     initial backbone weights for this config and seed (`jaxssl.train.loop`'s init key, exported with
@@ -332,6 +375,8 @@ def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: 
     random_eval_s = time.perf_counter() - t
     if peer_views == "jaxssl":
         data = jaxssl_views(config, x_train, batches)
+    elif peer_views != "lightly":  # "<side>_crop_<other side>_rest"
+        data = split_views(config, x_train, batches, crop_from=peer_views.split("_")[0])
     else:
         data = _peers.batches_loader(x_train, _peers.views_transform(config.input.views), batches, workers)
     every, losses = log_every(len(batches)), []
@@ -418,9 +463,11 @@ def main():
     p.add_argument("--knn-test", type=int, default=10_000, help="test images evaluated (first N).")
     p.add_argument("--sides", default="jaxssl,lightly", help="which implementations to train.")
     p.add_argument("--workers", type=int, default=0, help="lightly DataLoader workers (0: in the main process).")
-    p.add_argument("--peer-views", choices=("lightly", "jaxssl"), default="lightly",
+    p.add_argument("--peer-views", choices=("lightly", "jaxssl", "lightly_crop_jaxssl_rest", "jaxssl_crop_lightly_rest"),
+                   default="lightly",
                    help="the lightly side's views: lightly's transforms (the comparison), or jaxssl's own "
-                        "augmentation of the same config (a diagnostic: isolates the views from the training).")
+                        "augmentation of the same config (a diagnostic: isolates the views from the training), or "
+                        "the crop from one side and the later ops from the other (`split_views`: which part).")
     p.add_argument("--peer-init", choices=("lightly", "jaxssl"), default="lightly",
                    help="the lightly side's backbone init: its own draw (the comparison), or jaxssl's initial "
                         "weights of the same config and seed (a diagnostic that takes the init draw out; ResNet).")
