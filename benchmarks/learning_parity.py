@@ -15,7 +15,7 @@ For each method of `--methods` and each seed of `--seeds`, trains
   EMA momentum (jaxssl's `Method.teacher_momentum` schedule), and views (lightly's
   `BYOLView1Transform` configured from each jaxssl view dict) in a DataLoader on PIL images, or with
   `--peer-views jaxssl` on jaxssl's own views (a diagnostic that separates views from training; the
-  `*_crop_*_rest` choices take the crop from one side and the later ops from the other),
+  `<side>_<op>_<other>_rest` take the ops up to one from one side and the later ops from the other),
   with `--peer-init jaxssl` from jaxssl's initial backbone weights (a diagnostic that takes the
   random-init draw out), with `--peer-swav-bias off` without the bias of lightly's SwAV prototypes;
 
@@ -257,46 +257,57 @@ def jaxssl_views(config, x_train, batches):
         yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
 
 
-def split_views(config, x_train, batches, crop_from: str):
-    """`--peer-views lightly_crop_jaxssl_rest` / `jaxssl_crop_lightly_rest`: each view's random resized
-    crop from one side and every later op (flip, jitter, grayscale, blur, solarise, normalise) from the
-    other, to tell whether a views gap is the crop's or the photometric ops'. `crop_from="lightly"`:
-    the first step of lightly's transform (torchvision's `RandomResizedCrop` on the PIL image, torch's
-    RNG) to uint8, then `jaxssl.augment.make_views(..., cropped=True)` on them (key as
-    `jaxssl_views`). `crop_from="jaxssl"`: `jaxssl.augment.random_resized_crop` (key `fold_in(fold_in(
-    key(seed), step), view)`), rounded to uint8 (as PIL holds every view), then lightly's transform
-    without its first step. Yields torch NCHW tensors, as `jaxssl_views`."""
+# The ops of a view in the order both sides apply them; `--peer-views <side>_<op>_<other>_rest` splits after one.
+VIEW_OPS = ("crop", "flip", "jitter", "grayscale", "blur", "solarize")
+_LIGHTLY_STEP = {"crop": "RandomResizedCrop", "flip": "RandomHorizontalFlip", "jitter": "RandomApply",
+                 "grayscale": "RandomGrayscale", "blur": "GaussianBlur", "solarize": "RandomSolarization"}
+_JAXSSL_PROB = {"flip": "flip_p", "jitter": "jitter_p", "grayscale": "grayscale_p", "blur": "blur_p",
+                "solarize": "solarize_p"}
+SPLIT_VIEWS = tuple(f"{a}_{op}_{b}_rest" for a, b in (("lightly", "jaxssl"), ("jaxssl", "lightly"))
+                    for op in VIEW_OPS[:-1])
+
+
+def split_views(config, x_train, batches, first: str, last_op: str):
+    """`--peer-views <first>_<last_op>_<other>_rest`: each view's ops up to and including `last_op`
+    (of `VIEW_OPS`, the order both sides apply them) from side `first`, the later ops and the
+    normalisation from the other side: which part of the views a views gap is in. The hand-over is a
+    uint8 image, as PIL holds every view. lightly's part is its view transform (`_peers.view_transform`)
+    cut at that op's step (its no-op vertical flip and rotation go with the flip; torch's RNG);
+    jaxssl's part is `jaxssl.augment` with the other side's ops switched off (probability 0; after
+    lightly's crop `make_views(..., cropped=True)` crops nothing), keyed as `jaxssl_views`. Yields torch
+    NCHW tensors, as `jaxssl_views`."""
     import jax
     import torch
+    import torchvision.transforms.v2 as T
     from PIL import Image
 
     import _peers
     from jaxssl import augment
-    views = [dict(v) for v in config.input.views]
-    steps = [_peers.view_transform(v).transform.transforms for v in views]
-    for v, tf in zip(views, steps):
-        if type(tf[0]).__name__ != "RandomResizedCrop":
-            raise NotImplementedError(f"lightly's view transform does not start with its crop: {tf[0]}.")
+    views = [{**augment.DEFAULT_VIEW, **dict(v)} for v in config.input.views]
+    ours = VIEW_OPS[:VIEW_OPS.index(last_op) + 1] if first == "jaxssl" else VIEW_OPS[VIEW_OPS.index(last_op) + 1:]
+    cut = []  # per view: the index of lightly's first step after `last_op`
+    for v in views:
+        names = [type(t).__name__ for t in _peers.view_transform(v).transform.transforms]
+        later = [names.index(_LIGHTLY_STEP[op]) for op in VIEW_OPS[VIEW_OPS.index(last_op) + 1:]]
+        cut.append(min(later) if later else names.index("ToTensor"))
+    tfs = [_peers.view_transform(v).transform.transforms for v in views]
+    theirs = [T.Compose(tf[:c] if first == "lightly" else tf[c:]) for tf, c in zip(tfs, cut)]
+    jv = [{**v, **{_JAXSSL_PROB[op]: 0.0 for op in _JAXSSL_PROB if op not in ours}} for v in views]
+    if first == "jaxssl":  # jaxssl's ops as uint8, unnormalised; then lightly's later steps (ToTensor, Normalize)
+        jv = [{**v, "mean": None, "std": None} for v in jv]
     key = jax.random.key(int(config.seed))
-    if crop_from == "lightly":
-        crops = [tf[0] for tf in steps]
-        make = jax.jit(lambda key, xs: augment.make_views(key, xs, views, cropped=True))
+    if first == "lightly":
+        make = jax.jit(lambda key, xs: augment.make_views(key, xs, jv, cropped=True))
         for i, idx in enumerate(batches):
-            xs = [np.stack([np.asarray(crop(Image.fromarray(x_train[j]))) for j in idx]) for crop in crops]
-            yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in make(jax.random.fold_in(key, i), xs)], None
+            xs = [np.stack([np.asarray(tf(Image.fromarray(x_train[j]))) for j in idx]) for tf in theirs]
+            out = make(jax.random.fold_in(key, i), xs)
+            yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
         return
-    import torchvision.transforms.v2 as T
-    rests = [T.Compose(tf[1:]) for tf in steps]
-
-    def crop(key, x, v):
-        v = {**augment.DEFAULT_VIEW, **v}
-        x = augment.random_resized_crop(key, augment.to_float(x), size=augment.view_size(v, x.shape[1:3]),
-                                        scale=tuple(v["crop_scale"]), ratio=tuple(v["crop_ratio"]))
-        return jax.numpy.round(x * 255).astype(jax.numpy.uint8)
-    make = jax.jit(lambda key, x: [crop(jax.random.fold_in(key, n), x, v) for n, v in enumerate(views)])
+    to_uint8 = lambda xs: [jax.numpy.round(x * 255).astype(jax.numpy.uint8) for x in xs]
+    make = jax.jit(lambda key, x: to_uint8(augment.make_views(key, x, jv)))
     for i, idx in enumerate(batches):
         out = [np.asarray(x) for x in make(jax.random.fold_in(key, i), x_train[idx])]
-        yield [torch.stack([rest(Image.fromarray(im)) for im in x]) for rest, x in zip(rests, out)], None
+        yield [torch.stack([tf(Image.fromarray(im)) for im in x]) for tf, x in zip(theirs, out)], None
 
 
 def load_jaxssl_init(config, model, images: np.ndarray) -> float:
@@ -375,8 +386,8 @@ def train_lightly(config, x_train, batches, evaluate, workers: int, peer_views: 
     random_eval_s = time.perf_counter() - t
     if peer_views == "jaxssl":
         data = jaxssl_views(config, x_train, batches)
-    elif peer_views != "lightly":  # "<side>_crop_<other side>_rest"
-        data = split_views(config, x_train, batches, crop_from=peer_views.split("_")[0])
+    elif peer_views != "lightly":  # "<side>_<op>_<other side>_rest"
+        data = split_views(config, x_train, batches, *peer_views.split("_")[:2])
     else:
         data = _peers.batches_loader(x_train, _peers.views_transform(config.input.views), batches, workers)
     every, losses = log_every(len(batches)), []
@@ -463,11 +474,11 @@ def main():
     p.add_argument("--knn-test", type=int, default=10_000, help="test images evaluated (first N).")
     p.add_argument("--sides", default="jaxssl,lightly", help="which implementations to train.")
     p.add_argument("--workers", type=int, default=0, help="lightly DataLoader workers (0: in the main process).")
-    p.add_argument("--peer-views", choices=("lightly", "jaxssl", "lightly_crop_jaxssl_rest", "jaxssl_crop_lightly_rest"),
-                   default="lightly",
+    p.add_argument("--peer-views", choices=("lightly", "jaxssl", *SPLIT_VIEWS), default="lightly",
                    help="the lightly side's views: lightly's transforms (the comparison), or jaxssl's own "
                         "augmentation of the same config (a diagnostic: isolates the views from the training), or "
-                        "the crop from one side and the later ops from the other (`split_views`: which part).")
+                        "<side>_<op>_<other>_rest: the ops up to <op> from one side, the later ones from the other "
+                        "(`split_views`: which part of the views).")
     p.add_argument("--peer-init", choices=("lightly", "jaxssl"), default="lightly",
                    help="the lightly side's backbone init: its own draw (the comparison), or jaxssl's initial "
                         "weights of the same config and seed (a diagnostic that takes the init draw out; ResNet).")
