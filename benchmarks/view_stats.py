@@ -17,6 +17,10 @@ to uint8 after each op (at most 0.5/255 per op; jaxssl stays in float32).
 
   PYTHONPATH=. .venv-bench/bin/python benchmarks/view_stats.py                 # every op and recipe
   PYTHONPATH=. .venv-bench/bin/python benchmarks/view_stats.py --ops crop,vicreg --images 5000
+  PYTHONPATH=. .venv-bench/bin/python benchmarks/view_stats.py --ops identity --paired --tag _paired
+
+`--paired` also applies each colour-jitter op with the same factor on both sides and compares the
+views pixel by pixel (`paired`): the ops' arithmetic, not their random draws.
 
 Writes benchmarks/results/view_stats<tag>.json and prints a markdown table.
 """
@@ -66,12 +70,45 @@ def stats(out: np.ndarray, src: np.ndarray) -> dict[str, float]:
             "saturated": ((out <= 0.5 / 255) | (out >= 254.5 / 255)).mean()}
 
 
+PAIRED_FACTORS = {"brightness": (0.6, 0.8, 1.2, 1.4), "contrast": (0.6, 0.8, 1.2, 1.4),
+                  "saturation": (0.8, 0.9, 1.1, 1.2), "hue": (-0.1, -0.05, 0.05, 0.1)}
+
+
+def paired(images: np.ndarray) -> list[dict]:
+    """Each colour-jitter op alone with the *same* factor on both sides (the ranges of VICReg's view):
+    `jaxssl.augment.color_jitter` with a one-point range against torchvision's functional op on the PIL
+    image (what lightly's `ColorJitter` calls). Per op and factor, the largest and the mean absolute
+    pixel difference and the mean signed difference (jaxssl minus lightly), in grey levels (1/255)."""
+    import jax
+    import torchvision.transforms.v2.functional as F
+    from PIL import Image
+
+    from jaxssl import augment
+    neutral = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0), hue=(0.0, 0.0))
+    fns = {"brightness": F.adjust_brightness, "contrast": F.adjust_contrast, "saturation": F.adjust_saturation,
+           "hue": F.adjust_hue}
+    rows = []
+    for op, factors in PAIRED_FACTORS.items():
+        for f in factors:
+            ours = np.asarray(augment.color_jitter(jax.random.key(0), augment.to_float(images),
+                                                   **{**neutral, op: (f, f)}, p=1.0))
+            theirs = np.stack([np.asarray(fns[op](Image.fromarray(im), f)) for im in images]) / 255.0
+            d = (ours.astype(np.float64) - theirs) * 255
+            rows.append({"op": op, "factor": f, "max_abs": float(np.abs(d).max()),
+                         "mean_abs": float(np.abs(d).mean()), "mean": float(d.mean())})
+            print(f"paired {op} {f:+.2f}: max {rows[-1]['max_abs']:.2f}, mean |d| {rows[-1]['mean_abs']:.3f}, "
+                  f"mean d {rows[-1]['mean']:+.3f} grey levels", flush=True)
+    return rows
+
+
 def main():
     p = _common.parser(__doc__)
     p.set_defaults(threads=1)
     p.add_argument("--ops", default=",".join(OPS), help=f"comma-separated, of {', '.join(OPS)}.")
     p.add_argument("--images", type=int, default=2000, help="CIFAR-10 training images (a fixed random subset).")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paired", action="store_true",
+                   help="also each jitter op with the same factor on both sides, pixel by pixel (`paired`).")
     args = p.parse_args()
     names = [n for n in args.ops.split(",") if n]
     unknown = sorted(set(names) - set(OPS))
@@ -99,6 +136,8 @@ def main():
         record["rows"].append(row)
         print(f"{name}: " + ", ".join(f"{k} {row['jaxssl'][k]:.4f} / {row['lightly'][k]:.4f}" for k in STATS),
               flush=True)
+    if args.paired:
+        record["paired"] = paired(images)
     _common.write_json(f"view_stats{args.tag}", record)
     print(f"\n{args.images} CIFAR-10 images; each cell: jaxssl / lightly (jaxssl minus lightly)\n")
     print("| op | " + " | ".join(STATS) + " |\n|---|" + "---|" * len(STATS))
