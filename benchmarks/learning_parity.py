@@ -271,8 +271,7 @@ def split_views(config, x_train, batches, first: str, last_op: str):
     """`--peer-views <first>_<last_op>_<other>_rest`: each view's ops up to and including `last_op`
     (of `VIEW_OPS`, the order both sides apply them) from side `first`, the later ops and the
     normalisation from the other side (after `solarize`: only the normalisation): which part of the
-    views a views gap is in. The hand-over is a
-    uint8 image, as PIL holds every view. lightly's part is its view transform (`_peers.view_transform`)
+    views a views gap is in. The hand-over is a uint8 image, as PIL holds every view. lightly's part is its view transform (`_peers.view_transform`)
     cut at that op's step (its no-op vertical flip and rotation go with the flip; torch's RNG);
     jaxssl's part is `jaxssl.augment` with the other side's ops switched off (probability 0; after
     lightly's crop `make_views(..., cropped=True)` crops nothing), keyed as `jaxssl_views`. Yields torch
