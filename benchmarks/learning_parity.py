@@ -240,13 +240,18 @@ def train_jaxssl(config, x_train, batches, evaluate):
                  eval_s=time.perf_counter() - t, random_init_eval_s=random_eval_s), random_init, trained)
 
 
+def _nchw(views) -> "torch.Tensor":
+    """A (B, H, W, C) view batch (a jax or NumPy array) as a torch NCHW tensor."""
+    import torch
+    return torch.from_numpy(np.asarray(views).transpose(0, 3, 1, 2).copy())
+
+
 def jaxssl_views(config, x_train, batches):
     """`--peer-views jaxssl`: per step, the views of jaxssl's own on-device augmentation
     (`jaxssl.augment.make_views` of `config.input.views`, key `fold_in(key(seed), step)`) as torch
     NCHW tensors, instead of lightly's PIL transforms: the same augmentation code on both sides, so a
     remaining gap is the training side's, and a gap that closes is the views'."""
     import jax
-    import torch
 
     from jaxssl import augment
     views = [dict(v) for v in config.input.views]
@@ -254,7 +259,7 @@ def jaxssl_views(config, x_train, batches):
     key = jax.random.key(int(config.seed))
     for i, idx in enumerate(batches):
         out = make(jax.random.fold_in(key, i), x_train[idx])
-        yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
+        yield [_nchw(v) for v in out], None
 
 
 # The ops of a view in the order both sides apply them; `--peer-views <side>_<op>_<other>_rest` splits after one.
@@ -271,11 +276,11 @@ def split_views(config, x_train, batches, first: str, last_op: str):
     """`--peer-views <first>_<last_op>_<other>_rest`: each view's ops up to and including `last_op`
     (of `VIEW_OPS`, the order both sides apply them) from side `first`, the later ops and the
     normalisation from the other side (after `solarize`: only the normalisation): which part of the
-    views a views gap is in. The hand-over is a uint8 image, as PIL holds every view. lightly's part is its view transform (`_peers.view_transform`)
-    cut at that op's step (its no-op vertical flip and rotation go with the flip; torch's RNG);
-    jaxssl's part is `jaxssl.augment` with the other side's ops switched off (probability 0; after
-    lightly's crop `make_views(..., cropped=True)` crops nothing), keyed as `jaxssl_views`. Yields torch
-    NCHW tensors, as `jaxssl_views`."""
+    views a views gap is in. The hand-over is a uint8 image, as PIL holds every view. lightly's part
+    is its view transform (`_peers.view_transform`) cut at that op's step (its no-op vertical flip and
+    rotation go with the flip; torch's RNG); jaxssl's part is `jaxssl.augment` with the other side's
+    ops switched off (probability 0; after lightly's crop `make_views(..., cropped=True)` crops
+    nothing), keyed as `jaxssl_views`. Yields torch NCHW tensors, as `jaxssl_views`."""
     import jax
     import torch
     import torchvision.transforms.v2 as T
@@ -285,13 +290,13 @@ def split_views(config, x_train, batches, first: str, last_op: str):
     from jaxssl import augment
     views = [{**augment.DEFAULT_VIEW, **dict(v)} for v in config.input.views]
     ours = VIEW_OPS[:VIEW_OPS.index(last_op) + 1] if first == "jaxssl" else VIEW_OPS[VIEW_OPS.index(last_op) + 1:]
-    cut = []  # per view: the index of lightly's first step after `last_op`
+    theirs = []
     for v in views:
-        names = [type(t).__name__ for t in _peers.view_transform(v).transform.transforms]
+        steps = _peers.view_transform(v).transform.transforms
+        names = [type(t).__name__ for t in steps]
         later = [names.index(_LIGHTLY_STEP[op]) for op in VIEW_OPS[VIEW_OPS.index(last_op) + 1:]]
-        cut.append(min(later) if later else names.index("ToTensor"))
-    tfs = [_peers.view_transform(v).transform.transforms for v in views]
-    theirs = [T.Compose(tf[:c] if first == "lightly" else tf[c:]) for tf, c in zip(tfs, cut)]
+        cut = min(later) if later else names.index("ToTensor")  # lightly's first step after `last_op`
+        theirs.append(T.Compose(steps[:cut] if first == "lightly" else steps[cut:]))
     jv = [{**v, **{_JAXSSL_PROB[op]: 0.0 for op in _JAXSSL_PROB if op not in ours}} for v in views]
     if first == "jaxssl":  # jaxssl's ops as uint8, unnormalised; then lightly's later steps (ToTensor, Normalize)
         jv = [{**v, "mean": None, "std": None} for v in jv]
@@ -301,7 +306,7 @@ def split_views(config, x_train, batches, first: str, last_op: str):
         for i, idx in enumerate(batches):
             xs = [np.stack([np.asarray(tf(Image.fromarray(x_train[j]))) for j in idx]) for tf in theirs]
             out = make(jax.random.fold_in(key, i), xs)
-            yield [torch.from_numpy(np.asarray(v).transpose(0, 3, 1, 2).copy()) for v in out], None
+            yield [_nchw(v) for v in out], None
         return
     to_uint8 = lambda xs: [jax.numpy.round(x * 255).astype(jax.numpy.uint8) for x in xs]
     make = jax.jit(lambda key, x: to_uint8(augment.make_views(key, x, jv)))
