@@ -19,7 +19,8 @@ Arguments (combine with commas): `dinov2`: DINOv2's choices on the same backbone
 KoLeo weight 0.1, untied [CLS] and patch heads (`ibot.separate_head`), masking probability 0.5 and
 ratio 0.1-0.5. `cpu`: a 64-wide 4-block ViT with a 512 -> 128 -> 1024 head and 4 local crops, 1500
 steps of 256 (about 75 min on a 2-core CPU; iBOT's kNN gain over its random init, k=20 / k=200:
-+4.0 / +2.1 at 500 steps, +7.1 / +4.2 at 1000, +8.4 / +5.5 at 1500: benchmarks/RESULTS.md 7);
++4.0 / +2.1 at 500 steps, +7.1 / +4.2 at 1000, +8.4 / +5.5 at 1500, +7.8 / +5.1 at 1500 with seed 1:
+benchmarks/RESULTS.md 7);
 `runlocal`: a few steps of a tiny model for smoke tests.
 """
 import ml_collections
