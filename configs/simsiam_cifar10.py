@@ -17,7 +17,7 @@ and official main_simsiam.py `--lr 0.05`, the top of its range; with 0.03, the C
 kNN is about 0.7 points lower at 500 steps and k=200 the same: benchmarks/RESULTS.md section 7),
 then kNN of the 10,000 test images against all 50,000 training images. 1000 steps, not 500: at 500
 the k=200 kNN gained only +4.0 points over random init at seed 0 (+5.7 at k=20); at 1000 it gains
-+6.9 / +5.0 (seed 0) and +7.4 / +5.6 (seed 1), about 15 min on 2 cores:
++6.9 / +5.0 (seed 0), +7.4 / +5.6 (seed 1) and +7.5 / +6.7 (seed 2), about 15 min on 2 cores:
 
   python -m jaxssl.main --config configs/simsiam_cifar10.py:cpu --workdir workdirs/simsiam_cpu
 
