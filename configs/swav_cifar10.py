@@ -65,7 +65,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.zero_init_residual = False
     config.method_kw = dict(proj_hidden=(2048,), proj_dim=128, num_prototypes=3000, temperature=0.1, epsilon=0.05,
                             sinkhorn_iters=3, crops_for_assign=(0, 1), queue_size=3840,
-                            queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch)
+                            queue_start_step=50 * epoch, freeze_prototypes_steps=2 * epoch,
+                            # The reference's bias-free prototype layer (src/resnet50.py `bias=False`); True is
+                            # lightly's `SwaVPrototypes` (jaxssl.methods.swav `prototype_bias`).
+                            prototype_bias=False)
     # SwAV decays and LARC-adapts every parameter: torch.optim.SGD(model.parameters(), weight_decay=args.wd)
     # wrapped in LARC(optimizer, trust_coefficient=0.001, clip=False) (facebookresearch/swav main_swav.py);
     # lr 0.6 per 256 is solo-learn's and the reference's batch-256 value (facebookresearch/swav

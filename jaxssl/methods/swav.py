@@ -48,8 +48,8 @@ KEY_RANGES = {"queue_size": (0.0, math.inf, True, False)}
 def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim: int = 128,
          num_prototypes: int = 3000, temperature: float = 0.1, epsilon: float = 0.05, sinkhorn_iters: int = 3,
          crops_for_assign: Sequence[int] = (0, 1), queue_size: int | None = None, queue_start_step: int = 0,
-         freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", crop_grouping: str = "resolution",
-         head_init: str = "torch", dtype=jnp.float32) -> base.Method:
+         freeze_prototypes_steps: int = 0, prototype_norm: str = "in_place", prototype_bias: bool = False,
+         crop_grouping: str = "resolution", head_init: str = "torch", dtype=jnp.float32) -> base.Method:
     """SwAV.
 
     Args:
@@ -66,6 +66,11 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
         matrix is L2-normalised in place at every iteration, outside the gradient) or "forward"
         (weight normalisation in the forward pass: another gradient and effective learning rate;
         `heads.Prototypes`).
+      prototype_bias: False (default, the reference's bias-free prototype layer, src/resnet50.py
+        `nn.Linear(output_dim, nmb_prototypes, bias=False)`) or True: a learned offset per prototype,
+        added to the scores, as lightly 1.6's `SwaVPrototypes` (a plain `nn.Linear` with its default
+        bias). A deviation, kept for comparisons with lightly (benchmarks/RESULTS.md 7 measures what it
+        is worth on either side at the `:cpu` budget); "in_place" normalisation only.
       crop_grouping: "resolution" (same-size crops concatenated into one backbone call, the
         reference's) or "view" (one call per crop); see `heads.MultiCrop`.
       head_init: the heads' Linear init, `heads.MLP.kernel_init`: "torch" (the reference's
@@ -78,7 +83,8 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
     if not crops_for_assign:
         raise ValueError("crops_for_assign must name at least one crop.")
     net = heads.MultiCrop(backbone, heads.MLP(tuple(proj_hidden), proj_dim, dtype=dtype, kernel_init=head_init),
-                          heads.Prototypes(num_prototypes, normalize=prototype_norm, dtype=dtype),
+                          heads.Prototypes(num_prototypes, normalize=prototype_norm, bias=prototype_bias,
+                                           dtype=dtype),
                           grouping=crop_grouping)
     score = lambda module, z: module.prototypes(z)
 
@@ -148,8 +154,9 @@ def make(*, backbone: nn.Module, proj_hidden: Sequence[int] = (2048,), proj_dim:
 
     def after_update(params):
         # The reference's `prototypes.weight.copy_(normalize(w))` under no_grad, each iteration.
-        w = params["prototypes"]["weights"]["kernel"]
-        return {**params, "prototypes": {"weights": {"kernel": heads.renormalize(w)}}}
+        # Only the weight: lightly's bias (`prototype_bias`) is not rescaled (its `normalize`).
+        weights = params["prototypes"]["weights"]
+        return {**params, "prototypes": {"weights": {**weights, "kernel": heads.renormalize(weights["kernel"])}}}
 
     return base.two_stage(net, embed, objective, init_extra=init_extra,
                           after_update=after_update if prototype_norm == "in_place" else None)

@@ -161,25 +161,36 @@ class Prototypes(nn.Module):
     gain fixed to one (`WeightNormDense`): the scores also always use unit prototypes, but the
     gradient is projected onto each prototype's tangent space and scaled by 1 / ||v_k|| -- a
     different update and effective learning rate (a deviation kept as an option).
+
+    `bias`: False (the reference: facebookresearch/swav src/resnet50.py `nn.Linear(output_dim,
+    nmb_prototypes, bias=False)`). True adds a learned per-prototype offset to the scores, torch's
+    default bias init, as lightly 1.6's `SwaVPrototypes` (lightly/models/modules/heads.py
+    `nn.Linear(input_dim, prototypes)`, whose `normalize` rescales only the weight): the scores are
+    then no longer cosines, and the Sinkhorn codes and the swapped prediction both see the offsets.
+    A deviation kept as an option ("in_place" only; `renormalize` leaves the bias as it is).
     Input (..., D) -> (..., K).
     """
 
     num_prototypes: int = 3000
     normalize: str = "in_place"
+    bias: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         del train
         z = ops.l2_normalize(z)
-        if self.normalize == "forward":
-            return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(z)
-        if self.normalize != "in_place":
+        if self.normalize not in ("in_place", "forward"):
             raise ValueError(f"Prototypes normalize must be 'in_place' or 'forward', got {self.normalize!r}.")
+        if self.normalize == "forward":
+            if self.bias:
+                raise ValueError("Prototypes bias=True needs normalize='in_place' (lightly's bias sits beside an "
+                                 "in-place renormalised weight); set prototype_norm='in_place' or prototype_bias=False.")
+            return WeightNormDense(self.num_prototypes, dtype=self.dtype, name="weights")(z)
         # torch's default nn.Linear init, as WeightNormDense; the step renormalises before use.
         init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-        return nn.Dense(self.num_prototypes, use_bias=False, kernel_init=init, dtype=self.dtype,
-                        name="weights")(z).astype(jnp.float32)
+        return nn.Dense(self.num_prototypes, use_bias=self.bias, kernel_init=init,
+                        bias_init=inits.torch_bias(z.shape[-1]), dtype=self.dtype, name="weights")(z).astype(jnp.float32)
 
 
 def renormalize(kernel: jax.Array, eps: float = 1e-12) -> jax.Array:

@@ -450,6 +450,50 @@ def test_swav_prototypes_renormalised_in_place_after_a_step():
     assert forward.after_update is None
 
 
+def test_swav_prototype_bias_option():
+    """`prototype_bias=True` (lightly's SwaVPrototypes): scores = unit-z . unit-c_k + b_k, torch's bias init,
+    the bias learns and is frozen with the prototypes, and only the weight is renormalised."""
+    import optax
+    dim, k = 8, 6
+    method = methods.get("swav", backbone=models.get("vit", variant="S/4", width=16, depth=1, num_heads=2,
+                                                     img_size=8), proj_hidden=(16,), proj_dim=dim, num_prototypes=k,
+                         prototype_bias=True, freeze_prototypes_steps=1)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 8, 8, 3)), jnp.float32)
+    tx = optax.sgd(0.5)
+    state = step_lib.init_state(method, tx, jax.random.key(0), x)
+    weights = state.params["prototypes"]["weights"]
+    b0 = np.asarray(weights["bias"], np.float64)
+    assert b0.shape == (k,) and np.abs(b0).max() <= 1 / np.sqrt(dim) and np.abs(b0).max() > 0
+    # The scores, re-derived in float64 from the projection.
+    z = np.random.default_rng(1).normal(size=(5, dim))
+    protos = heads.Prototypes(k, bias=True)
+    scores = np.asarray(protos.apply({"params": {"weights": weights}}, jnp.asarray(z, jnp.float32)), np.float64)
+    w = np.asarray(weights["kernel"], np.float64)
+    want = (z / np.linalg.norm(z, axis=1, keepdims=True)) @ w + b0
+    np.testing.assert_allclose(scores, want, rtol=1e-5, atol=1e-6)
+    # Gradients: none at step 0 (frozen prototypes, bias included), some at step 1.
+    views = [x, x[:, ::-1]]
+    grad = lambda step: jax.grad(lambda p: method.loss_fn(p, state.model_state, None, state.extra, views,
+                                                          jax.random.key(1), jnp.int32(step))[0])(state.params)
+    assert np.abs(np.asarray(grad(0)["prototypes"]["weights"]["bias"])).max() == 0
+    g = grad(1)["prototypes"]["weights"]
+    assert np.abs(np.asarray(g["bias"])).max() > 0
+    # after_update: the weight's columns back to unit norm, the bias as the optimiser left it.
+    updates, _ = tx.update(grad(1), state.opt_state, state.params)
+    stepped = optax.apply_updates(state.params, updates)
+    new = method.after_update(stepped)["prototypes"]["weights"]
+    np.testing.assert_array_equal(np.asarray(new["bias"]), np.asarray(stepped["prototypes"]["weights"]["bias"]))
+    np.testing.assert_allclose(np.asarray(b0 - 0.5 * np.asarray(g["bias"], np.float64)), np.asarray(new["bias"]),
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(new["kernel"], np.float64), axis=0), 1.0, rtol=1e-6)
+    # The default is the reference's bias-free layer; the bias needs in-place normalisation.
+    assert "bias" not in step_lib.init_state(methods.get("swav", backbone=models.get(
+        "vit", variant="S/4", width=16, depth=1, num_heads=2, img_size=8), proj_hidden=(16,), proj_dim=dim,
+        num_prototypes=k), tx, jax.random.key(0), x).params["prototypes"]["weights"]
+    with pytest.raises(ValueError, match="prototype_norm='in_place'"):
+        heads.Prototypes(k, normalize="forward", bias=True).init(jax.random.key(0), jnp.ones((2, dim)))
+
+
 def test_koleo_per_device_is_mean_of_per_shard_losses():
     """DINOv2 ssl_meta_arch.py: KoLeo on each GPU's own rows; 8 fake devices vs a float64 NumPy per-shard mean."""
     code = """
