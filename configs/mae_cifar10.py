@@ -10,7 +10,8 @@ encoder (ViT-B sized, 768 x 12) and batch are ours for CIFAR.
 
 `:cpu`: a 64-wide, 4-block encoder and a 32-wide 1-block decoder, batch 128, 1500 steps: the budget at
 which MAE beats its random init by more than 5 linear-probe points on a 2-core CPU (46.0% against
-40.2%, lightly 45.1%; at 500 steps +3.2; benchmarks/RESULTS.md section 7). The weights follow MAE's
+40.2%, lightly 45.1%; seed 1: 45.3% against 39.5%, lightly 46.0%; at 500 steps +3.2; benchmarks/RESULTS.md
+section 7). The weights follow MAE's
 reference init (`weight_init="xavier_uniform"`, `methods.mae`).
 """
 import ml_collections
