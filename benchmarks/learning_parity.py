@@ -2,7 +2,8 @@ r"""Learning parity: jaxssl vs lightly 1.6 on the same budget, CIFAR-10 weighted
 
 For each method of `--methods` and each seed of `--seeds`, trains
 
-* jaxssl's method from its CIFAR-10 `:cpu` config (`configs/<method>_cifar10.py:cpu`, with
+* jaxssl's method from its CIFAR-10 `:cpu` config (`configs/<method>_cifar10.py:cpu`, or the
+  argument `--config-arg` names, e.g. `vit,cpu` for DINO on the `:cpu` ViT; with
   `total_steps = --steps` and `seed = seed`) through the trainer's own pieces: `methods.build`,
   `train.optim.make`, `train.step.init_state` / `make_train_step` (on-device augmentation of
   `config.input.views`), created and keyed as `jaxssl/train/loop.py` does; and
@@ -113,12 +114,12 @@ JAXSSL_ONLY = ("data2vec_image",)
 PROBED = ("mae", "data2vec_image")
 
 
-def method_config(method: str, steps: int, seed: int, overrides: Sequence[str] = ()):
-    """`configs/<method>_cifar10.py:cpu` with `total_steps` and `seed` set (the method's schedules
+def method_config(method: str, steps: int, seed: int, overrides: Sequence[str] = (), arg: str = "cpu"):
+    """`configs/<method>_cifar10.py:<arg>` (`:cpu` by default) with `total_steps` and `seed` set (the method's schedules
     follow `total_steps` through the config's references), then each `--set KEY=VALUE` of
     `overrides` (a dotted config key and a Python literal, e.g. `method_kw.epsilon=0.03`), as the
     trainer's `--config.KEY=VALUE`; the run's recorded config shows them."""
-    config = importlib.import_module(f"configs.{method}_cifar10").get_config("cpu")
+    config = importlib.import_module(f"configs.{method}_cifar10").get_config(arg)
     config.total_steps = steps
     config.seed = seed
     for item in overrides:
@@ -494,6 +495,9 @@ def main():
                    help=f"also the linear probe (jaxssl's, on both sides' features of the kNN images): auto = for "
                         f"{', '.join(PROBED)} only.")
     p.add_argument("--probe-epochs", type=int, default=100, help="linear-probe epochs over the --knn-train images.")
+    p.add_argument("--config-arg", default="cpu",
+                   help="the argument of every `configs/<method>_cifar10.py` (default cpu; e.g. vit,cpu runs DINO on "
+                        "the :cpu ViT, the transformer of iBOT's row); tag the run to keep its results apart.")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a config value on both sides (repeatable), e.g. --set method_kw.epsilon=0.03.")
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
@@ -520,7 +524,7 @@ def main():
     protocols = None
     for method in names:
         for seed in (int(s) for s in args.seeds.split(",")):
-            config = method_config(method, args.steps, seed, args.overrides)
+            config = method_config(method, args.steps, seed, args.overrides, args.config_arg)
             protocols = tuple(tuple(pr) for pr in config.evals.knn.protocols)
             probe = args.linear_probe == "on" or (args.linear_probe == "auto" and method in PROBED)
             evaluate = evaluation((kx, ky), (qx, qy), protocols, args.probe_epochs if probe else None, seed)
