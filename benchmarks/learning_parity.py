@@ -33,7 +33,8 @@ for lightly, and the data order of s.
 
 Covered: SimCLR, BYOL, MoCo v2 (lightly's memory bank, `SplitBatchNorm` + `batch_shuffle`),
 MoCo v3 (lightly's heads; lightly 1.6 has no MoCo v3 loss, the official `ctr` is written out),
-SimSiam, VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`), MAE (the `:cpu` image
+SimSiam, VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`; DINO also on the `:cpu` ViT with
+`--config-arg vit,cpu`), MAE (the `:cpu` image
 transformer) and iBOT (the `:cpu` ViT), the transformers as the timm model jaxssl's export maps
 to (`_peers_vit.timm_backbone`; both parameter counts are printed and recorded as
 `backbone_params`). SwAV (`_peers_multicrop.py`): lightly's
