@@ -31,13 +31,12 @@ those same features, so the probe itself is identical on both sides. Seed policy
 `config.seed = s` for jaxssl and `torch.manual_seed(s)` / `np.random.seed(s)` / `random.seed(s)`
 for lightly, and the data order of s.
 
-Covered: SimCLR, BYOL, MoCo v2 (lightly's memory bank, `SplitBatchNorm` + `batch_shuffle`),
-MoCo v3 (lightly's heads; lightly 1.6 has no MoCo v3 loss, the official `ctr` is written out),
-SimSiam, VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`; DINO also on the `:cpu` ViT with
-`--config-arg vit,cpu`), MAE (the `:cpu` image
-transformer) and iBOT (the `:cpu` ViT), the transformers as the timm model jaxssl's export maps
-to (`_peers_vit.timm_backbone`; both parameter counts are printed and recorded as
-`backbone_params`). SwAV (`_peers_multicrop.py`): lightly's
+Covered: SimCLR, BYOL, MoCo v2 (lightly's memory bank, `SplitBatchNorm` + `batch_shuffle`), MoCo v3
+(lightly's heads; lightly 1.6 has no MoCo v3 loss, the official `ctr` is written out), SimSiam,
+VICReg, Barlow Twins, SwAV, DINO (all ResNet-18 at `:cpu`; DINO also on the `:cpu` ViT with
+`--config-arg vit,cpu`), MAE (the `:cpu` image transformer) and iBOT (the `:cpu` ViT), the
+transformers as the timm model jaxssl's export maps to (`_peers_vit.timm_backbone`; both parameter
+counts are printed and recorded as `backbone_params`). SwAV (`_peers_multicrop.py`): lightly's
 `SwaVProjectionHead`, `SwaVPrototypes` (frozen for `freeze_prototypes_steps`, `normalize()` each
 step), `SwaVLoss` and a `MemoryBankModule` queue per high-resolution crop, filled every step and
 used from `queue_start_step` once full, as jaxssl's. DINO (`_peers_dino.py`): lightly's
@@ -116,8 +115,8 @@ PROBED = ("mae", "data2vec_image")
 
 
 def method_config(method: str, steps: int, seed: int, overrides: Sequence[str] = (), arg: str = "cpu"):
-    """`configs/<method>_cifar10.py:<arg>` (`:cpu` by default) with `total_steps` and `seed` set (the method's schedules
-    follow `total_steps` through the config's references), then each `--set KEY=VALUE` of
+    """`configs/<method>_cifar10.py:<arg>` (`:cpu` by default) with `total_steps` and `seed` set (the
+    method's schedules follow `total_steps` through the config's references), then each `--set KEY=VALUE` of
     `overrides` (a dotted config key and a Python literal, e.g. `method_kw.epsilon=0.03`), as the
     trainer's `--config.KEY=VALUE`; the run's recorded config shows them."""
     config = importlib.import_module(f"configs.{method}_cifar10").get_config(arg)

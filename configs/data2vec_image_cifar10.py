@@ -11,7 +11,8 @@ choices (not published). One view: random resized crop + flip, no colour distort
 
 `:cpu` is a width-64 depth-4 model for a 2-core CPU, batch 128, 1500 steps: the budget at which it
 beats the same transformer at random init by more than 5 linear-probe points (42.9% against 36.5%;
-seed 1: 41.9% against 35.5%; benchmarks/RESULTS.md 7; 500 steps gave +4.4). `:runlocal` is a few steps of a tiny one.
+seed 1: 41.9% against 35.5%; benchmarks/RESULTS.md 7; 500 steps gave +4.4). `:runlocal` is a few
+steps of a tiny one.
 """
 import ml_collections
 

@@ -36,8 +36,8 @@ Arguments (combine with commas):
   seeds, 24.3 and 30.1 at k=20); lightly's SwAV with the same optimiser +8.1 / +8.5 and +6.4 / +5.9,
   jaxssl - lightly -0.5 / -0.3 on the two-seed mean (from the same initial networks -1.2 / -0.8, which
   is lightly's prototype bias: with both layers bias-free jaxssl is +1.4 / +1.9 from the same networks,
-  and `--config.method_kw.prototype_bias=True`, lightly's layer, gave jaxssl +2.6 / +2.6 at seed 0;
-  benchmarks/RESULTS.md 7). 1500 steps, not 1000, because at 1000 seed 1 gained only +4.1 at
+  and `--config.method_kw.prototype_bias=True`, lightly's layer, raised jaxssl's seed-0 kNN by 2.6 /
+  2.6 points to 36.1 / 36.4, +1.0 / +0.8 over lightly's with the bias; benchmarks/RESULTS.md 7). 1500 steps, not 1000, because at 1000 seed 1 gained only +4.1 at
   k=20 (+9.4 / +8.6 and +4.1 / +5.4); the reference's LARC gave +5.9 / +5.1 and +0.9 / +2.5 at 1000
   steps.
   `--config.optimizer.trust_coefficient=0.001 --config.optimizer.trust_clip=False
